@@ -1,0 +1,217 @@
+//! Models: the classifiers, the denoisers, their fixed filters, and checkpoints.
+
+pub mod basenet;
+pub mod blocks;
+pub mod checkpoint;
+pub mod defed;
+pub mod filters;
+pub mod lenet;
+pub mod svhn;
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+pub use basenet::BaseNet;
+pub use checkpoint::{CheckpointMeta, LoadOptions, load_classifier, load_denoiser, save_model};
+pub use defed::Defed;
+pub use filters::EdgeMethod;
+pub use lenet::LeNet;
+pub use svhn::SvhnNet;
+
+use crate::backend::Device;
+use crate::error::{Error, Result};
+
+/// The network architectures defed knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// LeNet-5 classifier, 1 x 28 x 28.
+    Lenet,
+    /// The VGG-style SVHN classifier, C x 32 x 32.
+    SvhnVgg,
+    /// The Defed denoiser (the original's `ERN`).
+    Defed,
+    /// The BaseNet denoiser.
+    Basenet,
+}
+
+impl Architecture {
+    /// The name used on the command line and in metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Lenet => "lenet",
+            Architecture::SvhnVgg => "svhn-vgg",
+            Architecture::Defed => "defed",
+            Architecture::Basenet => "basenet",
+        }
+    }
+
+    /// Whether this is a classifier (as opposed to a denoiser).
+    pub fn is_classifier(self) -> bool {
+        matches!(self, Architecture::Lenet | Architecture::SvhnVgg)
+    }
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Architecture {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "lenet" | "lenet5" | "lenet-5" => Ok(Architecture::Lenet),
+            "svhn-vgg" | "svhn" | "vgg" => Ok(Architecture::SvhnVgg),
+            "defed" | "ern" => Ok(Architecture::Defed),
+            "basenet" => Ok(Architecture::Basenet),
+            other => Err(format!(
+                "unknown architecture {other:?} (expected lenet, svhn-vgg, defed or basenet)"
+            )),
+        }
+    }
+}
+
+/// A trained image classifier of any supported architecture.
+#[derive(Debug, Clone)]
+pub enum Classifier {
+    /// LeNet-5.
+    Lenet(LeNet),
+    /// The SVHN VGG.
+    SvhnVgg(SvhnNet),
+}
+
+impl Classifier {
+    /// Logits for a batch `N x C x H x W` (unchecked; see [`Classifier::try_logits`]).
+    pub fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Classifier::Lenet(m) => m.forward(x),
+            Classifier::SvhnVgg(m) => m.forward(x),
+        }
+    }
+
+    /// Logits after checking the batch's shape.
+    pub fn try_logits(&self, x: Tensor<4>) -> Result<Tensor<2>> {
+        let [_, c, h, w] = x.dims();
+        let want = self.input_shape();
+        if [c, h, w] != want {
+            return Err(Error::Shape(format!(
+                "the {} classifier takes {}x{}x{} images, got {c}x{h}x{w}",
+                self.architecture(),
+                want[0],
+                want[1],
+                want[2]
+            )));
+        }
+        Ok(self.logits(x))
+    }
+
+    /// The `C x H x W` shape of the images it takes.
+    pub fn input_shape(&self) -> [usize; 3] {
+        match self {
+            Classifier::Lenet(_) => [1, 28, 28],
+            Classifier::SvhnVgg(m) => [m.features.l0.weight.dims()[1], 32, 32],
+        }
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        10
+    }
+
+    /// Its architecture.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Classifier::Lenet(_) => Architecture::Lenet,
+            Classifier::SvhnVgg(_) => Architecture::SvhnVgg,
+        }
+    }
+
+    /// The same network in inference mode (batch norm uses running statistics, no gradients
+    /// into its parameters) but able to pass gradients to its input on an autodiff device.
+    pub fn frozen(self) -> Self {
+        use burn::module::Module;
+        match self {
+            Classifier::Lenet(m) => Classifier::Lenet(m.freeze()),
+            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(m.freeze()),
+        }
+    }
+
+    /// Moves the network to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        use burn::module::Module;
+        match self {
+            Classifier::Lenet(m) => Classifier::Lenet(m.to_device(device)),
+            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(m.to_device(device)),
+        }
+    }
+}
+
+/// A trained denoiser of any supported architecture.
+#[derive(Debug, Clone)]
+pub enum Denoiser {
+    /// Defed.
+    Defed(Defed),
+    /// BaseNet.
+    Basenet(BaseNet),
+}
+
+impl Denoiser {
+    /// The raw (unclamped) output; sides must be divisible by 4.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Denoiser::Defed(m) => m.forward(x),
+            Denoiser::Basenet(m) => m.forward(x),
+        }
+    }
+
+    /// The denoised image `clamp(D(x), 0, 1)`, after checking the shape.
+    pub fn try_denoise(&self, x: Tensor<4>) -> Result<Tensor<4>> {
+        check_denoiser_input(x.dims(), self.channels())?;
+        Ok(self.forward(x).clamp(0.0, 1.0))
+    }
+
+    /// The number of image channels it was built for.
+    pub fn channels(&self) -> usize {
+        match self {
+            Denoiser::Defed(m) => m.head.l0.weight.dims()[1],
+            Denoiser::Basenet(m) => m.head.l0.weight.dims()[1],
+        }
+    }
+
+    /// Its architecture.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Denoiser::Defed(_) => Architecture::Defed,
+            Denoiser::Basenet(_) => Architecture::Basenet,
+        }
+    }
+
+    /// Inference mode, gradients still flowing to the input on an autodiff device.
+    pub fn frozen(self) -> Self {
+        use burn::module::Module;
+        match self {
+            Denoiser::Defed(m) => Denoiser::Defed(m.freeze()),
+            Denoiser::Basenet(m) => Denoiser::Basenet(m.freeze()),
+        }
+    }
+}
+
+/// Checks that a batch fits a denoiser: the right channel count and sides divisible by 4.
+pub fn check_denoiser_input(dims: [usize; 4], channels: usize) -> Result<()> {
+    let [_, c, h, w] = dims;
+    if c != channels {
+        return Err(Error::Shape(format!(
+            "the denoiser takes {channels}-channel images, got {c} channels"
+        )));
+    }
+    if h % 4 != 0 || w % 4 != 0 || h == 0 || w == 0 {
+        return Err(Error::Shape(format!(
+            "denoiser inputs need height and width divisible by 4 (two 2x down- and up-samplings), got {h}x{w}; pad or resize the images (e.g. to {}x{})",
+            h.div_ceil(4) * 4,
+            w.div_ceil(4) * 4
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared` beside the project, or `None` (after printing why) when it is absent.
+pub fn shared() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if p.join("reference").is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent; the parity tests need the shared reference material",
+            p.display()
+        );
+        None
+    }
+}
+
+/// Reads a fixture `.npy` as float32.
+pub fn fixture(shared: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let a = defed::io::read_npy(shared.join("reference/fixtures").join(name)).unwrap();
+    let v = a.to_f32();
+    (a.shape, v)
+}
+
+/// Largest absolute difference.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Asserts closeness within `tol` and prints the error.
+pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    let e = max_abs(got, want);
+    eprintln!("{name}: max abs error {e:.3e}");
+    assert!(e <= tol, "{name}: max abs error {e} > {tol}");
+}
