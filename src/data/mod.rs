@@ -7,6 +7,7 @@ pub mod download;
 mod embedded;
 mod folder;
 mod idx;
+mod inputs;
 mod noise;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ pub use cifar::read_cifar10;
 pub use embedded::embedded_mnist;
 pub use folder::{FolderOptions, read_image_file, read_image_folder};
 pub use idx::{IdxArray, read_idx, read_idx_bytes, read_idx_pair};
+pub use inputs::{Inputs, load_spec, read_inputs, read_labels};
 pub use noise::{add_gaussian_noise, add_gaussian_noise_tensor};
 
 use crate::backend::Device;

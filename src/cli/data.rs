@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use defed::data::download::{default_cache_dir, download, source};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Download a data set into the cache, checking SHA-256 sums.
+    Download {
+        /// mnist, fashion-mnist or cifar10.
+        name: String,
+        /// Cache folder (default: $DEFED_CACHE_DIR, else the user's cache folder + defed).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Base address to fetch the files from instead of the standard mirrors.
+        #[arg(long, env = "DEFED_MIRROR")]
+        mirror: Option<String>,
+    },
+}
+
+pub fn run(c: Command) -> Result<()> {
+    match c {
+        Command::Download {
+            name,
+            cache_dir,
+            mirror,
+        } => {
+            let src = source(&name)?;
+            let cache = cache_dir.unwrap_or_else(default_cache_dir);
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message(format!("downloading {} into {}", src.name, cache.display()));
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let result = download(&src, &cache, mirror.as_deref());
+            bar.finish_and_clear();
+            let dir = result?;
+            println!("{} is in {}", src.name, dir.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Command definitions and dispatch.
+
+mod classify;
+mod data;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// defed: protect image classifiers from adversarial examples with edge-feature-enhanced
+/// denoisers.
+#[derive(Debug, Parser)]
+#[command(name = "defed", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a checkpoint's architecture, metadata, parameter count and tensors.
+    Inspect(inspect::Args),
+    /// Classify images (IDX, PNG/JPEG, .npy, or a named data set) with a classifier.
+    Classify(classify::Args),
+    /// Data sets: download and cache.
+    Data {
+        #[command(subcommand)]
+        command: data::Command,
+    },
+}
+
+/// Sets up `tracing` logs on stderr.
+pub fn init_tracing(verbose: u8, quiet: bool) {
+    let level = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEFED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("defed={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Data { command } => data::run(command),
+    }
+}
