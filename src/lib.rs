@@ -9,6 +9,7 @@
 //! - [`model`]: the classifiers (LeNet-5, the SVHN VGG), the denoisers (BaseNet and Defed), the
 //!   fixed blur / Laplacian / Sobel filters, and checkpoints (safetensors with metadata, and the
 //!   original authors' PyTorch `.pth` files);
+//! - [`train`]: training classifiers and denoisers (resumable, logged);
 //! - [`eval`]: image-quality metrics (PSNR, SSIM) and accuracy;
 //! - [`defense`]: the adversarial score and the multi-denoiser defender;
 //! - [`io`]: NumPy `.npy` / `.npz` interchange.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod train;
 pub mod util;
 
 pub use backend::{Device, autodiff_device, default_device};

@@ -3,6 +3,7 @@
 mod classify;
 mod data;
 mod inspect;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,11 @@ enum Command {
     Inspect(inspect::Args),
     /// Classify images (IDX, PNG/JPEG, .npy, or a named data set) with a classifier.
     Classify(classify::Args),
+    /// Train classifiers and denoisers.
+    Train {
+        #[command(subcommand)]
+        command: train::Command,
+    },
     /// Data sets: download and cache.
     Data {
         #[command(subcommand)]
@@ -59,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Classify(a) => classify::run(a),
+        Command::Train { command } => train::run(command),
         Command::Data { command } => data::run(command),
     }
 }

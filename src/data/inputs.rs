@@ -212,3 +212,80 @@ pub fn load_spec(spec: &str, val_fraction: f64, seed: u64) -> Result<ImageSet> {
             .0),
     }
 }
+
+/// Loads the training data named by `spec` and splits off a seeded validation part:
+/// a named data set's training split (`mnist-embedded`, `mnist`, `fashion-mnist`, `cifar10`),
+/// a class folder (read with `channels` and `size`), or an `.npz` with arrays `x`/`images` and
+/// `y`/`labels`. `limit` keeps only the first images of the training part (for quick runs).
+pub fn load_train_val(
+    spec: &str,
+    channels: usize,
+    size: [usize; 2],
+    val_fraction: f64,
+    seed: u64,
+    limit: Option<usize>,
+) -> Result<(ImageSet, ImageSet)> {
+    let path = Path::new(spec);
+    let full = if path.is_dir() {
+        let opts = FolderOptions {
+            channels,
+            size,
+            resize: false,
+        };
+        read_image_folder(path, &opts)?.0
+    } else if spec.ends_with(".npz") {
+        read_npz_set(path)?
+    } else {
+        let name = spec.trim_end_matches(":train");
+        load_named(name, Split::Train, &default_cache_dir())?
+    };
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(Error::Invalid(format!(
+            "the validation fraction must be in [0, 1), got {val_fraction}"
+        )));
+    }
+    let (train, val) = full.split(val_fraction, seed);
+    let train = match limit {
+        Some(n) => train.take(n),
+        None => train,
+    };
+    let val = match limit {
+        Some(n) => val.take((n / 5).max(1)),
+        None => val,
+    };
+    Ok((train, val))
+}
+
+/// Reads an image set from an `.npz` with `x` (or `images`) and `y` (or `labels`).
+pub fn read_npz_set(path: &Path) -> Result<ImageSet> {
+    let arrays = crate::io::read_npz(path)?;
+    let x = arrays
+        .get("x")
+        .or_else(|| arrays.get("images"))
+        .ok_or_else(|| Error::format(path, "no array named x or images"))?;
+    let y = arrays
+        .get("y")
+        .or_else(|| arrays.get("labels"))
+        .ok_or_else(|| Error::format(path, "no array named y or labels"))?;
+    let shape = match x.shape.as_slice() {
+        [_, c, h, w] => [*c, *h, *w],
+        [_, h, w] => [1, *h, *w],
+        other => {
+            return Err(Error::format(
+                path,
+                format!("images of shape {other:?}, expected N x C x H x W"),
+            ));
+        }
+    };
+    let pixels = match &x.data {
+        crate::io::NpyData::U8(v) => v.iter().map(|&b| b as f32 / 255.0).collect(),
+        _ => x.to_f32(),
+    };
+    let labels = y
+        .to_i64()
+        .ok_or_else(|| Error::format(path, "labels must be integers"))?
+        .into_iter()
+        .map(|l| usize::try_from(l).map_err(|_| Error::format(path, format!("negative label {l}"))))
+        .collect::<Result<Vec<_>>>()?;
+    ImageSet::new(pixels, labels, shape).map_err(|e| Error::format(path, e.to_string()))
+}

@@ -19,7 +19,7 @@ pub use cifar::read_cifar10;
 pub use embedded::embedded_mnist;
 pub use folder::{FolderOptions, read_image_file, read_image_folder};
 pub use idx::{IdxArray, read_idx, read_idx_bytes, read_idx_pair};
-pub use inputs::{Inputs, load_spec, read_inputs, read_labels};
+pub use inputs::{Inputs, load_spec, load_train_val, read_inputs, read_labels, read_npz_set};
 pub use noise::{add_gaussian_noise, add_gaussian_noise_tensor};
 
 use crate::backend::Device;

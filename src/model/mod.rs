@@ -138,6 +138,15 @@ impl Classifier {
         }
     }
 
+    /// An inference copy without autodiff (for evaluation).
+    pub fn valid(&self) -> Self {
+        use burn::module::Module;
+        match self {
+            Classifier::Lenet(m) => Classifier::Lenet(m.valid()),
+            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(m.valid()),
+        }
+    }
+
     /// Moves the network to `device`.
     pub fn to_device(self, device: &Device) -> Self {
         use burn::module::Module;

@@ -1,0 +1,224 @@
+//! Denoiser training: `alpha * CE(C(d), y) + MSE(x, d)` with `d = clamp(D(clamp(x + noise)))`
+//! and the classifier `C` frozen.
+
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_softmax;
+
+use super::state::{self, Progress};
+use super::{DenoiserNet, EpochLog, RunOptions, derive_seed, epoch_bar, write_logs};
+use crate::backend::Device;
+use crate::data::{Batches, ImageSet, add_gaussian_noise_tensor};
+use crate::error::{Error, Result};
+use crate::eval::ssim_per_image;
+use crate::model::checkpoint::{CheckpointMeta, save_model};
+use crate::model::{Classifier, EdgeMethod};
+use crate::util::{argmax_rows, one_hot, to_vec};
+
+/// What a denoiser run trains for.
+#[derive(Debug, Clone)]
+pub struct DenoiserTrainConfig {
+    /// Noise level sigma in 1/255 units.
+    pub noise: f32,
+    /// Weight of the classification loss.
+    pub alpha: f32,
+    /// Edge method of a Defed (recorded in the checkpoint).
+    pub edge: Option<EdgeMethod>,
+}
+
+/// Validation figures of a denoiser.
+struct ValFigures {
+    vision: f64,
+    class: f64,
+    accuracy: f64,
+    psnr: f64,
+    ssim: f64,
+}
+
+fn validate<M: DenoiserNet>(
+    model: &M,
+    classifier: &Classifier,
+    set: &ImageSet,
+    cfg: &DenoiserTrainConfig,
+    seed: u64,
+    bs: usize,
+    device: &Device,
+    bare: bool,
+) -> ValFigures {
+    let (mut sq, mut ce, mut right, mut ssim) = (0f64, 0f64, 0usize, 0f64);
+    let per = set.image_len() as f64;
+    for (k, idx) in Batches::sequential(set.len(), bs).enumerate() {
+        let b = set.select(&idx);
+        let x = b.tensor(0, b.len(), device);
+        let xn =
+            add_gaussian_noise_tensor(x.clone(), cfg.noise, derive_seed(seed, u64::MAX, k as u64));
+        let d = if bare {
+            xn
+        } else {
+            model.denoise_raw(xn).clamp(0.0, 1.0)
+        };
+        let diff = x.clone() - d.clone();
+        sq += to_vec((diff.clone() * diff).sum())[0] as f64;
+        let logits = classifier.logits(d.clone());
+        let target = one_hot(&b.labels, 10, device);
+        ce += to_vec((log_softmax(logits.clone(), 1) * target).sum().neg())[0] as f64;
+        let pred = argmax_rows(&to_vec(logits), 10);
+        right += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
+        ssim += ssim_per_image(x, d).iter().map(|&v| v as f64).sum::<f64>();
+    }
+    let n = set.len() as f64;
+    let mse = sq / (n * per);
+    ValFigures {
+        vision: mse,
+        class: ce / n,
+        accuracy: right as f64 / n,
+        psnr: 10.0 * (1.0 / mse).log10(),
+        ssim: ssim / n,
+    }
+}
+
+/// Trains a denoiser (created on an autodiff `device`) against a frozen `classifier` (loaded
+/// on the same device). Keeps three checkpoints, by validation total loss
+/// (`<name>.safetensors`), class loss (`-best-class`) and vision loss (`-best-vision`).
+#[allow(clippy::too_many_arguments)]
+pub fn train_denoiser<M: DenoiserNet>(
+    model: M,
+    classifier: &Classifier,
+    train: &ImageSet,
+    val: &ImageSet,
+    cfg: &DenoiserTrainConfig,
+    run: &RunOptions,
+    device: &Device,
+) -> Result<Progress> {
+    if train.is_empty() || val.is_empty() {
+        return Err(Error::Invalid(
+            "training and validation sets must not be empty".into(),
+        ));
+    }
+    if classifier.input_shape() != train.shape {
+        return Err(Error::Shape(format!(
+            "the classifier takes {:?} images, the training data is {:?}",
+            classifier.input_shape(),
+            train.shape
+        )));
+    }
+    crate::model::check_denoiser_input(
+        [1, train.shape[0], train.shape[1], train.shape[2]],
+        train.shape[0],
+    )?;
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut model = model;
+    let mut progress = Progress::default();
+    if run.resume
+        && let Some((m, o, p)) = state::load(run, model.clone(), optim.clone())?
+    {
+        tracing::info!(epochs_done = p.epochs_done, "resuming");
+        (model, optim, progress) = (m, o, p);
+    }
+    let plain = device.clone().inner();
+    let val_classifier = classifier.clone().valid();
+    let alpha = cfg.alpha;
+    for epoch in progress.epochs_done..run.epochs {
+        let lr = run.lr_at(epoch);
+        let bar = epoch_bar(run.progress, train.len(), epoch, run.epochs);
+        let (mut vis_sum, mut cls_sum, mut seen) = (0f64, 0f64, 0usize);
+        let start = std::time::Instant::now();
+        let order = derive_seed(run.seed, epoch as u64, 0);
+        for (k, idx) in Batches::shuffled(train.len(), run.batch_size, order).enumerate() {
+            let b = train.select(&idx);
+            let x = b.tensor(0, b.len(), device);
+            let noise_seed = derive_seed(run.seed, epoch as u64, k as u64 + 1);
+            let xn = add_gaussian_noise_tensor(x.clone(), cfg.noise, noise_seed);
+            let d = model.denoise_raw(xn).clamp(0.0, 1.0);
+            let diff = x - d.clone();
+            let vision = (diff.clone() * diff).mean();
+            let target = one_hot(&b.labels, 10, device);
+            let class: Tensor<1> = (log_softmax(classifier.logits(d), 1) * target)
+                .sum_dim(1)
+                .mean()
+                .neg();
+            let loss = class.clone().mul_scalar(alpha) + vision.clone();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            vis_sum += to_vec(vision)[0] as f64 * b.len() as f64;
+            cls_sum += to_vec(class)[0] as f64 * b.len() as f64;
+            seen += b.len();
+            bar.inc(b.len() as u64);
+        }
+        bar.finish_and_clear();
+        let secs = start.elapsed().as_secs_f64();
+        let v = validate(
+            &model.valid(),
+            &val_classifier,
+            val,
+            cfg,
+            run.seed,
+            run.batch_size,
+            &plain,
+            false,
+        );
+        let mut log = EpochLog::new();
+        log.insert("epoch".into(), (epoch + 1) as f64);
+        log.insert("lr".into(), lr);
+        log.insert("train_vision".into(), vis_sum / seen as f64);
+        log.insert("train_class".into(), cls_sum / seen as f64);
+        log.insert(
+            "train_total".into(),
+            (alpha as f64 * cls_sum + vis_sum) / seen as f64,
+        );
+        log.insert("val_vision".into(), v.vision);
+        log.insert("val_class".into(), v.class);
+        log.insert("val_total".into(), alpha as f64 * v.class + v.vision);
+        log.insert("val_accuracy".into(), v.accuracy);
+        log.insert("val_mse".into(), v.vision);
+        log.insert("val_psnr".into(), v.psnr);
+        log.insert("val_ssim".into(), v.ssim);
+        log.insert("seconds".into(), secs);
+        log.insert("images_per_second".into(), seen as f64 / secs);
+        if epoch == 0 {
+            let bare = validate(
+                &model.valid(),
+                &val_classifier,
+                val,
+                cfg,
+                run.seed,
+                run.batch_size,
+                &plain,
+                true,
+            );
+            log.insert("noisy_val_accuracy".into(), bare.accuracy);
+            log.insert("noisy_val_psnr".into(), bare.psnr);
+        }
+        tracing::info!(
+            epoch = epoch + 1,
+            val_total = alpha as f64 * v.class + v.vision,
+            val_accuracy = v.accuracy,
+            val_psnr = v.psnr,
+            "epoch done"
+        );
+        let mut meta = CheckpointMeta::new(model.architecture(), train.shape[0]);
+        meta.edge = cfg.edge;
+        meta.noise = Some(cfg.noise);
+        meta.alpha = Some(cfg.alpha);
+        meta.dataset = Some(run.dataset.clone());
+        meta.source = Some(run.source.clone());
+        meta.metrics = log.clone();
+        for (key, suffix) in [
+            ("val_total", ".safetensors"),
+            ("val_class", "-best-class.safetensors"),
+            ("val_vision", "-best-vision.safetensors"),
+        ] {
+            let value = log[key];
+            if progress.best.get(key).is_none_or(|&b| value < b) {
+                progress.best.insert(key.into(), value);
+                save_model(&model.valid(), &meta, run.file(suffix))?;
+            }
+        }
+        progress.history.push(log);
+        progress.epochs_done = epoch + 1;
+        progress.finished = progress.epochs_done == run.epochs;
+        write_logs(run, &progress.history)?;
+        state::save(run, &model, &optim, &progress)?;
+    }
+    Ok(progress)
+}

@@ -1,0 +1,168 @@
+//! Training (stages 3 and 4): classifiers, and BaseNet / Defed denoisers.
+//!
+//! Every run is seeded (batch order and noise draws derive from `seed`, the epoch and the
+//! batch), logs each epoch as CSV and JSON next to its checkpoints, and writes a resumable
+//! state (model, optimiser, epoch, history) atomically after every epoch.
+
+mod classifier;
+mod denoiser;
+mod state;
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+pub use classifier::{ClassifierTrainConfig, train_classifier};
+pub use denoiser::{DenoiserTrainConfig, train_denoiser};
+
+use crate::model::{Architecture, BaseNet, Defed, LeNet, SvhnNet};
+
+/// A classifier network that can be trained.
+pub trait ClassifierNet: Module + Sized + 'static {
+    /// Logits.
+    fn logits(&self, x: Tensor<4>) -> Tensor<2>;
+    /// Its architecture.
+    fn architecture(&self) -> Architecture;
+}
+
+impl ClassifierNet for LeNet {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+    fn architecture(&self) -> Architecture {
+        Architecture::Lenet
+    }
+}
+
+impl ClassifierNet for SvhnNet {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+    fn architecture(&self) -> Architecture {
+        Architecture::SvhnVgg
+    }
+}
+
+/// A denoiser network that can be trained.
+pub trait DenoiserNet: Module + Sized + 'static {
+    /// The raw output.
+    fn denoise_raw(&self, x: Tensor<4>) -> Tensor<4>;
+    /// Its architecture.
+    fn architecture(&self) -> Architecture;
+}
+
+impl DenoiserNet for Defed {
+    fn denoise_raw(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x)
+    }
+    fn architecture(&self) -> Architecture {
+        Architecture::Defed
+    }
+}
+
+impl DenoiserNet for BaseNet {
+    fn denoise_raw(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x)
+    }
+    fn architecture(&self) -> Architecture {
+        Architecture::Basenet
+    }
+}
+
+/// Options shared by every training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Folder for checkpoints, logs and resume state.
+    pub out_dir: PathBuf,
+    /// Base name of the files written.
+    pub name: String,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Epochs after which the learning rate is multiplied by 0.1.
+    pub milestones: Vec<usize>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Continue from the resume state if there is one.
+    pub resume: bool,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+    /// The command line or description recorded in the checkpoint.
+    pub source: String,
+    /// Name of the training data set, recorded in the checkpoint.
+    pub dataset: String,
+}
+
+impl RunOptions {
+    /// The learning rate in `epoch` (0-based) after the milestone decays.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let decays = self.milestones.iter().filter(|&&m| epoch >= m).count();
+        self.lr * 0.1f64.powi(decays as i32)
+    }
+
+    /// Path of a file `<name><suffix>` in the output folder.
+    pub fn file(&self, suffix: &str) -> PathBuf {
+        self.out_dir.join(format!("{}{suffix}", self.name))
+    }
+}
+
+/// One epoch's figures, as logged.
+pub type EpochLog = std::collections::BTreeMap<String, f64>;
+
+/// A seed derived from a base seed and a tag (epoch, batch...), so that resumed runs draw the
+/// same numbers.
+pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+    // SplitMix64 finaliser over the combined words.
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(b.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Writes the epoch logs as CSV and JSON, atomically.
+pub fn write_logs(opts: &RunOptions, history: &[EpochLog]) -> crate::Result<()> {
+    let mut cols: Vec<String> = Vec::new();
+    for h in history {
+        for k in h.keys() {
+            if !cols.contains(k) {
+                cols.push(k.clone());
+            }
+        }
+    }
+    cols.sort_by_key(|c| (c != "epoch", c.clone()));
+    let mut csv = cols.join(",") + "\n";
+    for h in history {
+        let row: Vec<String> = cols
+            .iter()
+            .map(|c| h.get(c).map(|v| format!("{v}")).unwrap_or_default())
+            .collect();
+        csv += &(row.join(",") + "\n");
+    }
+    crate::util::write_atomic(opts.file(".log.csv"), csv.as_bytes())?;
+    let json = serde_json::to_vec_pretty(history).expect("logs serialise");
+    crate::util::write_atomic(opts.file(".log.json"), &json)
+}
+
+/// A progress bar for one epoch (hidden when `show` is false).
+pub fn epoch_bar(show: bool, images: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(images as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} img  {per_sec}  eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("epoch {}/{epochs}", epoch + 1));
+    bar
+}
