@@ -1,0 +1,176 @@
+//! Training runs end to end: learning happens, runs are reproducible, and an interrupted run
+//! resumes where it stopped.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use defed::data::embedded_mnist;
+use defed::model::{Defed, EdgeMethod, LeNet, load_classifier};
+use defed::train::{DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser};
+
+fn opts(dir: &std::path::Path, name: &str, epochs: usize) -> RunOptions {
+    RunOptions {
+        out_dir: dir.to_path_buf(),
+        name: name.into(),
+        epochs,
+        batch_size: 64,
+        lr: 1e-3,
+        milestones: vec![],
+        seed: 7,
+        resume: false,
+        progress: false,
+        source: "test".into(),
+        dataset: "mnist-embedded".into(),
+    }
+}
+
+#[test]
+fn lenet_learns_the_embedded_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = embedded_mnist().split(0.1, 0);
+    let train = train.take(3000);
+    let val = val.take(500);
+    let device = defed::autodiff_device();
+    device.seed(7);
+    let p = train_classifier(
+        LeNet::new(&device),
+        &train,
+        &val,
+        &opts(dir.path(), "l", 3),
+        &device,
+    )
+    .unwrap();
+    let acc = p.best["val_accuracy"];
+    assert!(
+        acc > 0.85,
+        "validation accuracy after 3 epochs on 3,000 digits: {acc}"
+    );
+    // The best checkpoint loads and scores what the log says.
+    let (clf, meta) =
+        load_classifier(dir.path().join("l.safetensors"), &defed::default_device()).unwrap();
+    let pred = defed::eval::predict(&clf, &val, 256, &defed::default_device()).unwrap();
+    let acc2 = defed::eval::accuracy(&pred, &val.labels);
+    assert!((acc - acc2).abs() < 1e-9, "{acc} vs {acc2}");
+    assert_eq!(meta.metrics["val_accuracy"], acc);
+    for f in ["l.log.csv", "l.log.json", "l.resume/progress.json"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn defed_denoises_after_a_short_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = embedded_mnist().split(0.1, 0);
+    let train = train.take(512);
+    let val = val.take(64);
+    let device = defed::autodiff_device();
+    device.seed(3);
+    // The class loss needs a classifier; an untrained LeNet is enough with alpha = 0.
+    let clf = defed::model::Classifier::Lenet(LeNet::new(&device)).frozen();
+    let cfg = DenoiserTrainConfig {
+        noise: 80.0,
+        alpha: 0.0,
+        edge: Some(EdgeMethod::Laplacian),
+    };
+    let mut o = opts(dir.path(), "d", 2);
+    o.batch_size = 32;
+    let p = train_denoiser(
+        Defed::new(1, EdgeMethod::Laplacian, &device),
+        &clf,
+        &train,
+        &val,
+        &cfg,
+        &o,
+        &device,
+    )
+    .unwrap();
+    let first = &p.history[0];
+    let last = p.history.last().unwrap();
+    eprintln!(
+        "noisy PSNR {:.2}, denoised PSNR {:.2}",
+        first["noisy_val_psnr"], last["val_psnr"]
+    );
+    assert!(
+        last["val_psnr"] > first["noisy_val_psnr"] + 1.0,
+        "the denoiser should beat the noisy input: {} vs {}",
+        last["val_psnr"],
+        first["noisy_val_psnr"]
+    );
+    for f in [
+        "d.safetensors",
+        "d-best-class.safetensors",
+        "d-best-vision.safetensors",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+}
+
+fn read_log(path: &std::path::Path) -> Vec<std::collections::BTreeMap<String, f64>> {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
+    let bin = env!("CARGO_BIN_EXE_defed");
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: &std::path::Path| {
+        vec![
+            "train".to_string(),
+            "classifier".into(),
+            "--epochs".into(),
+            "4".into(),
+            "--limit".into(),
+            "4000".into(),
+            "--seed".into(),
+            "5".into(),
+            "--name".into(),
+            "r".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let a = dir.path().join("a");
+    let mut child = Command::new(bin).args(args(&a)).spawn().unwrap();
+    let progress = a.join("r.resume/progress.json");
+    let start = Instant::now();
+    while !progress.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch finished in time"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Kill it inside the second epoch.
+    let _ = child.kill();
+    let _ = child.wait();
+    let done = read_log(&a.join("r.log.json")).len();
+    assert!(done < 4, "the run finished before it could be interrupted");
+    let status = Command::new(bin)
+        .args(args(&a))
+        .arg("--resume")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let resumed = read_log(&a.join("r.log.json"));
+    let epochs: Vec<f64> = resumed.iter().map(|l| l["epoch"]).collect();
+    assert_eq!(epochs, vec![1.0, 2.0, 3.0, 4.0]);
+
+    let b = dir.path().join("b");
+    let status = Command::new(bin).args(args(&b)).status().unwrap();
+    assert!(status.success());
+    let straight = read_log(&b.join("r.log.json"));
+    for (x, y) in resumed.iter().zip(&straight) {
+        for k in ["train_loss", "val_loss", "val_accuracy"] {
+            assert!(
+                (x[k] - y[k]).abs() <= 1e-6 * y[k].abs().max(1.0),
+                "epoch {}: {k} {} (resumed) vs {} (uninterrupted)",
+                y["epoch"],
+                x[k],
+                y[k]
+            );
+        }
+    }
+}
