@@ -119,7 +119,7 @@ fn wrong_shapes() {
     let (clf, _) = load_classifier(&p, &dev).unwrap();
     let e = err_text(clf.try_logits(tensor4(vec![0.5; 3 * 32 * 32], [1, 3, 32, 32], &dev)));
     assert!(e.contains("1x28x28") && e.contains("3x32x32"), "{e}");
-    let d = defed::model::Denoiser::Defed(Defed::new(1, EdgeMethod::Laplacian, &dev));
+    let d = defed::model::Denoiser::Defed(Box::new(Defed::new(1, EdgeMethod::Laplacian, &dev)));
     let e = err_text(d.try_denoise(tensor4(vec![0.5; 30 * 30], [1, 1, 30, 30], &dev)));
     assert!(e.contains("divisible by 4") && e.contains("30x30"), "{e}");
     let e = err_text(d.try_denoise(tensor4(vec![0.5; 3 * 28 * 28], [1, 3, 28, 28], &dev)));
@@ -214,7 +214,7 @@ fn checkpoint_roundtrip_and_atomic_write() {
         [2, 1, 28, 28],
         &dev,
     );
-    let reference = defed::model::Denoiser::Defed(net).frozen();
+    let reference = defed::model::Denoiser::Defed(Box::new(net)).frozen();
     let a = defed::util::to_vec(reference.forward(x.clone()));
     let b = defed::util::to_vec(loaded.forward(x));
     assert_eq!(a, b);

@@ -154,7 +154,7 @@ fn defed_layer_activations() {
     let model::Denoiser::Defed(net) = d else {
         panic!("expected a Defed")
     };
-    let x = input(&sh, "mnist_x.npy").slice([0..1]);
+    let x = input(&sh, "mnist_x.npy").narrow(0, 0, 1);
     let (_, acts) = net.forward_activations(x);
     assert_eq!(acts.len(), model::defed::DEFED_ACTIVATIONS.len());
     for (name, t) in acts {

@@ -66,7 +66,7 @@ fn defed_denoises_after_a_short_training() {
     let device = defed::autodiff_device();
     device.seed(3);
     // The class loss needs a classifier; an untrained LeNet is enough with alpha = 0.
-    let clf = defed::model::Classifier::Lenet(LeNet::new(&device)).frozen();
+    let clf = defed::model::Classifier::Lenet(Box::new(LeNet::new(&device))).frozen();
     let cfg = DenoiserTrainConfig {
         noise: 80.0,
         alpha: 0.0,

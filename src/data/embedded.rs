@@ -26,7 +26,7 @@ mod tests {
         let mut counts = [0usize; 10];
         set.labels.iter().for_each(|&l| counts[l] += 1);
         assert!(
-            counts.iter().all(|&c| (900..=1100).contains(&c)),
+            counts.iter().all(|&c| (800..=1200).contains(&c)),
             "{counts:?}"
         );
     }

@@ -611,18 +611,18 @@ pub fn load_classifier(
     let raw = read_checkpoint(path)?;
     let meta = resolve_meta(path, &raw, &LoadOptions::default())?;
     let model = match meta.architecture {
-        Architecture::Lenet => Classifier::Lenet(apply_tensors(
+        Architecture::Lenet => Classifier::Lenet(Box::new(apply_tensors(
             LeNet::new(device),
             &raw,
             path,
             Architecture::Lenet,
-        )?),
-        Architecture::SvhnVgg => Classifier::SvhnVgg(apply_tensors(
+        )?)),
+        Architecture::SvhnVgg => Classifier::SvhnVgg(Box::new(apply_tensors(
             SvhnNet::new(meta.channels, device),
             &raw,
             path,
             Architecture::SvhnVgg,
-        )?),
+        )?)),
         other => {
             return Err(Error::checkpoint(
                 path,
@@ -643,18 +643,18 @@ pub fn load_denoiser(
     let raw = read_checkpoint(path)?;
     let meta = resolve_meta(path, &raw, opts)?;
     let model = match meta.architecture {
-        Architecture::Defed => Denoiser::Defed(apply_tensors(
+        Architecture::Defed => Denoiser::Defed(Box::new(apply_tensors(
             Defed::new(meta.channels, meta.edge.unwrap_or_default(), device),
             &raw,
             path,
             Architecture::Defed,
-        )?),
-        Architecture::Basenet => Denoiser::Basenet(apply_tensors(
+        )?)),
+        Architecture::Basenet => Denoiser::Basenet(Box::new(apply_tensors(
             BaseNet::new(meta.channels, device),
             &raw,
             path,
             Architecture::Basenet,
-        )?),
+        )?)),
         other => {
             return Err(Error::checkpoint(
                 path,

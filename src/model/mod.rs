@@ -77,9 +77,9 @@ impl std::str::FromStr for Architecture {
 #[derive(Debug, Clone)]
 pub enum Classifier {
     /// LeNet-5.
-    Lenet(LeNet),
+    Lenet(Box<LeNet>),
     /// The SVHN VGG.
-    SvhnVgg(SvhnNet),
+    SvhnVgg(Box<SvhnNet>),
 }
 
 impl Classifier {
@@ -133,8 +133,8 @@ impl Classifier {
     pub fn frozen(self) -> Self {
         use burn::module::Module;
         match self {
-            Classifier::Lenet(m) => Classifier::Lenet(m.freeze()),
-            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(m.freeze()),
+            Classifier::Lenet(m) => Classifier::Lenet(Box::new(m.freeze())),
+            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(Box::new(m.freeze())),
         }
     }
 
@@ -142,8 +142,8 @@ impl Classifier {
     pub fn valid(&self) -> Self {
         use burn::module::Module;
         match self {
-            Classifier::Lenet(m) => Classifier::Lenet(m.valid()),
-            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(m.valid()),
+            Classifier::Lenet(m) => Classifier::Lenet(Box::new(m.valid())),
+            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(Box::new(m.valid())),
         }
     }
 
@@ -151,8 +151,8 @@ impl Classifier {
     pub fn to_device(self, device: &Device) -> Self {
         use burn::module::Module;
         match self {
-            Classifier::Lenet(m) => Classifier::Lenet(m.to_device(device)),
-            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(m.to_device(device)),
+            Classifier::Lenet(m) => Classifier::Lenet(Box::new(m.to_device(device))),
+            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(Box::new(m.to_device(device))),
         }
     }
 }
@@ -161,9 +161,9 @@ impl Classifier {
 #[derive(Debug, Clone)]
 pub enum Denoiser {
     /// Defed.
-    Defed(Defed),
+    Defed(Box<Defed>),
     /// BaseNet.
-    Basenet(BaseNet),
+    Basenet(Box<BaseNet>),
 }
 
 impl Denoiser {
@@ -201,8 +201,8 @@ impl Denoiser {
     pub fn frozen(self) -> Self {
         use burn::module::Module;
         match self {
-            Denoiser::Defed(m) => Denoiser::Defed(m.freeze()),
-            Denoiser::Basenet(m) => Denoiser::Basenet(m.freeze()),
+            Denoiser::Defed(m) => Denoiser::Defed(Box::new(m.freeze())),
+            Denoiser::Basenet(m) => Denoiser::Basenet(Box::new(m.freeze())),
         }
     }
 }

@@ -35,16 +35,26 @@ struct ValFigures {
     ssim: f64,
 }
 
-fn validate<M: DenoiserNet>(
-    model: &M,
-    classifier: &Classifier,
-    set: &ImageSet,
-    cfg: &DenoiserTrainConfig,
+/// What [`validate`] runs on.
+struct ValSetup<'a> {
+    classifier: &'a Classifier,
+    set: &'a ImageSet,
+    cfg: &'a DenoiserTrainConfig,
     seed: u64,
     bs: usize,
-    device: &Device,
-    bare: bool,
-) -> ValFigures {
+    device: &'a Device,
+}
+
+/// Validation figures of `model` (or of the bare noisy images when `model` is `None`).
+fn validate<M: DenoiserNet>(model: Option<&M>, v: &ValSetup<'_>) -> ValFigures {
+    let ValSetup {
+        classifier,
+        set,
+        cfg,
+        seed,
+        bs,
+        device,
+    } = *v;
     let (mut sq, mut ce, mut right, mut ssim) = (0f64, 0f64, 0usize, 0f64);
     let per = set.image_len() as f64;
     for (k, idx) in Batches::sequential(set.len(), bs).enumerate() {
@@ -52,10 +62,9 @@ fn validate<M: DenoiserNet>(
         let x = b.tensor(0, b.len(), device);
         let xn =
             add_gaussian_noise_tensor(x.clone(), cfg.noise, derive_seed(seed, u64::MAX, k as u64));
-        let d = if bare {
-            xn
-        } else {
-            model.denoise_raw(xn).clamp(0.0, 1.0)
+        let d = match model {
+            Some(m) => m.denoise_raw(xn).clamp(0.0, 1.0),
+            None => xn,
         };
         let diff = x.clone() - d.clone();
         sq += to_vec((diff.clone() * diff).sum())[0] as f64;
@@ -147,16 +156,16 @@ pub fn train_denoiser<M: DenoiserNet>(
         }
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
-        let v = validate(
-            &model.valid(),
-            &val_classifier,
-            val,
+        let setup = ValSetup {
+            classifier: &val_classifier,
+            set: val,
             cfg,
-            run.seed,
-            run.batch_size,
-            &plain,
-            false,
-        );
+            seed: run.seed,
+            bs: run.batch_size,
+            device: &plain,
+        };
+        let valid_model = model.valid();
+        let v = validate(Some(&valid_model), &setup);
         let mut log = EpochLog::new();
         log.insert("epoch".into(), (epoch + 1) as f64);
         log.insert("lr".into(), lr);
@@ -176,16 +185,7 @@ pub fn train_denoiser<M: DenoiserNet>(
         log.insert("seconds".into(), secs);
         log.insert("images_per_second".into(), seen as f64 / secs);
         if epoch == 0 {
-            let bare = validate(
-                &model.valid(),
-                &val_classifier,
-                val,
-                cfg,
-                run.seed,
-                run.batch_size,
-                &plain,
-                true,
-            );
+            let bare = validate(None::<&M>, &setup);
             log.insert("noisy_val_accuracy".into(), bare.accuracy);
             log.insert("noisy_val_psnr".into(), bare.psnr);
         }
