@@ -9,6 +9,8 @@
 //! - [`model`]: the classifiers (LeNet-5, the SVHN VGG), the denoisers (BaseNet and Defed), the
 //!   fixed blur / Laplacian / Sobel filters, and checkpoints (safetensors with metadata, and the
 //!   original authors' PyTorch `.pth` files);
+//! - [`attack`]: the benign set and adversarial attacks (FGSM, PGD, DeepFool, JSMA,
+//!   Carlini-Wagner, HopSkipJump, Square);
 //! - [`train`]: training classifiers and denoisers (resumable, logged);
 //! - [`eval`]: image-quality metrics (PSNR, SSIM) and accuracy;
 //! - [`defense`]: the adversarial score and the multi-denoiser defender;
@@ -16,6 +18,7 @@
 //!
 //! Tensors are float32 in `[0, 1]`, layout `N x C x H x W`.
 
+pub mod attack;
 pub mod backend;
 pub mod data;
 pub mod defense;

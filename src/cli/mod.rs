@@ -1,5 +1,6 @@
 //! Command definitions and dispatch.
 
+mod attack;
 mod classify;
 mod data;
 mod inspect;
@@ -28,6 +29,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Classify images (IDX, PNG/JPEG, .npy, or a named data set) with a classifier.
     Classify(classify::Args),
+    /// Stage 1: keep the first N test images the classifier gets right.
+    Benign(attack::BenignArgs),
+    /// Stage 2: craft adversarial examples against a classifier.
+    Attack(attack::AttackArgs),
     /// Train classifiers and denoisers.
     Train {
         #[command(subcommand)]
@@ -65,6 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Classify(a) => classify::run(a),
+        Command::Benign(a) => attack::benign(a),
+        Command::Attack(a) => attack::attack(a),
         Command::Train { command } => train::run(command),
         Command::Data { command } => data::run(command),
     }

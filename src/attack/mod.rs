@@ -1,0 +1,350 @@
+//! Stages 1 and 2: the benign set, and adversarial attacks against a classifier.
+//!
+//! Every attack implements [`Attack`]: a batch of images and labels in, a batch of candidate
+//! adversarial images out, inside `[0, 1]` and within the attack's budget. [`run_attack`]
+//! batches a set through an attack, times it, keeps the successful examples and measures them.
+
+mod cw;
+mod deepfool;
+mod fgsm;
+mod hsj;
+mod jsma;
+mod model;
+mod norm;
+mod pgd;
+mod square;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use cw::{CwL2, CwLinf};
+pub use deepfool::DeepFool;
+pub use fgsm::Fgsm;
+pub use hsj::HopSkipJump;
+pub use jsma::Jsma;
+pub use model::{AttackModel, LossKind};
+pub use norm::{Norm, perturbation_sizes, project, step_direction};
+pub use pgd::Pgd;
+pub use square::Square;
+
+use crate::data::ImageSet;
+use crate::error::{Error, Result};
+use crate::io::{NpyArray, read_npz, write_npz};
+use crate::util::write_atomic;
+
+/// An adversarial attack.
+pub trait Attack {
+    /// A short name with its main setting, e.g. `PGD-Linf eps=0.3` (used in file names).
+    fn name(&self) -> String;
+    /// The norm the attack is measured in.
+    fn norm(&self) -> Norm;
+    /// The perturbation budget, where the attack has one.
+    fn eps(&self) -> Option<f32>;
+    /// Adversarial candidates for a batch `x` (flat `N x C x H x W`) with true `labels`.
+    /// `targets`, where given and supported, are the classes to reach. `seed` fixes every
+    /// random choice.
+    fn perturb(
+        &self,
+        model: &AttackModel,
+        x: &[f32],
+        labels: &[usize],
+        targets: Option<&[usize]>,
+        seed: u64,
+    ) -> Result<Vec<f32>>;
+}
+
+/// What an attack run achieved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackStats {
+    /// The attack's name.
+    pub attack: String,
+    /// Its norm.
+    pub norm: Norm,
+    /// Its budget.
+    pub eps: Option<f32>,
+    /// Images attacked.
+    pub attempted: usize,
+    /// Images whose adversarial version is misclassified.
+    pub succeeded: usize,
+    /// `succeeded / attempted`.
+    pub success_rate: f64,
+    /// Wall time of the whole run, seconds.
+    pub seconds: f64,
+    /// `seconds / attempted`.
+    pub seconds_per_image: f64,
+    /// Mean L0 (changed pixels) of the successful perturbations.
+    pub mean_l0: f64,
+    /// Mean L1.
+    pub mean_l1: f64,
+    /// Mean L2.
+    pub mean_l2: f64,
+    /// Mean Linf.
+    pub mean_linf: f64,
+    /// Images sent through the network (queries and gradients), per attacked image.
+    pub evaluations_per_image: f64,
+    /// The seed used.
+    pub seed: u64,
+}
+
+/// Adversarial examples with their sources.
+#[derive(Debug, Clone)]
+pub struct AdvSet {
+    /// The benign sources of the successful examples.
+    pub benign: ImageSet,
+    /// The adversarial images (same order and shape as `benign`).
+    pub adv: Vec<f32>,
+    /// The classifier's prediction on each adversarial image.
+    pub adv_pred: Vec<usize>,
+    /// Index of each example's source in the benign set it was made from.
+    pub src_idx: Vec<usize>,
+    /// How the run went.
+    pub stats: Option<AttackStats>,
+}
+
+/// Runs `attack` over `set` in batches and keeps the successful examples (prediction different
+/// from the true label), as the original does.
+pub fn run_attack(
+    attack: &dyn Attack,
+    model: &AttackModel,
+    set: &ImageSet,
+    batch_size: usize,
+    seed: u64,
+    progress: bool,
+) -> Result<AdvSet> {
+    if set.shape != model.image_shape() {
+        return Err(Error::Shape(format!(
+            "the classifier takes {:?} images, the set holds {:?}",
+            model.image_shape(),
+            set.shape
+        )));
+    }
+    let per = set.image_len();
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(set.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} img  eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b.set_message(attack.name());
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let start = std::time::Instant::now();
+    let evals0 = model.evaluations.get();
+    let mut keep = Vec::new();
+    let mut adv_all = Vec::new();
+    let mut pred_all = Vec::new();
+    for (b, idx) in crate::data::Batches::sequential(set.len(), batch_size).enumerate() {
+        let batch = set.select(&idx);
+        let x = &batch.images;
+        let adv = attack.perturb(
+            model,
+            x,
+            &batch.labels,
+            None,
+            crate::train::derive_seed(seed, b as u64, 17),
+        )?;
+        if adv.len() != x.len() || adv.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "{} returned malformed images",
+                attack.name()
+            )));
+        }
+        let pred = model.predict(&adv);
+        for (j, &i) in idx.iter().enumerate() {
+            if pred[j] != batch.labels[j] {
+                keep.push(i);
+                adv_all.extend_from_slice(&adv[j * per..(j + 1) * per]);
+                pred_all.push(pred[j]);
+            }
+        }
+        bar.inc(idx.len() as u64);
+    }
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let benign = set.select(&keep);
+    let mut sums = [0f64; 4];
+    for k in 0..keep.len() {
+        let s = perturbation_sizes(benign.image(k), &adv_all[k * per..(k + 1) * per]);
+        for (a, b) in sums.iter_mut().zip(s) {
+            *a += b;
+        }
+    }
+    let n = keep.len().max(1) as f64;
+    let stats = AttackStats {
+        attack: attack.name(),
+        norm: attack.norm(),
+        eps: attack.eps(),
+        attempted: set.len(),
+        succeeded: keep.len(),
+        success_rate: keep.len() as f64 / set.len().max(1) as f64,
+        seconds,
+        seconds_per_image: seconds / set.len().max(1) as f64,
+        mean_l0: sums[0] / n,
+        mean_l1: sums[1] / n,
+        mean_l2: sums[2] / n,
+        mean_linf: sums[3] / n,
+        evaluations_per_image: (model.evaluations.get() - evals0) as f64 / set.len().max(1) as f64,
+        seed,
+    };
+    tracing::info!(attack = %stats.attack, success_rate = stats.success_rate, "attack done");
+    Ok(AdvSet {
+        benign,
+        adv: adv_all,
+        adv_pred: pred_all,
+        src_idx: keep,
+        stats: Some(stats),
+    })
+}
+
+fn shape4(n: usize, s: [usize; 3]) -> Vec<usize> {
+    vec![n, s[0], s[1], s[2]]
+}
+
+/// Saves a benign set (stage 1) as `.npz`: `images`, `labels`, `test_idx`.
+pub fn save_benign(set: &ImageSet, path: impl AsRef<Path>) -> Result<()> {
+    let images = NpyArray::f32(shape4(set.len(), set.shape), set.images.clone());
+    let labels = NpyArray::i64(
+        vec![set.len()],
+        set.labels.iter().map(|&l| l as i64).collect(),
+    );
+    let idx = NpyArray::i64(
+        vec![set.len()],
+        set.indices.iter().map(|&l| l as i64).collect(),
+    );
+    write_npz(
+        path,
+        [("images", &images), ("labels", &labels), ("test_idx", &idx)],
+    )
+}
+
+/// Saves adversarial examples as `.npz` (`benign`, `adv`, `labels`, `adv_pred`, `src_idx`,
+/// `test_idx`) and their stats as JSON next to it (`<stem>.json`).
+pub fn save_adv(set: &AdvSet, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let b = &set.benign;
+    let n = b.len();
+    let benign = NpyArray::f32(shape4(n, b.shape), b.images.clone());
+    let adv = NpyArray::f32(shape4(n, b.shape), set.adv.clone());
+    let i64s = |v: &[usize]| NpyArray::i64(vec![v.len()], v.iter().map(|&x| x as i64).collect());
+    let labels = i64s(&b.labels);
+    let pred = i64s(&set.adv_pred);
+    let src = i64s(&set.src_idx);
+    let test = i64s(&b.indices);
+    write_npz(
+        path,
+        [
+            ("benign", &benign),
+            ("adv", &adv),
+            ("labels", &labels),
+            ("adv_pred", &pred),
+            ("src_idx", &src),
+            ("test_idx", &test),
+        ],
+    )?;
+    if let Some(stats) = &set.stats {
+        let json = serde_json::to_vec_pretty(stats).expect("stats serialise");
+        write_atomic(path.with_extension("json"), &json)?;
+    }
+    Ok(())
+}
+
+fn usize_vec(path: &Path, a: &NpyArray, what: &str) -> Result<Vec<usize>> {
+    a.to_i64()
+        .ok_or_else(|| Error::format(path, format!("{what} must be integers")))?
+        .into_iter()
+        .map(|v| {
+            usize::try_from(v).map_err(|_| Error::format(path, format!("negative {what} {v}")))
+        })
+        .collect()
+}
+
+fn set_from(path: &Path, images: &NpyArray, labels: Vec<usize>) -> Result<ImageSet> {
+    let shape = match images.shape.as_slice() {
+        [_, c, h, w] => [*c, *h, *w],
+        other => {
+            return Err(Error::format(
+                path,
+                format!("images of shape {other:?}, expected N x C x H x W"),
+            ));
+        }
+    };
+    ImageSet::new(images.to_f32(), labels, shape).map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// Loads a benign set saved by [`save_benign`].
+pub fn load_benign(path: impl AsRef<Path>) -> Result<ImageSet> {
+    let path = path.as_ref();
+    let m = read_npz(path)?;
+    let get = |k: &str| {
+        m.get(k)
+            .ok_or_else(|| Error::format(path, format!("no array {k}")))
+    };
+    let labels = usize_vec(path, get("labels")?, "labels")?;
+    let mut set = set_from(path, get("images")?, labels)?;
+    if let Some(t) = m.get("test_idx") {
+        set.indices = usize_vec(path, t, "test_idx")?;
+    }
+    Ok(set)
+}
+
+/// Loads adversarial examples saved by [`save_adv`].
+pub fn load_adv(path: impl AsRef<Path>) -> Result<AdvSet> {
+    let path = path.as_ref();
+    let m = read_npz(path)?;
+    let get = |k: &str| {
+        m.get(k)
+            .ok_or_else(|| Error::format(path, format!("no array {k}")))
+    };
+    let labels = usize_vec(path, get("labels")?, "labels")?;
+    let benign = set_from(path, get("benign")?, labels)?;
+    let adv_arr = get("adv")?;
+    if adv_arr.shape != get("benign")?.shape {
+        return Err(Error::format(path, "adv and benign arrays differ in shape"));
+    }
+    let adv = adv_arr.to_f32();
+    crate::data::validate_pixels(&adv).map_err(|e| Error::format(path, e.to_string()))?;
+    let stats = std::fs::read(path.with_extension("json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(AdvSet {
+        adv_pred: match m.get("adv_pred") {
+            Some(a) => usize_vec(path, a, "adv_pred")?,
+            None => vec![],
+        },
+        src_idx: match m.get("src_idx") {
+            Some(a) => usize_vec(path, a, "src_idx")?,
+            None => (0..benign.len()).collect(),
+        },
+        benign,
+        adv,
+        stats,
+    })
+}
+
+/// The first `num` images of `set` that `model` classifies correctly, in order, keeping their
+/// indices (stage 1).
+pub fn benign_set(model: &AttackModel, set: &ImageSet, num: usize, batch_size: usize) -> ImageSet {
+    let mut keep = Vec::new();
+    let mut start = 0;
+    while start < set.len() && keep.len() < num {
+        let end = (start + batch_size.max(1)).min(set.len());
+        let per = set.image_len();
+        let pred = model.predict(&set.images[start * per..end * per]);
+        for (j, p) in pred.into_iter().enumerate() {
+            if p == set.labels[start + j] && keep.len() < num {
+                keep.push(start + j);
+            }
+        }
+        start = end;
+    }
+    set.select(&keep)
+}
+
+/// Clips every value into `[0, 1]`.
+pub(crate) fn clip01(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
+}

@@ -1,0 +1,142 @@
+//! The classifier as attacks see it: batched queries and input gradients on flat buffers.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::{log_softmax, softmax};
+
+use crate::backend::Device;
+use crate::model::Classifier;
+use crate::util::{one_hot, tensor4, to_vec};
+
+/// A frozen classifier with a no-gradient copy for queries and an autodiff copy for input
+/// gradients. Images are flat `N x C x H x W` buffers of one fixed image shape.
+#[derive(Debug, Clone)]
+pub struct AttackModel {
+    query: Classifier,
+    grad: Classifier,
+    plain: Device,
+    ad: Device,
+    shape: [usize; 3],
+    classes: usize,
+    /// Number of images sent through the network so far (queries and gradients).
+    pub evaluations: std::cell::Cell<u64>,
+}
+
+/// Which loss an input gradient is taken of.
+#[derive(Debug, Clone, Copy)]
+pub enum LossKind {
+    /// Cross-entropy from log-softmax against the given labels (untargeted: ascend it).
+    CrossEntropy,
+    /// Carlini-Wagner margin `Z_y - max_{k != y} Z_k` (descend it to fool).
+    Margin,
+    /// The logit of the given class.
+    Logit,
+}
+
+impl AttackModel {
+    /// Wraps a classifier; `classifier` may live on any device.
+    pub fn new(classifier: &Classifier, device: &Device) -> Self {
+        let plain = device.clone().inner();
+        let ad = plain.clone().autodiff();
+        AttackModel {
+            query: classifier.clone().to_device(&plain).valid(),
+            grad: classifier.clone().to_device(&ad).frozen(),
+            plain,
+            ad,
+            shape: classifier.input_shape(),
+            classes: classifier.num_classes(),
+            evaluations: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `[C, H, W]` of the images.
+    pub fn image_shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    /// Values per image.
+    pub fn image_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn tensor(&self, x: &[f32], device: &Device) -> Tensor<4> {
+        let n = x.len() / self.image_len();
+        let [c, h, w] = self.shape;
+        tensor4(x.to_vec(), [n, c, h, w], device)
+    }
+
+    /// Logits, `N x classes`, row-major.
+    pub fn logits(&self, x: &[f32]) -> Vec<f32> {
+        let n = x.len() / self.image_len();
+        self.evaluations.set(self.evaluations.get() + n as u64);
+        // Large query batches are split to bound memory.
+        let chunk = 4096 * self.image_len();
+        if x.len() > chunk {
+            return x.chunks(chunk).flat_map(|c| self.logits(c)).collect();
+        }
+        to_vec(self.query.logits(self.tensor(x, &self.plain)))
+    }
+
+    /// Class probabilities (softmax), `N x classes`.
+    pub fn probs(&self, x: &[f32]) -> Vec<f32> {
+        let n = x.len() / self.image_len();
+        let [c, h, w] = self.shape;
+        let l = tensor4(self.logits(x), [n, self.classes, 1, 1], &self.plain);
+        let _ = (c, h, w);
+        let l: Tensor<2> = l.flatten(1, 3);
+        to_vec(softmax(l, 1))
+    }
+
+    /// Predicted classes.
+    pub fn predict(&self, x: &[f32]) -> Vec<usize> {
+        crate::util::argmax_rows(&self.logits(x), self.classes)
+    }
+
+    /// Per-image loss and its gradient with respect to the input, for the given labels (the
+    /// class of [`LossKind::Logit`]). Returns `(loss per image, gradient)`.
+    pub fn loss_grad(&self, x: &[f32], labels: &[usize], kind: LossKind) -> (Vec<f32>, Vec<f32>) {
+        let n = labels.len();
+        self.evaluations.set(self.evaluations.get() + n as u64);
+        let xt = self.tensor(x, &self.ad).require_grad();
+        let logits = self.grad.logits(xt.clone());
+        let target = one_hot(labels, self.classes, &self.ad);
+        let per: Tensor<1> = match kind {
+            LossKind::CrossEntropy => (log_softmax(logits, 1) * target)
+                .sum_dim(1)
+                .neg()
+                .reshape([n]),
+            LossKind::Logit => (logits * target).sum_dim(1).reshape([n]),
+            LossKind::Margin => {
+                let true_logit = (logits.clone() * target.clone()).sum_dim(1);
+                // Mask the true class out with a large negative value before the max.
+                let others = logits - target.mul_scalar(1e9);
+                (true_logit - others.max_dim(1)).reshape([n])
+            }
+        };
+        let grads = per.clone().sum().backward();
+        let g = xt.grad(&grads).expect("input gradient");
+        (to_vec(per.inner()), to_vec(g))
+    }
+
+    /// Gradients of every class logit (the Jacobian), `classes x N x image_len`, plus the logits.
+    pub fn jacobian(&self, x: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let n = x.len() / self.image_len();
+        let mut rows = Vec::with_capacity(self.classes);
+        let mut logits = Vec::new();
+        for k in 0..self.classes {
+            let (l, g) = self.loss_grad(x, &vec![k; n], LossKind::Logit);
+            if k == 0 {
+                logits = vec![0f32; n * self.classes];
+            }
+            for i in 0..n {
+                logits[i * self.classes + k] = l[i];
+            }
+            rows.push(g);
+        }
+        (logits, rows)
+    }
+}

@@ -1,0 +1,323 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use defed::attack::{
+    Attack, AttackModel, AttackStats, CwL2, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
+    Square, benign_set, load_benign, run_attack, save_adv, save_benign,
+};
+use defed::data::{load_spec, read_inputs, read_labels};
+use defed::model::load_classifier;
+
+#[derive(Debug, clap::Args)]
+pub struct BenignArgs {
+    /// Classifier checkpoint.
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Test images: a named split (default mnist:test) ...
+    #[arg(long, default_value = "mnist:test")]
+    dataset: String,
+    /// ... or image files (IDX, .npy, PNG/JPEG) with --labels.
+    #[arg(long, num_args = 1.., conflicts_with = "dataset")]
+    images: Vec<PathBuf>,
+    /// Labels of --images (IDX or .npy).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// How many correctly classified images to keep.
+    #[arg(long, default_value_t = 1000)]
+    num: usize,
+    /// Output .npz (images, labels, test_idx).
+    #[arg(long, default_value = "benign.npz")]
+    out: PathBuf,
+}
+
+pub fn benign(a: BenignArgs) -> Result<()> {
+    let device = defed::default_device();
+    let (clf, _) = load_classifier(&a.classifier, &device)?;
+    let [c, h, w] = clf.input_shape();
+    let set = if a.images.is_empty() {
+        load_spec(&a.dataset, 0.1, 0)?
+    } else {
+        let labels = read_labels(a.labels.as_ref().context("--images needs --labels")?)?;
+        read_inputs(&a.images, c, [h, w])?.into_set(Some(labels))?
+    };
+    let model = AttackModel::new(&clf, &device);
+    let benign = benign_set(&model, &set, a.num, 512);
+    if benign.len() < a.num {
+        tracing::warn!(
+            kept = benign.len(),
+            wanted = a.num,
+            "fewer correctly classified images than asked for"
+        );
+    }
+    save_benign(&benign, &a.out)?;
+    println!(
+        "kept {} correctly classified images (of the first {} tested) in {}",
+        benign.len(),
+        benign.indices.last().map(|i| i + 1).unwrap_or(0),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// The attacks `defed attack` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Fast Gradient Sign Method (Linf or L2).
+    Fgsm,
+    /// Projected Gradient Descent (L1, L2 or Linf).
+    Pgd,
+    /// DeepFool (L2).
+    Deepfool,
+    /// Jacobian Saliency Map Attack (L0).
+    Jsma,
+    /// Carlini-Wagner Linf.
+    CwLinf,
+    /// Carlini-Wagner L2.
+    CwL2,
+    /// HopSkipJump, decision-based (L2 or Linf).
+    Hsj,
+    /// Square Attack, score-based (Linf).
+    Square,
+}
+
+/// A named grid of attacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// The original paper's whole grid, plus FGSM and PGD-Linf 0.3.
+    Paper,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttackArgs {
+    /// Classifier checkpoint (the attacked model).
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Benign set from `defed benign`.
+    #[arg(long)]
+    benign: PathBuf,
+    /// The attack (or use --suite).
+    #[arg(long, value_enum, required_unless_present = "suite")]
+    attack: Option<Kind>,
+    /// Run a whole grid of attacks instead.
+    #[arg(long, value_enum, conflicts_with = "attack")]
+    suite: Option<Suite>,
+    /// Norm for FGSM, PGD and HopSkipJump (l1, l2, linf).
+    #[arg(long, default_value = "linf")]
+    norm: Norm,
+    /// Budgets to sweep (numbers or fractions like 64/256); defaults per attack.
+    #[arg(long, num_args = 1..)]
+    eps: Vec<String>,
+    /// PGD step size (default: 0.01 Linf, 0.1 L2, 4 L1).
+    #[arg(long)]
+    step: Option<f32>,
+    /// Iterations (default per attack: PGD 40 Linf / 100 L1-L2, CW-Linf 200, HSJ 40, Square 100,
+    /// DeepFool 100).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// PGD: start from a random point in the ball.
+    #[arg(long)]
+    random_init: bool,
+    /// PGD: independent restarts.
+    #[arg(long, default_value_t = 1)]
+    restarts: usize,
+    /// JSMA theta.
+    #[arg(long, default_value_t = 0.1)]
+    theta: f32,
+    /// JSMA gamma.
+    #[arg(long, default_value_t = 1.0)]
+    gamma: f32,
+    /// Attack only the first N benign images.
+    #[arg(long)]
+    num: Option<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder: one .npz + .json per attack and budget, and summary.csv / summary.json.
+    #[arg(long, default_value = "adv")]
+    out: PathBuf,
+}
+
+fn parse_eps(s: &str) -> Result<f32> {
+    let v = match s.split_once('/') {
+        Some((a, b)) => a.trim().parse::<f32>()? / b.trim().parse::<f32>()?,
+        None => s.trim().parse::<f32>()?,
+    };
+    if !(v.is_finite() && v > 0.0) {
+        bail!("eps must be a positive number, got {s}");
+    }
+    Ok(v)
+}
+
+fn build(a: &AttackArgs, kind: Kind, norm: Norm, eps: Option<f32>) -> Result<Box<dyn Attack>> {
+    let e = |default: f32| eps.unwrap_or(default);
+    Ok(match kind {
+        Kind::Fgsm => Box::new(Fgsm { eps: e(0.3), norm }),
+        Kind::Pgd => {
+            let (d_eps, d_step, d_it) = match norm {
+                Norm::Linf => (0.3, 0.01, 40),
+                Norm::L2 => (2.0, 0.1, 100),
+                Norm::L1 => (10.0, 4.0, 100),
+                Norm::L0 => bail!("PGD takes --norm l1, l2 or linf"),
+            };
+            Box::new(Pgd {
+                norm,
+                eps: e(d_eps),
+                step: a.step.unwrap_or(d_step),
+                iterations: a.iterations.unwrap_or(d_it),
+                random_init: a.random_init,
+                restarts: a.restarts,
+                early_stop: false,
+            })
+        }
+        Kind::Deepfool => Box::new(DeepFool {
+            max_iter: a.iterations.unwrap_or(100),
+            ..DeepFool::default()
+        }),
+        Kind::Jsma => Box::new(Jsma {
+            theta: a.theta,
+            gamma: a.gamma,
+        }),
+        Kind::CwLinf => {
+            let mut c = CwLinf::new(e(64.0 / 256.0));
+            if let Some(i) = a.iterations {
+                c.iterations = i;
+            }
+            Box::new(c)
+        }
+        Kind::CwL2 => {
+            let mut c = CwL2::default();
+            if let Some(i) = a.iterations {
+                c.iterations = i;
+            }
+            Box::new(c)
+        }
+        Kind::Hsj => {
+            if !matches!(norm, Norm::L2 | Norm::Linf) {
+                bail!("HopSkipJump takes --norm l2 or linf");
+            }
+            let mut h = HopSkipJump::new(norm);
+            if let Some(i) = a.iterations {
+                h.iterations = i;
+            }
+            Box::new(h)
+        }
+        Kind::Square => {
+            let mut s = Square::new(e(64.0 / 256.0));
+            if let Some(i) = a.iterations {
+                s.iterations = i;
+            }
+            Box::new(s)
+        }
+    })
+}
+
+fn paper_grid(a: &AttackArgs) -> Result<Vec<Box<dyn Attack>>> {
+    let mut v: Vec<Box<dyn Attack>> = vec![build(a, Kind::Jsma, Norm::L0, None)?];
+    for eps in [5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0] {
+        v.push(build(a, Kind::Pgd, Norm::L1, Some(eps))?);
+    }
+    for eps in [0.125, 0.25, 0.3125, 0.5, 1.0, 1.5, 2.0] {
+        v.push(build(a, Kind::Pgd, Norm::L2, Some(eps))?);
+    }
+    v.push(build(a, Kind::Deepfool, Norm::L2, None)?);
+    for k in [8.0, 16.0, 32.0, 64.0, 80.0, 128.0] {
+        v.push(build(a, Kind::CwLinf, Norm::Linf, Some(k / 256.0))?);
+        v.push(build(a, Kind::Square, Norm::Linf, Some(k / 256.0))?);
+    }
+    v.push(build(a, Kind::Hsj, Norm::L2, None)?);
+    v.push(build(a, Kind::Hsj, Norm::Linf, None)?);
+    v.push(build(a, Kind::Fgsm, Norm::Linf, Some(0.3))?);
+    v.push(build(a, Kind::Pgd, Norm::Linf, Some(0.3))?);
+    Ok(v)
+}
+
+fn file_name(attack: &str) -> String {
+    attack.replace(' ', "_").replace('/', "-")
+}
+
+pub fn attack(a: AttackArgs) -> Result<()> {
+    let device = defed::default_device();
+    let (clf, _) = load_classifier(&a.classifier, &device)?;
+    let mut set = load_benign(&a.benign)?;
+    if let Some(n) = a.num {
+        set = set.take(n);
+    }
+    if set.is_empty() {
+        bail!("{} holds no images", a.benign.display());
+    }
+    let model = AttackModel::new(&clf, &device);
+    let attacks: Vec<Box<dyn Attack>> = match (a.suite, a.attack) {
+        (Some(Suite::Paper), _) => paper_grid(&a)?,
+        (None, Some(kind)) => {
+            if a.eps.is_empty() {
+                vec![build(&a, kind, a.norm, None)?]
+            } else {
+                a.eps
+                    .iter()
+                    .map(|s| build(&a, kind, a.norm, Some(parse_eps(s)?)))
+                    .collect::<Result<_>>()?
+            }
+        }
+        (None, None) => bail!("give --attack or --suite"),
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut all: Vec<AttackStats> = Vec::new();
+    for attack in &attacks {
+        let result = run_attack(
+            attack.as_ref(),
+            &model,
+            &set,
+            a.batch_size,
+            a.seed,
+            progress,
+        )?;
+        let stats = result.stats.clone().expect("run_attack sets stats");
+        let path = a.out.join(format!("{}.npz", file_name(&stats.attack)));
+        save_adv(&result, &path)?;
+        println!(
+            "{:<24} success {:>6.2}% ({}/{})  {:.4} s/img  L0 {:.1}  L1 {:.3}  L2 {:.3}  Linf {:.3}  -> {}",
+            stats.attack,
+            100.0 * stats.success_rate,
+            stats.succeeded,
+            stats.attempted,
+            stats.seconds_per_image,
+            stats.mean_l0,
+            stats.mean_l1,
+            stats.mean_l2,
+            stats.mean_linf,
+            path.display()
+        );
+        all.push(stats);
+    }
+    let mut csv = String::from(
+        "attack,norm,eps,attempted,succeeded,success_rate,seconds_per_image,mean_l0,mean_l1,mean_l2,mean_linf,evaluations_per_image,seed\n",
+    );
+    for s in &all {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.attack,
+            s.norm.name(),
+            s.eps.map(|e| e.to_string()).unwrap_or_default(),
+            s.attempted,
+            s.succeeded,
+            s.success_rate,
+            s.seconds_per_image,
+            s.mean_l0,
+            s.mean_l1,
+            s.mean_l2,
+            s.mean_linf,
+            s.evaluations_per_image,
+            s.seed
+        );
+    }
+    defed::util::write_atomic(a.out.join("summary.csv"), csv.as_bytes())?;
+    defed::util::write_atomic(
+        a.out.join("summary.json"),
+        &serde_json::to_vec_pretty(&all)?,
+    )?;
+    Ok(())
+}

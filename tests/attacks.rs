@@ -1,0 +1,158 @@
+//! The attack suite against the original LeNet on the first 200 benign MNIST test images:
+//! budgets respected, success at least IBM ART's on the same images, determinism.
+
+mod common;
+
+use defed::attack::{
+    AdvSet, Attack, AttackModel, CwL2, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
+    Square, benign_set, run_attack,
+};
+use defed::data::{ImageSet, read_idx_pair};
+use defed::model::load_classifier;
+
+fn setup(n: usize) -> Option<(AttackModel, ImageSet)> {
+    let sh = common::shared()?;
+    let dev = defed::default_device();
+    let (clf, _) = load_classifier(
+        sh.join("reference/checkpoints/pytorch/mnist-classifier.pth"),
+        &dev,
+    )
+    .unwrap();
+    let model = AttackModel::new(&clf, &dev);
+    let d = sh.join("data/mnist");
+    let test = read_idx_pair(
+        d.join("t10k-images-idx3-ubyte.gz"),
+        d.join("t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    let benign = benign_set(&model, &test.take(400), n, 256);
+    Some((model, benign))
+}
+
+fn check(attack: &dyn Attack, model: &AttackModel, set: &ImageSet, min_rate: f64) -> AdvSet {
+    let r = run_attack(attack, model, set, 64, 1, false).unwrap();
+    let s = r.stats.clone().unwrap();
+    eprintln!(
+        "{}: {}/{} = {:.1}% in {:.3} s/img; mean L0 {:.1} L1 {:.2} L2 {:.3} Linf {:.3}",
+        s.attack,
+        s.succeeded,
+        s.attempted,
+        100.0 * s.success_rate,
+        s.seconds_per_image,
+        s.mean_l0,
+        s.mean_l1,
+        s.mean_l2,
+        s.mean_linf
+    );
+    let per = set.image_len();
+    for k in 0..r.src_idx.len() {
+        let a = &r.adv[k * per..(k + 1) * per];
+        let b = r.benign.image(k);
+        assert!(
+            a.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{} leaves [0, 1]",
+            s.attack
+        );
+        if let Some(eps) = attack.eps() {
+            let d: Vec<f32> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+            let size = attack.norm().of(&d);
+            assert!(
+                size <= eps as f64 + 1e-6,
+                "{}: perturbation {size} > {eps}",
+                s.attack
+            );
+        }
+    }
+    assert!(
+        s.success_rate >= min_rate,
+        "{}: success {:.3} < {min_rate}",
+        s.attack,
+        s.success_rate
+    );
+    r
+}
+
+#[test]
+fn benign_set_matches_the_reference() {
+    let Some(sh) = common::shared() else { return };
+    let Some((_, benign)) = setup(200) else {
+        return;
+    };
+    let want =
+        defed::io::read_npy(sh.join("reference/adversarial/benign_test_indices.npy")).unwrap();
+    let want: Vec<usize> = want
+        .to_i64()
+        .unwrap()
+        .iter()
+        .take(200)
+        .map(|&v| v as usize)
+        .collect();
+    assert_eq!(benign.indices, want);
+}
+
+#[test]
+fn gradient_attacks() {
+    let Some((model, set)) = setup(200) else {
+        return;
+    };
+    check(&Pgd::linf(0.3), &model, &set, 0.99);
+    check(
+        &Fgsm {
+            eps: 0.3,
+            norm: Norm::Linf,
+        },
+        &model,
+        &set,
+        0.725,
+    );
+    let pgd_l2 = Pgd {
+        norm: Norm::L2,
+        eps: 2.0,
+        step: 0.1,
+        iterations: 100,
+        random_init: false,
+        restarts: 1,
+        early_stop: false,
+    };
+    check(&pgd_l2, &model, &set, 0.90);
+    let r = check(&DeepFool::default(), &model, &set, 0.99);
+    assert!(r.stats.unwrap().mean_l2 <= 1.6);
+}
+
+#[test]
+fn jsma_and_cw() {
+    let Some((model, set)) = setup(200) else {
+        return;
+    };
+    check(&Jsma::default(), &model, &set, 1.0);
+    check(&CwLinf::new(64.0 / 256.0), &model, &set, 0.60);
+    // CW-L2 is slow by design (binary search over c); 50 images bound the test time.
+    let r = check(&CwL2::default(), &model, &set.take(50), 0.98);
+    assert!(
+        r.stats.unwrap().mean_l2 <= 1.6,
+        "CW-L2 should beat DeepFool's distortion"
+    );
+}
+
+#[test]
+fn black_box_attacks() {
+    let Some((model, set)) = setup(200) else {
+        return;
+    };
+    check(&Square::new(128.0 / 256.0), &model, &set, 1.0);
+    check(&Square::new(64.0 / 256.0), &model, &set, 0.60);
+    let r = check(&HopSkipJump::new(Norm::L2), &model, &set, 1.0);
+    assert!(r.stats.unwrap().mean_l2 <= 2.2);
+}
+
+#[test]
+fn attacks_are_deterministic_with_a_seed() {
+    let Some((model, set)) = setup(32) else {
+        return;
+    };
+    let a = run_attack(&Square::new(0.2), &model, &set, 16, 9, false).unwrap();
+    let b = run_attack(&Square::new(0.2), &model, &set, 16, 9, false).unwrap();
+    assert_eq!(a.adv, b.adv);
+    let c = run_attack(&Square::new(0.2), &model, &set, 16, 10, false).unwrap();
+    assert_ne!(a.adv, c.adv);
+}
