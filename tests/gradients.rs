@@ -21,7 +21,10 @@ fn check(name: &str, f: &dyn Fn(Tensor<4>) -> Tensor<4>, dims: [usize; 4], tol: 
         let plain = dev.clone().inner();
         let t = Tensor::<4>::from_data(TensorData::new(xv.to_vec(), dims), &plain);
         let y = to_vec(f(t));
-        y.iter().zip(&w).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        y.iter()
+            .zip(&w)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum()
     };
     let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), dims), &dev).require_grad();
     let y = f(xt.clone());

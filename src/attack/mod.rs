@@ -348,3 +348,37 @@ pub fn benign_set(model: &AttackModel, set: &ImageSet, num: usize, batch_size: u
 pub(crate) fn clip01(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
 }
+
+/// Loads an adversarial set stored as separate `.npy` files `<prefix>_adv.npy`,
+/// `<prefix>_benign.npy`, `<prefix>_labels.npy` and optionally `<prefix>_src_idx.npy` (the
+/// layout of sets exported from Python tools such as IBM ART).
+pub fn load_adv_npy(dir: impl AsRef<Path>, prefix: &str) -> Result<AdvSet> {
+    let dir = dir.as_ref();
+    let f = |s: &str| dir.join(format!("{prefix}_{s}.npy"));
+    let adv_arr = crate::io::read_npy(f("adv"))?;
+    let ben_arr = crate::io::read_npy(f("benign"))?;
+    let lab_path = f("labels");
+    let labels = usize_vec(&lab_path, &crate::io::read_npy(&lab_path)?, "labels")?;
+    if adv_arr.shape != ben_arr.shape {
+        return Err(Error::format(
+            f("adv"),
+            "adv and benign arrays differ in shape",
+        ));
+    }
+    let benign = set_from(&f("benign"), &ben_arr, labels)?;
+    let adv = adv_arr.to_f32();
+    crate::data::validate_pixels(&adv).map_err(|e| Error::format(f("adv"), e.to_string()))?;
+    let src_idx = if f("src_idx").exists() {
+        let p = f("src_idx");
+        usize_vec(&p, &crate::io::read_npy(&p)?, "src_idx")?
+    } else {
+        (0..benign.len()).collect()
+    };
+    Ok(AdvSet {
+        adv_pred: vec![],
+        src_idx,
+        benign,
+        adv,
+        stats: None,
+    })
+}

@@ -1,5 +1,13 @@
-//! The defence: adversarial scores of images under denoisers.
+//! Stage 5, the defence: adversarial scores of images under denoisers, and the multi-denoiser
+//! defender (detection, label correction, calibration, bundles).
 
+mod bundle;
+mod defender;
 pub mod score;
 
+pub use bundle::denoiser_name;
+pub use defender::{
+    Calibration, Defender, DefenderDenoiser, Scores, Verdict, decide_with, flag_rate, mean_std,
+    thresholds_fpr, thresholds_k_std,
+};
 pub use score::{AdvScore, adversarial_score};

@@ -1,0 +1,335 @@
+//! The multi-denoiser defender of stage 5.
+//!
+//! Scores: `s_i(x) = alpha * CE(C(clamp(D_i(x))), argmax C(x)) + mean((x - clamp(D_i(x)))^2)`.
+//! Detection: `x` is adversarial when any `s_i(x)` exceeds its threshold `t_i`.
+//! Label: a clean-looking `x` gets `argmax C(x)`; a flagged one gets the argmax of the summed
+//! softmax of `C(clamp(D_i(x)))` over the denoisers that flagged it.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Device;
+use crate::error::{Error, Result};
+use crate::model::{CheckpointMeta, Classifier, Denoiser, check_denoiser_input};
+use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
+
+/// One denoiser of a defender, with what is known about it.
+#[derive(Debug, Clone)]
+pub struct DefenderDenoiser {
+    /// The network.
+    pub net: Denoiser,
+    /// Its metadata (architecture, edge method, noise level...).
+    pub meta: CheckpointMeta,
+    /// A display name (e.g. `defed-laplacian-n40`).
+    pub name: String,
+}
+
+/// How the thresholds were set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// `k-std` (mean + k std) or `fpr` (quantiles for a false-positive rate).
+    pub method: String,
+    /// `k` of the `k-std` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<f64>,
+    /// Target false-positive rate of the `fpr` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpr: Option<f64>,
+    /// Benign images used.
+    pub images: usize,
+    /// Their indices in the source split (to refuse evaluating on them).
+    pub image_indices: Vec<usize>,
+    /// Where they came from.
+    pub source: String,
+    /// Mean benign score per denoiser.
+    pub mean: Vec<f64>,
+    /// Unbiased standard deviation of the benign scores per denoiser.
+    pub std: Vec<f64>,
+    /// Share of the calibration images the thresholds flag.
+    pub calibration_flag_rate: f64,
+}
+
+/// Scores of a batch under every denoiser.
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// `total[i][j]`: score of image `j` under denoiser `i`.
+    pub total: Vec<Vec<f32>>,
+    /// The class (cross-entropy) parts.
+    pub class: Vec<Vec<f32>>,
+    /// The vision (MSE) parts.
+    pub vision: Vec<Vec<f32>>,
+    /// The classifier's prediction on each input.
+    pub pred: Vec<usize>,
+    /// `probs[i][j * classes + c]`: softmax of the classifier on image `j` denoised by `i`.
+    pub probs: Vec<Vec<f32>>,
+}
+
+impl Scores {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.pred.len()
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.pred.is_empty()
+    }
+
+    /// Appends another batch's scores.
+    pub fn extend(&mut self, other: Scores) {
+        if self.total.is_empty() {
+            *self = other;
+            return;
+        }
+        for i in 0..self.total.len() {
+            self.total[i].extend(&other.total[i]);
+            self.class[i].extend(&other.class[i]);
+            self.vision[i].extend(&other.vision[i]);
+            self.probs[i].extend(&other.probs[i]);
+        }
+        self.pred.extend(other.pred);
+    }
+}
+
+/// The defender's answer for one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The final label.
+    pub label: usize,
+    /// Whether any score exceeded its threshold.
+    pub adversarial: bool,
+    /// The undefended classifier's label.
+    pub classifier_label: usize,
+    /// Score per denoiser.
+    pub scores: Vec<f32>,
+    /// Indices of the denoisers whose threshold was exceeded.
+    pub flagged_by: Vec<usize>,
+}
+
+/// A classifier guarded by denoisers.
+#[derive(Debug, Clone)]
+pub struct Defender {
+    /// The protected classifier.
+    pub classifier: Classifier,
+    /// The denoisers.
+    pub denoisers: Vec<DefenderDenoiser>,
+    /// Weight of the class part of the score.
+    pub alpha: f32,
+    /// Threshold per denoiser, once calibrated.
+    pub thresholds: Option<Vec<f32>>,
+    /// How they were calibrated.
+    pub calibration: Option<Calibration>,
+}
+
+impl Defender {
+    /// A defender without thresholds yet.
+    pub fn new(
+        classifier: Classifier,
+        denoisers: Vec<DefenderDenoiser>,
+        alpha: f32,
+    ) -> Result<Self> {
+        if denoisers.is_empty() {
+            return Err(Error::Invalid(
+                "a defender needs at least one denoiser".into(),
+            ));
+        }
+        let [c, h, w] = classifier.input_shape();
+        for d in &denoisers {
+            check_denoiser_input([1, c, h, w], d.net.channels()).map_err(|e| {
+                Error::Invalid(format!(
+                    "denoiser {} does not fit the classifier: {e}",
+                    d.name
+                ))
+            })?;
+        }
+        Ok(Defender {
+            classifier,
+            denoisers,
+            alpha,
+            thresholds: None,
+            calibration: None,
+        })
+    }
+
+    /// A copy keeping only the denoisers at `idx` (and their thresholds).
+    pub fn subset(&self, idx: &[usize]) -> Defender {
+        Defender {
+            classifier: self.classifier.clone(),
+            denoisers: idx.iter().map(|&i| self.denoisers[i].clone()).collect(),
+            alpha: self.alpha,
+            thresholds: self
+                .thresholds
+                .as_ref()
+                .map(|t| idx.iter().map(|&i| t[i]).collect()),
+            calibration: None,
+        }
+    }
+
+    /// Image shape `[C, H, W]` the defender takes.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.classifier.input_shape()
+    }
+
+    /// Scores of a batch (flat `N x C x H x W`) under every denoiser.
+    pub fn scores(&self, x: &[f32], device: &Device) -> Result<Scores> {
+        let [c, h, w] = self.input_shape();
+        let per = c * h * w;
+        if x.is_empty() || x.len() % per != 0 {
+            return Err(Error::Shape(format!(
+                "{} values are not a whole number of {c}x{h}x{w} images",
+                x.len()
+            )));
+        }
+        crate::data::validate_pixels(x)?;
+        let n = x.len() / per;
+        let k = self.classifier.num_classes();
+        let xt = tensor4(x.to_vec(), [n, c, h, w], device);
+        let pred = argmax_rows(&to_vec(self.classifier.logits(xt.clone())), k);
+        let target = one_hot(&pred, k, device);
+        let mut s = Scores {
+            pred,
+            ..Scores::default()
+        };
+        for d in &self.denoisers {
+            let den = d.net.forward(xt.clone()).clamp(0.0, 1.0);
+            let logits = self.classifier.logits(den.clone());
+            let ce = to_vec(
+                (log_softmax(logits.clone(), 1) * target.clone())
+                    .sum_dim(1)
+                    .neg()
+                    .reshape([n]),
+            );
+            let vision = to_vec(crate::eval::mse_per_image(xt.clone(), den));
+            let total = ce
+                .iter()
+                .zip(&vision)
+                .map(|(a, b)| self.alpha * a + b)
+                .collect();
+            s.total.push(total);
+            s.class.push(ce);
+            s.vision.push(vision);
+            s.probs.push(to_vec(softmax(logits, 1)));
+        }
+        Ok(s)
+    }
+
+    /// Scores of many images, in batches.
+    pub fn scores_batched(&self, x: &[f32], batch: usize, device: &Device) -> Result<Scores> {
+        let per = self.input_shape().iter().product::<usize>();
+        let mut all = Scores::default();
+        for chunk in x.chunks(batch.max(1) * per) {
+            all.extend(self.scores(chunk, device)?);
+        }
+        Ok(all)
+    }
+
+    /// Verdicts from scores, with the calibrated thresholds.
+    pub fn decide(&self, s: &Scores) -> Result<Vec<Verdict>> {
+        let t = self.thresholds.as_ref().ok_or_else(|| {
+            Error::Invalid(
+                "the defender is not calibrated (no thresholds): run `defed calibrate`".into(),
+            )
+        })?;
+        Ok(decide_with(s, t, self.classifier.num_classes()))
+    }
+
+    /// Scores and verdicts for a batch.
+    pub fn defend(&self, x: &[f32], device: &Device) -> Result<Vec<Verdict>> {
+        let s = self.scores(x, device)?;
+        self.decide(&s)
+    }
+}
+
+/// The decision rule for given thresholds.
+pub fn decide_with(s: &Scores, thresholds: &[f32], classes: usize) -> Vec<Verdict> {
+    (0..s.len())
+        .map(|j| {
+            let scores: Vec<f32> = s.total.iter().map(|t| t[j]).collect();
+            let flagged_by: Vec<usize> = (0..scores.len())
+                .filter(|&i| scores[i] > thresholds[i])
+                .collect();
+            let label = if flagged_by.is_empty() {
+                s.pred[j]
+            } else {
+                let mut sum = vec![0f32; classes];
+                for &i in &flagged_by {
+                    for (c, v) in sum.iter_mut().enumerate() {
+                        *v += s.probs[i][j * classes + c];
+                    }
+                }
+                argmax_rows(&sum, classes)[0]
+            };
+            Verdict {
+                label,
+                adversarial: !flagged_by.is_empty(),
+                classifier_label: s.pred[j],
+                scores,
+                flagged_by,
+            }
+        })
+        .collect()
+}
+
+/// Mean and unbiased standard deviation.
+pub fn mean_std(v: &[f32]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n.max(1.0);
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// Thresholds `mean + k * std` (unbiased std, as the original) per denoiser.
+pub fn thresholds_k_std(benign: &Scores, k: f64) -> Vec<f32> {
+    benign
+        .total
+        .iter()
+        .map(|t| {
+            let (m, s) = mean_std(t);
+            (m + k * s) as f32
+        })
+        .collect()
+}
+
+/// Share of images flagged under the thresholds.
+pub fn flag_rate(s: &Scores, thresholds: &[f32]) -> f64 {
+    let flagged = (0..s.len())
+        .filter(|&j| s.total.iter().zip(thresholds).any(|(t, th)| t[j] > *th))
+        .count();
+    flagged as f64 / s.len().max(1) as f64
+}
+
+fn quantile(v: &[f32], q: f64) -> f32 {
+    let mut s: Vec<f32> = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return f32::INFINITY;
+    }
+    let pos = (q.clamp(0.0, 1.0) * (s.len() - 1) as f64).ceil() as usize;
+    s[pos.min(s.len() - 1)]
+}
+
+/// Thresholds at a common per-denoiser quantile, chosen so that the "any" rule flags at most a
+/// share `fpr` of the benign calibration images overall.
+pub fn thresholds_fpr(benign: &Scores, fpr: f64) -> Vec<f32> {
+    let at = |level: f64| -> Vec<f32> {
+        benign
+            .total
+            .iter()
+            .map(|t| quantile(t, 1.0 - level))
+            .collect()
+    };
+    // The overall rate grows with the per-denoiser level; bisect the largest level that fits.
+    let (mut lo, mut hi) = (0.0f64, fpr.clamp(0.0, 1.0));
+    if flag_rate(benign, &at(hi)) <= fpr {
+        return at(hi);
+    }
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        if flag_rate(benign, &at(mid)) <= fpr {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    at(lo)
+}
