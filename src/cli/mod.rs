@@ -3,6 +3,7 @@
 mod attack;
 mod classify;
 mod data;
+mod defense;
 mod inspect;
 mod train;
 
@@ -33,6 +34,14 @@ enum Command {
     Benign(attack::BenignArgs),
     /// Stage 2: craft adversarial examples against a classifier.
     Attack(attack::AttackArgs),
+    /// Stage 5: put a classifier and denoisers into one defender bundle.
+    Bundle(defense::BundleArgs),
+    /// Stage 5: set a bundle's thresholds on benign images.
+    Calibrate(defense::CalibrateArgs),
+    /// Stage 5: verdict, label and scores for images.
+    Defend(defense::DefendArgs),
+    /// Stage 5: evaluate denoiser sets and thresholds against benign and adversarial images.
+    Evaluate(defense::EvaluateArgs),
     /// Train classifiers and denoisers.
     Train {
         #[command(subcommand)]
@@ -72,6 +81,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Classify(a) => classify::run(a),
         Command::Benign(a) => attack::benign(a),
         Command::Attack(a) => attack::attack(a),
+        Command::Bundle(a) => defense::bundle(a),
+        Command::Calibrate(a) => defense::calibrate(a),
+        Command::Defend(a) => defense::defend(a),
+        Command::Evaluate(a) => defense::evaluate_cmd(a),
         Command::Train { command } => train::run(command),
         Command::Data { command } => data::run(command),
     }

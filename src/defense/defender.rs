@@ -75,6 +75,49 @@ impl Scores {
         self.pred.is_empty()
     }
 
+    /// The scores of the denoisers at `idx` only.
+    pub fn select_denoisers(&self, idx: &[usize]) -> Scores {
+        Scores {
+            total: idx.iter().map(|&i| self.total[i].clone()).collect(),
+            class: idx.iter().map(|&i| self.class[i].clone()).collect(),
+            vision: idx.iter().map(|&i| self.vision[i].clone()).collect(),
+            pred: self.pred.clone(),
+            probs: idx.iter().map(|&i| self.probs[i].clone()).collect(),
+        }
+    }
+
+    /// The scores of images `range` only.
+    pub fn select_images(&self, range: std::ops::Range<usize>) -> Scores {
+        let classes = if self.pred.is_empty() || self.probs.is_empty() {
+            0
+        } else {
+            self.probs[0].len() / self.pred.len()
+        };
+        Scores {
+            total: self
+                .total
+                .iter()
+                .map(|t| t[range.clone()].to_vec())
+                .collect(),
+            class: self
+                .class
+                .iter()
+                .map(|t| t[range.clone()].to_vec())
+                .collect(),
+            vision: self
+                .vision
+                .iter()
+                .map(|t| t[range.clone()].to_vec())
+                .collect(),
+            pred: self.pred[range.clone()].to_vec(),
+            probs: self
+                .probs
+                .iter()
+                .map(|t| t[range.start * classes..range.end * classes].to_vec())
+                .collect(),
+        }
+    }
+
     /// Appends another batch's scores.
     pub fn extend(&mut self, other: Scores) {
         if self.total.is_empty() {

@@ -1,6 +1,8 @@
 //! Evaluation: image-quality metrics and accuracy.
 
+pub mod detection;
 pub mod metrics;
+pub mod report;
 
 pub use metrics::{accuracy, mse_per_image, psnr, psnr_per_image, ssim_per_image};
 

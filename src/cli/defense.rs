@@ -1,0 +1,403 @@
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use defed::attack::{AdvSet, load_adv, load_adv_npy, load_benign};
+use defed::defense::{
+    Calibration, Defender, flag_rate, mean_std, thresholds_fpr, thresholds_k_std,
+};
+use defed::eval::report::{EvalInput, Rule, compute_scores, evaluate, to_csv, to_markdown};
+use defed::model::{EdgeMethod, LoadOptions};
+
+use super::classify::Format;
+
+#[derive(Debug, clap::Args)]
+pub struct BundleArgs {
+    /// The protected classifier.
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Denoiser checkpoints (Defed or BaseNet, any mix).
+    #[arg(long, num_args = 1.., required = true)]
+    denoisers: Vec<PathBuf>,
+    /// Weight of the class part of the adversarial score.
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f32,
+    /// Edge method of original Defed files whose names do not say.
+    #[arg(long)]
+    edge: Option<EdgeMethod>,
+    /// Output bundle.
+    #[arg(long, default_value = "defender.safetensors")]
+    out: PathBuf,
+}
+
+pub fn bundle(a: BundleArgs) -> Result<()> {
+    let device = defed::default_device();
+    let opts = LoadOptions {
+        edge: a.edge,
+        noise: None,
+    };
+    let d = Defender::from_checkpoints(&a.classifier, &a.denoisers, a.alpha, &device, &opts)?;
+    d.save(&a.out)?;
+    println!(
+        "bundle {} with {} denoisers ({}); calibrate it with `defed calibrate`",
+        a.out.display(),
+        d.denoisers.len(),
+        d.denoisers
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    /// The bundle to calibrate (rewritten in place unless --out is given).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Benign images (from `defed benign`).
+    #[arg(long)]
+    benign: PathBuf,
+    /// Calibrate on the first N benign images (default: half of them, leaving the rest for
+    /// evaluation).
+    #[arg(long)]
+    num: Option<usize>,
+    /// Thresholds mean + k * std.
+    #[arg(long, conflicts_with = "fpr")]
+    k: Option<f64>,
+    /// Thresholds flagging at most this share of the calibration images.
+    #[arg(long)]
+    fpr: Option<f64>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 250)]
+    batch_size: usize,
+    /// Where to write the calibrated bundle.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn calibrate(a: CalibrateArgs) -> Result<()> {
+    let device = defed::default_device();
+    let mut d = Defender::load(&a.bundle, &device)?;
+    let benign = load_benign(&a.benign)?;
+    let n = a.num.unwrap_or(benign.len() / 2).min(benign.len());
+    if n < 2 {
+        bail!("calibration needs at least 2 benign images");
+    }
+    let set = benign.take(n);
+    let s = d.scores_batched(&set.images, a.batch_size, &device)?;
+    let (t, method, k, fpr) = match (a.k, a.fpr) {
+        (_, Some(p)) => (thresholds_fpr(&s, p), "fpr", None, Some(p)),
+        (k, None) => {
+            let k = k.unwrap_or(2.0);
+            (thresholds_k_std(&s, k), "k-std", Some(k), None)
+        }
+    };
+    let stats: Vec<(f64, f64)> = s.total.iter().map(|t| mean_std(t)).collect();
+    d.calibration = Some(Calibration {
+        method: method.into(),
+        k,
+        fpr,
+        images: n,
+        image_indices: set.indices.clone(),
+        source: a.benign.display().to_string(),
+        mean: stats.iter().map(|x| x.0).collect(),
+        std: stats.iter().map(|x| x.1).collect(),
+        calibration_flag_rate: flag_rate(&s, &t),
+    });
+    d.thresholds = Some(t.clone());
+    let out = a.out.unwrap_or(a.bundle.clone());
+    d.save(&out)?;
+    for (dn, th) in d.denoisers.iter().zip(&t) {
+        println!("{:<24} threshold {th:.6}", dn.name);
+    }
+    println!(
+        "calibrated on {n} benign images ({:.1}% of them flagged); wrote {}",
+        100.0 * flag_rate(&s, &t),
+        out.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DefendArgs {
+    /// A calibrated bundle.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Images: IDX, .npy, PNG/JPEG files or folders.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Images per batch.
+    #[arg(long, default_value_t = 250)]
+    batch_size: usize,
+}
+
+pub fn defend(a: DefendArgs) -> Result<()> {
+    let device = defed::default_device();
+    let d = Defender::load(&a.bundle, &device)?;
+    if d.thresholds.is_none() {
+        bail!(
+            "{} is not calibrated: run `defed calibrate` first",
+            a.bundle.display()
+        );
+    }
+    let [c, h, w] = d.input_shape();
+    let inputs = defed::data::read_inputs(&a.inputs, c, [h, w])?;
+    let s = d.scores_batched(&inputs.pixels, a.batch_size, &device)?;
+    let v = d.decide(&s)?;
+    let mut out = std::io::stdout().lock();
+    let names: Vec<&str> = d.denoisers.iter().map(|d| d.name.as_str()).collect();
+    match a.format {
+        Format::Json => {
+            let rows: Vec<_> = v
+                .iter()
+                .zip(&inputs.names)
+                .map(|(v, n)| serde_json::json!({"image": n, "verdict": v}))
+                .collect();
+            let doc = serde_json::json!({"denoisers": names, "thresholds": d.thresholds, "results": rows});
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+        Format::Csv => {
+            write!(out, "image,label,adversarial,classifier_label,flagged_by")?;
+            for n in &names {
+                write!(out, ",score {n}")?;
+            }
+            writeln!(out)?;
+            for (v, n) in v.iter().zip(&inputs.names) {
+                let flagged: Vec<&str> = v.flagged_by.iter().map(|&i| names[i]).collect();
+                write!(
+                    out,
+                    "\"{n}\",{},{},{},{}",
+                    v.label,
+                    v.adversarial,
+                    v.classifier_label,
+                    flagged.join(";")
+                )?;
+                for s in &v.scores {
+                    write!(out, ",{s}")?;
+                }
+                writeln!(out)?;
+            }
+        }
+        Format::Table => {
+            for (v, n) in v.iter().zip(&inputs.names) {
+                let flagged: Vec<&str> = v.flagged_by.iter().map(|&i| names[i]).collect();
+                writeln!(
+                    out,
+                    "{n:<40} label {}  {}",
+                    v.label,
+                    if v.adversarial {
+                        format!(
+                            "ADVERSARIAL (flagged by {}; classifier said {})",
+                            flagged.join(", "),
+                            v.classifier_label
+                        )
+                    } else {
+                        "clean".to_string()
+                    }
+                )?;
+            }
+            let flagged = v.iter().filter(|v| v.adversarial).count();
+            writeln!(
+                out,
+                "{flagged} of {} images flagged as adversarial",
+                v.len()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// The classifier (with --denoisers), or use --bundle.
+    #[arg(long, required_unless_present = "bundle")]
+    classifier: Option<PathBuf>,
+    /// Denoiser checkpoints.
+    #[arg(long, num_args = 1.., required_unless_present = "bundle")]
+    denoisers: Vec<PathBuf>,
+    /// A bundle whose denoisers to evaluate.
+    #[arg(long, conflicts_with_all = ["classifier", "denoisers"])]
+    bundle: Option<PathBuf>,
+    /// Edge method of original Defed files whose names do not say.
+    #[arg(long)]
+    edge: Option<EdgeMethod>,
+    /// Score weight alpha.
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f32,
+    /// Denoiser sets by noise level (or name), e.g. "40" "0,80" "20,60,100" (default: all).
+    #[arg(long, num_args = 1..)]
+    sets: Vec<String>,
+    /// Every single noise level and every pair (the original's grid).
+    #[arg(long)]
+    pairwise: bool,
+    /// k of the mean + k std rule.
+    #[arg(long, num_args = 1.., default_values_t = vec![2.0])]
+    k: Vec<f64>,
+    /// False-positive-rate rules as well.
+    #[arg(long, num_args = 1..)]
+    fpr: Vec<f64>,
+    /// Benign images (from `defed benign`).
+    #[arg(long)]
+    benign: PathBuf,
+    /// The first N benign images calibrate, the rest evaluate (default: half).
+    #[arg(long)]
+    calibration: Option<usize>,
+    /// Evaluate on the calibration images too (the original's protocol).
+    #[arg(long)]
+    allow_overlap: bool,
+    /// Adversarial sets: .npz files from `defed attack`, folders of them, or folders of
+    /// `<name>_adv.npy` / `_benign.npy` / `_labels.npy` triples.
+    #[arg(long, num_args = 1.., required = true)]
+    adv: Vec<PathBuf>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 250)]
+    batch_size: usize,
+    /// Output folder (results.csv, results.json, report.md).
+    #[arg(long, default_value = "report")]
+    out: PathBuf,
+}
+
+/// Finds adversarial sets in files and folders.
+pub fn collect_adv(paths: &[PathBuf]) -> Result<Vec<(String, AdvSet)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            for e in &entries {
+                let name = e
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                if name.ends_with(".npz") {
+                    out.push((
+                        name.trim_end_matches(".npz").replace('_', " "),
+                        load_adv(e)?,
+                    ));
+                } else if let Some(prefix) = name.strip_suffix("_adv.npy") {
+                    out.push((prefix.to_string(), load_adv_npy(p, prefix)?));
+                }
+            }
+        } else {
+            let name = p
+                .file_stem()
+                .map(|n| n.to_string_lossy().replace('_', " "))
+                .unwrap_or_default();
+            out.push((name, load_adv(p)?));
+        }
+    }
+    if out.is_empty() {
+        bail!("no adversarial sets found in {:?}", paths);
+    }
+    Ok(out)
+}
+
+/// Resolves set specs ("20,60,100") to denoiser indices.
+pub fn resolve_sets(d: &Defender, specs: &[String], pairwise: bool) -> Result<Vec<Vec<usize>>> {
+    let find = |tok: &str| -> Result<usize> {
+        let tok = tok.trim();
+        if let Ok(n) = tok.parse::<f32>() {
+            let hits: Vec<usize> = (0..d.denoisers.len())
+                .filter(|&i| d.denoisers[i].meta.noise == Some(n))
+                .collect();
+            match hits.as_slice() {
+                [i] => return Ok(*i),
+                [] => {}
+                _ => bail!(
+                    "noise level {tok} matches several denoisers; name one of {:?}",
+                    d.denoisers.iter().map(|x| &x.name).collect::<Vec<_>>()
+                ),
+            }
+        }
+        (0..d.denoisers.len())
+            .find(|&i| d.denoisers[i].name == tok)
+            .with_context(|| format!("no denoiser with noise level or name {tok:?}"))
+    };
+    let mut sets: Vec<Vec<usize>> = specs
+        .iter()
+        .map(|s| s.split(',').map(find).collect::<Result<Vec<_>>>())
+        .collect::<Result<_>>()?;
+    if pairwise {
+        let m = d.denoisers.len();
+        for i in 0..m {
+            sets.push(vec![i]);
+            for j in i + 1..m {
+                sets.push(vec![i, j]);
+            }
+        }
+    }
+    if sets.is_empty() {
+        sets.push((0..d.denoisers.len()).collect());
+    }
+    Ok(sets)
+}
+
+pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
+    let device = defed::default_device();
+    let d = match &a.bundle {
+        Some(b) => Defender::load(b, &device)?,
+        None => Defender::from_checkpoints(
+            a.classifier.as_deref().expect("clap requires it"),
+            &a.denoisers,
+            a.alpha,
+            &device,
+            &LoadOptions {
+                edge: a.edge,
+                noise: None,
+            },
+        )?,
+    };
+    let benign = load_benign(&a.benign)?;
+    let adv = collect_adv(&a.adv)?;
+    let sets = resolve_sets(&d, &a.sets, a.pairwise)?;
+    let mut rules: Vec<Rule> = a.k.iter().map(|&k| Rule::KStd(k)).collect();
+    rules.extend(a.fpr.iter().map(|&p| Rule::Fpr(p)));
+    let input = EvalInput {
+        defender: &d,
+        benign: &benign,
+        calibration: a.calibration.unwrap_or(benign.len() / 2),
+        allow_overlap: a.allow_overlap,
+        adv: &adv,
+        sets: &sets,
+        rules: &rules,
+        batch_size: a.batch_size,
+    };
+    eprintln!(
+        "scoring {} benign and {} adversarial images under {} denoisers",
+        benign.len(),
+        adv.iter().map(|(_, s)| s.benign.len()).sum::<usize>(),
+        d.denoisers.len()
+    );
+    let scores = compute_scores(&input, &device)?;
+    let rows = evaluate(&input, &scores)?;
+    write_results(&a.out, &rows, None)?;
+    print!("{}", to_markdown(&rows));
+    println!("results in {}", a.out.display());
+    Ok(())
+}
+
+/// Writes results.csv, results.json and report.md into `out`.
+pub fn write_results(
+    out: &Path,
+    rows: &[defed::eval::report::EvalRow],
+    preamble: Option<&str>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    defed::util::write_atomic(out.join("results.csv"), to_csv(rows).as_bytes())?;
+    defed::util::write_atomic(out.join("results.json"), &serde_json::to_vec_pretty(rows)?)?;
+    let md = format!(
+        "# defed evaluation\n\n{}Thresholds are fitted on the calibration images and measured on held-out benign images; each cell for an attack reads detection rate / accuracy of the final label / ROC-AUC of the max normalised score.\n\n{}",
+        preamble.unwrap_or(""),
+        to_markdown(rows)
+    );
+    defed::util::write_atomic(out.join("report.md"), md.as_bytes())?;
+    Ok(())
+}
