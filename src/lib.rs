@@ -14,6 +14,7 @@
 //! - [`train`]: training classifiers and denoisers (resumable, logged);
 //! - [`eval`]: image-quality metrics (PSNR, SSIM) and accuracy;
 //! - [`defense`]: the adversarial score and the multi-denoiser defender;
+//! - [`pipeline`]: stages 1-5 end to end on the embedded digits;
 //! - [`io`]: NumPy `.npy` / `.npz` interchange.
 //!
 //! Tensors are float32 in `[0, 1]`, layout `N x C x H x W`.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod pipeline;
 pub mod train;
 pub mod util;
 

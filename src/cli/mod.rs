@@ -5,6 +5,7 @@ mod classify;
 mod data;
 mod defense;
 mod inspect;
+mod pipeline;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run stages 1-5 on the embedded data and write a report (the main job).
+    Pipeline(pipeline::Args),
     /// Show a checkpoint's architecture, metadata, parameter count and tensors.
     Inspect(inspect::Args),
     /// Classify images (IDX, PNG/JPEG, .npy, or a named data set) with a classifier.
@@ -77,6 +80,7 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Pipeline(a) => pipeline::run_cmd(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Benign(a) => attack::benign(a),

@@ -110,6 +110,11 @@ pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<RawCheckpoint> {
     }
 }
 
+/// Reads safetensors checkpoint bytes (`name` is used in messages).
+pub fn read_checkpoint_bytes(name: &str, bytes: &[u8]) -> Result<RawCheckpoint> {
+    read_safetensors(Path::new(name), bytes)
+}
+
 fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<RawCheckpoint> {
     use safetensors::{Dtype, SafeTensors};
     let bad = |e: safetensors::SafeTensorError| {
@@ -609,6 +614,16 @@ pub fn load_classifier(
 ) -> Result<(Classifier, CheckpointMeta)> {
     let path = path.as_ref();
     let raw = read_checkpoint(path)?;
+    classifier_from_raw(path, &raw, device)
+}
+
+/// Builds a classifier from checkpoint content already read.
+pub fn classifier_from_raw(
+    path: &Path,
+    raw: &RawCheckpoint,
+    device: &Device,
+) -> Result<(Classifier, CheckpointMeta)> {
+    let raw = raw.clone();
     let meta = resolve_meta(path, &raw, &LoadOptions::default())?;
     let model = match meta.architecture {
         Architecture::Lenet => Classifier::Lenet(Box::new(apply_tensors(
@@ -641,6 +656,17 @@ pub fn load_denoiser(
 ) -> Result<(Denoiser, CheckpointMeta)> {
     let path = path.as_ref();
     let raw = read_checkpoint(path)?;
+    denoiser_from_raw(path, &raw, device, opts)
+}
+
+/// Builds a denoiser from checkpoint content already read.
+pub fn denoiser_from_raw(
+    path: &Path,
+    raw: &RawCheckpoint,
+    device: &Device,
+    opts: &LoadOptions,
+) -> Result<(Denoiser, CheckpointMeta)> {
+    let raw = raw.clone();
     let meta = resolve_meta(path, &raw, opts)?;
     let model = match meta.architecture {
         Architecture::Defed => Denoiser::Defed(Box::new(apply_tensors(

@@ -4,6 +4,7 @@ pub mod basenet;
 pub mod blocks;
 pub mod checkpoint;
 pub mod defed;
+pub mod embedded;
 pub mod filters;
 pub mod lenet;
 pub mod svhn;

@@ -1,0 +1,82 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use defed::pipeline::{PipelineConfig, run};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Report folder.
+    #[arg(long, default_value = "report")]
+    out: PathBuf,
+    /// Retrain the classifier and the denoisers from scratch (about an hour on 2 cores)
+    /// instead of using the embedded models.
+    #[arg(long)]
+    train: bool,
+    /// Use this classifier instead of the embedded one.
+    #[arg(long, conflicts_with = "train")]
+    classifier: Option<PathBuf>,
+    /// Use these denoisers instead of the embedded ones.
+    #[arg(long, num_args = 1.., conflicts_with = "train")]
+    denoisers: Vec<PathBuf>,
+    /// Denoiser epochs with --train.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Benign images kept.
+    #[arg(long, default_value_t = 600)]
+    benign: usize,
+    /// Of which the first ones calibrate.
+    #[arg(long, default_value_t = 300)]
+    calibration: usize,
+    /// Held-out benign images attacked.
+    #[arg(long, default_value_t = 100)]
+    attacked: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run_cmd(a: Args) -> Result<()> {
+    let cfg = PipelineConfig {
+        out: a.out,
+        classifier: a.classifier,
+        denoisers: a.denoisers,
+        train: a.train,
+        denoiser_epochs: a.epochs,
+        benign: a.benign,
+        calibration: a.calibration,
+        attacked: a.attacked,
+        seed: a.seed,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..PipelineConfig::default()
+    };
+    let r = run(&cfg)?;
+    println!("report: {}", r.out.join("report.md").display());
+    println!(
+        "classifier accuracy on held-out digits: {:.2}%",
+        100.0 * r.classifier_accuracy
+    );
+    for s in &r.attacks {
+        println!(
+            "  {:<22} success {:>5.1}%",
+            s.attack,
+            100.0 * s.success_rate
+        );
+    }
+    if let Some(h) = &r.headline {
+        println!(
+            "defender ({} , k=2): {:.1}% of held-out benign images pass",
+            h.set,
+            100.0 * h.benign_pass
+        );
+        for a in &h.attacks {
+            println!(
+                "  {:<22} detected {:>5.1}%  correct label {:>5.1}%  AUC {:.3}",
+                a.attack,
+                100.0 * a.detection,
+                100.0 * a.accuracy,
+                a.auc
+            );
+        }
+    }
+    Ok(())
+}

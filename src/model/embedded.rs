@@ -1,0 +1,35 @@
+//! The default models compiled into defed, trained by defed itself on the embedded MNIST
+//! digits (see `models/README.md` for the commands that made them).
+
+use std::path::Path;
+
+use super::checkpoint::{classifier_from_raw, denoiser_from_raw, read_checkpoint_bytes};
+use super::{CheckpointMeta, Classifier, Denoiser, LoadOptions};
+use crate::backend::Device;
+use crate::error::Result;
+
+static LENET: &[u8] = include_bytes!("../../models/lenet-mnist.safetensors");
+
+/// The default LeNet-5, trained on 9,000 of the embedded digits (seed 0).
+pub fn default_classifier(device: &Device) -> Result<(Classifier, CheckpointMeta)> {
+    let raw = read_checkpoint_bytes("<embedded lenet-mnist>", LENET)?;
+    classifier_from_raw(Path::new("<embedded lenet-mnist>"), &raw, device)
+}
+
+/// The default denoisers (name, bytes).
+pub fn default_denoiser_files() -> Vec<(&'static str, &'static [u8])> {
+    DENOISERS.to_vec()
+}
+
+static DENOISERS: &[(&str, &[u8])] = &[];
+
+/// The default Defed denoisers.
+pub fn default_denoisers(device: &Device) -> Result<Vec<(Denoiser, CheckpointMeta)>> {
+    DENOISERS
+        .iter()
+        .map(|(name, bytes)| {
+            let raw = read_checkpoint_bytes(name, bytes)?;
+            denoiser_from_raw(Path::new(name), &raw, device, &LoadOptions::default())
+        })
+        .collect()
+}
