@@ -102,3 +102,150 @@ fn errors_are_messages_not_panics() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn benign_attack_bundle_calibrate_defend_evaluate() {
+    let sh = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if !sh.join("reference").is_dir() {
+        eprintln!("SKIPPED: ../shared is absent");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let ck = "../shared/reference/checkpoints/pytorch";
+    let clf = format!("{ck}/mnist-classifier.pth");
+    let (ok, out, err) = defed(&[
+        "benign",
+        "--classifier",
+        &clf,
+        "--images",
+        "../shared/data/mnist/t10k-images-idx3-ubyte.gz",
+        "--labels",
+        "../shared/data/mnist/t10k-labels-idx1-ubyte.gz",
+        "--num",
+        "120",
+        "--out",
+        &p("benign.npz"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("kept 120"), "{out}");
+    let (ok, out, err) = defed(&[
+        "attack",
+        "--classifier",
+        &clf,
+        "--benign",
+        &p("benign.npz"),
+        "--attack",
+        "pgd",
+        "--norm",
+        "linf",
+        "--eps",
+        "0.1",
+        "0.3",
+        "--num",
+        "40",
+        "--out",
+        &p("adv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("PGD-Linf eps=0.3"), "{out}");
+    let summary = std::fs::read_to_string(dir.path().join("adv/summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 3, "{summary}");
+    let (ok, _, err) = defed(&[
+        "bundle",
+        "--classifier",
+        &clf,
+        "--denoisers",
+        &format!("{ck}/mnist-laplacian-alpha=1-noise=20.pth"),
+        &format!("{ck}/mnist-laplacian-alpha=1-noise=100.pth"),
+        "--out",
+        &p("b.safetensors"),
+    ]);
+    assert!(ok, "{err}");
+    // Not calibrated yet: defend refuses with a message.
+    let (ok, _, err) = defed(&[
+        "defend",
+        "--bundle",
+        &p("b.safetensors"),
+        &p("adv/PGD-Linf_eps=0.3.npz"),
+    ]);
+    assert!(!ok && err.contains("not calibrated"), "{err}");
+    let (ok, out, err) = defed(&[
+        "calibrate",
+        "--bundle",
+        &p("b.safetensors"),
+        "--benign",
+        &p("benign.npz"),
+        "--num",
+        "60",
+        "--k",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("calibrated on 60"), "{out}");
+    // Defend on a .npy of adversarial images written by numpy-compatible code.
+    let adv = defed::attack::load_adv(dir.path().join("adv/PGD-Linf_eps=0.3.npz")).unwrap();
+    let n = adv.src_idx.len();
+    defed::io::write_npy(
+        dir.path().join("x.npy"),
+        &defed::io::NpyArray::f32(vec![n, 1, 28, 28], adv.adv.clone()),
+    )
+    .unwrap();
+    let (ok, out, err) = defed(&[
+        "defend",
+        "--bundle",
+        &p("b.safetensors"),
+        &p("x.npy"),
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let flagged = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verdict"]["adversarial"] == true)
+        .count();
+    assert!(flagged as f64 >= 0.9 * n as f64, "{flagged}/{n} flagged");
+    // Evaluating on the calibration images is refused without --allow-overlap.
+    let (ok, _, err) = defed(&[
+        "evaluate",
+        "--bundle",
+        &p("b.safetensors"),
+        "--benign",
+        &p("benign.npz"),
+        "--calibration",
+        "120",
+        "--adv",
+        &p("adv"),
+        "--out",
+        &p("rep"),
+    ]);
+    assert!(!ok && err.contains("--allow-overlap"), "{err}");
+    let (ok, out, err) = defed(&[
+        "evaluate",
+        "--bundle",
+        &p("b.safetensors"),
+        "--benign",
+        &p("benign.npz"),
+        "--calibration",
+        "60",
+        "--adv",
+        &p("adv"),
+        "--k",
+        "1",
+        "2",
+        "--fpr",
+        "0.05",
+        "--pairwise",
+        "--out",
+        &p("rep"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| 20,100 | k=2 |"), "{out}");
+    let csv = std::fs::read_to_string(dir.path().join("rep/results.csv")).unwrap();
+    // header + (3 sets x 3 rules)
+    assert_eq!(csv.lines().count(), 10, "{csv}");
+    assert!(dir.path().join("rep/report.md").exists());
+}
