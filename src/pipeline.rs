@@ -286,8 +286,15 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     // Stage 5: defender and evaluation.
     let mut defender = Defender::new(classifier.clone(), denoisers, 1.0)?;
     let m = defender.denoisers.len();
-    let mut sets: Vec<Vec<usize>> = (0..m).map(|i| vec![i]).collect();
-    if m > 1 {
+    // Every single denoiser, every pair (for the heat-map), and all together.
+    let mut sets: Vec<Vec<usize>> = Vec::new();
+    for i in 0..m {
+        sets.push(vec![i]);
+        for j in i + 1..m {
+            sets.push(vec![i, j]);
+        }
+    }
+    if m > 2 {
         sets.push((0..m).collect());
     }
     let rules = [
@@ -334,6 +341,17 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         .iter()
         .find(|r| r.rule == "k=2" && r.thresholds.len() == m)
         .cloned();
+    figures(
+        &cfg.out,
+        &defender,
+        &scores,
+        &adv_sets,
+        &evaluation,
+        &sets,
+        cfg.calibration,
+        &benign,
+        &device,
+    )?;
     let report = PipelineReport {
         classifier_accuracy,
         benign: benign.len(),
@@ -345,6 +363,86 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     };
     write_report(&cfg.out, &report, cfg)?;
     Ok(report)
+}
+
+/// ROC curves of the all-denoiser set, the pairwise detection heat-map, and example images.
+#[allow(clippy::too_many_arguments)]
+fn figures(
+    out: &Path,
+    defender: &Defender,
+    scores: &crate::eval::report::EvalScores,
+    adv_sets: &[(String, AdvSet)],
+    evaluation: &[EvalRow],
+    sets: &[Vec<usize>],
+    calibration: usize,
+    benign: &crate::data::ImageSet,
+    device: &crate::backend::Device,
+) -> Result<()> {
+    use crate::eval::detection::roc_curve;
+    use crate::eval::plots::{examples_png, heatmap_png, roc_png};
+    use crate::eval::report::max_normalized;
+    let m = defender.denoisers.len();
+    let calib = scores.benign.select_images(0..calibration);
+    let held = scores
+        .benign
+        .select_images(calibration..scores.benign.len());
+    let held_norm = max_normalized(&calib, &held);
+    let curves: Vec<(String, Vec<(f64, f64)>)> = adv_sets
+        .iter()
+        .zip(&scores.adv)
+        .map(|((name, _), s)| {
+            (
+                name.clone(),
+                roc_curve(&held_norm, &max_normalized(&calib, s)),
+            )
+        })
+        .collect();
+    roc_png(&curves, &out.join("roc.png"))?;
+    // Mean detection over attacks at k = 2, per single denoiser (diagonal) and pair.
+    let mut grid = vec![vec![None; m]; m];
+    for (set, row) in sets.iter().zip(evaluation.chunks(4)) {
+        let Some(r) = row.iter().find(|r| r.rule == "k=2") else {
+            continue;
+        };
+        let det =
+            r.attacks.iter().map(|a| a.detection).sum::<f64>() / r.attacks.len().max(1) as f64;
+        match set.as_slice() {
+            [i] => grid[*i][*i] = Some(det),
+            [i, j] => {
+                grid[*i][*j] = Some(det);
+                grid[*j][*i] = Some(det);
+            }
+            _ => {}
+        }
+    }
+    heatmap_png(&grid, &out.join("heatmap.png"))?;
+    // Two examples per attack: benign source, adversarial, and the adversarial denoised by the
+    // first denoiser; frames show the k = 2 verdicts of the all-denoiser defender.
+    let t = defender.thresholds.clone().unwrap_or_default();
+    let classes = defender.classifier.num_classes();
+    let per = benign.image_len();
+    let mut rows = Vec::new();
+    for ((_, set), s) in adv_sets.iter().zip(&scores.adv) {
+        let v = crate::defense::decide_with(s, &t, classes);
+        for k in 0..set.src_idx.len().min(2) {
+            let src = set.benign.image(k).to_vec();
+            let adv = set.adv[k * per..(k + 1) * per].to_vec();
+            let bs = defender.scores(&src, device)?;
+            let bv = crate::defense::decide_with(&bs, &t, classes);
+            let den = crate::util::to_vec(
+                defender.denoisers[0]
+                    .net
+                    .forward(crate::util::tensor4(
+                        adv.clone(),
+                        [1, benign.shape[0], benign.shape[1], benign.shape[2]],
+                        device,
+                    ))
+                    .clamp(0.0, 1.0),
+            );
+            rows.push((src, adv, den, bv[0].adversarial, v[k].adversarial));
+        }
+    }
+    examples_png(&rows, benign.shape, &out.join("examples.png"))
 }
 
 fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<()> {
@@ -409,6 +507,12 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
          ## Stage 2: attacks (against the bare classifier)\n\n{attacks_md}\n\
          ## Stage 5: defender\n\n{headline}\n\
          Each attack cell: detection rate / accuracy of the final label / ROC-AUC of the max normalised score. These are non-adaptive attacks: the attacker does not know the defence.\n\n{table}\n\
+         ## Figures
+
+         - `roc.png`: ROC curves of the max normalised score (all denoisers), held-out benign vs each attack; curve colours in attack order: {palette}; the grey diagonal is chance.
+         - `heatmap.png`: mean detection rate over the attacks at k = 2 for each single denoiser (diagonal) and each pair (off-diagonal), denoisers in the order {names}; dark blue = 0%, yellow = 100%.
+         - `examples.png`: two examples per attack (in table order), columns benign / adversarial / adversarial denoised by the first denoiser; a red frame means the all-denoiser defender (k = 2) flagged the image, green that it passed.
+
          Files: `benign.npz`, `adv/*.npz` (+ `.json` stats), `attacks.csv`, `results.csv`, `results.json`, and the calibrated bundle `defender.safetensors` (all denoisers, k = 2).\n",
         n = 10_000,
         seed = cfg.seed,
@@ -416,6 +520,13 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
         b = r.benign,
         c = r.calibration,
         table = to_markdown(&r.evaluation),
+        palette = crate::eval::plots::PALETTE
+            .iter()
+            .zip(r.headline.iter().flat_map(|h| h.attacks.iter()))
+            .map(|((c, _), a)| format!("{} = {c}", a.attack))
+            .collect::<Vec<_>>()
+            .join(", "),
+        names = r.headline.as_ref().map(|h| h.set.clone()).unwrap_or_default(),
     );
     write_atomic(out.join("report.md"), md.as_bytes())?;
     Ok(())

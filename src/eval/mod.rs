@@ -2,6 +2,7 @@
 
 pub mod detection;
 pub mod metrics;
+pub mod plots;
 pub mod report;
 
 pub use metrics::{accuracy, mse_per_image, psnr, psnr_per_image, ssim_per_image};

@@ -141,6 +141,20 @@ pub fn set_label(d: &Defender, set: &[usize]) -> String {
         .join(",")
 }
 
+/// Per image, the largest score normalised by the calibration mean and std of its denoiser.
+pub fn max_normalized(calib: &Scores, s: &Scores) -> Vec<f64> {
+    let stats: Vec<(f64, f64)> = calib.total.iter().map(|t| mean_std(t)).collect();
+    (0..s.len())
+        .map(|j| {
+            s.total
+                .iter()
+                .zip(&stats)
+                .map(|(t, (m, sd))| (t[j] as f64 - m) / sd.max(1e-12))
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect()
+}
+
 /// Runs the evaluation grid.
 pub fn evaluate(input: &EvalInput<'_>, scores: &EvalScores) -> Result<Vec<EvalRow>> {
     let n = input.benign.len();
@@ -170,18 +184,7 @@ pub fn evaluate(input: &EvalInput<'_>, scores: &EvalScores) -> Result<Vec<EvalRo
     for set in input.sets {
         let calib = calib_all.select_denoisers(set);
         let held = held_all.select_denoisers(set);
-        let stats: Vec<(f64, f64)> = calib.total.iter().map(|t| mean_std(t)).collect();
-        let norm_max = |s: &Scores| -> Vec<f64> {
-            (0..s.len())
-                .map(|j| {
-                    s.total
-                        .iter()
-                        .zip(&stats)
-                        .map(|(t, (m, sd))| (t[j] as f64 - m) / sd.max(1e-12))
-                        .fold(f64::NEG_INFINITY, f64::max)
-                })
-                .collect()
-        };
+        let norm_max = |s: &Scores| max_normalized(&calib, s);
         let held_norm = norm_max(&held);
         for &rule in input.rules {
             let t = thresholds(&calib, rule);
