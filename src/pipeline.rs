@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{
     AdvSet, Attack, AttackModel, AttackStats, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
-    Square, benign_set, run_attack, save_adv, save_benign,
+    Square, Target, benign_set, run_attack, save_adv, save_benign,
 };
 use crate::backend::autodiff_device;
 use crate::data::embedded_mnist;
@@ -188,7 +188,15 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     let mut adv_sets: Vec<(String, AdvSet)> = Vec::new();
     std::fs::create_dir_all(cfg.out.join("adv")).map_err(|e| Error::io(cfg.out.join("adv"), e))?;
     for a in attack_suite() {
-        let r = run_attack(a.as_ref(), &model, &targets, 50, cfg.seed, cfg.progress)?;
+        let r = run_attack(
+            a.as_ref(),
+            &model,
+            &targets,
+            50,
+            cfg.seed,
+            cfg.progress,
+            Target::Untargeted,
+        )?;
         let s = r.stats.clone().expect("stats");
         progress_line(&format!(
             "stage 2: {:<20} {:>5.1}% success, {:.3} s/img",
@@ -424,7 +432,7 @@ fn figures(
     let mut rows = Vec::new();
     for ((_, set), s) in adv_sets.iter().zip(&scores.adv) {
         let v = crate::defense::decide_with(s, &t, classes);
-        for k in 0..set.src_idx.len().min(2) {
+        for (k, verdict) in v.iter().enumerate().take(set.src_idx.len().min(2)) {
             let src = set.benign.image(k).to_vec();
             let adv = set.adv[k * per..(k + 1) * per].to_vec();
             let bs = defender.scores(&src, device)?;
@@ -439,7 +447,7 @@ fn figures(
                     ))
                     .clamp(0.0, 1.0),
             );
-            rows.push((src, adv, den, bv[0].adversarial, v[k].adversarial));
+            rows.push((src, adv, den, bv[0].adversarial, verdict.adversarial));
         }
     }
     examples_png(&rows, benign.shape, &out.join("examples.png"))

@@ -5,7 +5,7 @@ mod common;
 
 use defed::attack::{
     AdvSet, Attack, AttackModel, CwL2, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
-    Square, benign_set, run_attack,
+    Square, Target, benign_set, run_attack,
 };
 use defed::data::{ImageSet, read_idx_pair};
 use defed::model::load_classifier;
@@ -30,7 +30,7 @@ fn setup(n: usize) -> Option<(AttackModel, ImageSet)> {
 }
 
 fn check(attack: &dyn Attack, model: &AttackModel, set: &ImageSet, min_rate: f64) -> AdvSet {
-    let r = run_attack(attack, model, set, 64, 1, false).unwrap();
+    let r = run_attack(attack, model, set, 64, 1, false, Target::Untargeted).unwrap();
     let s = r.stats.clone().unwrap();
     eprintln!(
         "{}: {}/{} = {:.1}% in {:.3} s/img; mean L0 {:.1} L1 {:.2} L2 {:.3} Linf {:.3}",
@@ -150,9 +150,83 @@ fn attacks_are_deterministic_with_a_seed() {
     let Some((model, set)) = setup(32) else {
         return;
     };
-    let a = run_attack(&Square::new(0.2), &model, &set, 16, 9, false).unwrap();
-    let b = run_attack(&Square::new(0.2), &model, &set, 16, 9, false).unwrap();
+    let a = run_attack(
+        &Square::new(0.2),
+        &model,
+        &set,
+        16,
+        9,
+        false,
+        Target::Untargeted,
+    )
+    .unwrap();
+    let b = run_attack(
+        &Square::new(0.2),
+        &model,
+        &set,
+        16,
+        9,
+        false,
+        Target::Untargeted,
+    )
+    .unwrap();
     assert_eq!(a.adv, b.adv);
-    let c = run_attack(&Square::new(0.2), &model, &set, 16, 10, false).unwrap();
+    let c = run_attack(
+        &Square::new(0.2),
+        &model,
+        &set,
+        16,
+        10,
+        false,
+        Target::Untargeted,
+    )
+    .unwrap();
     assert_ne!(a.adv, c.adv);
+}
+
+#[test]
+fn targeted_attacks_reach_their_targets() {
+    let Some((model, set)) = setup(40) else {
+        return;
+    };
+    let r = run_attack(&Pgd::linf(0.3), &model, &set, 64, 3, false, Target::Next).unwrap();
+    let s = r.stats.clone().unwrap();
+    eprintln!("targeted PGD: {:.1}%", 100.0 * s.success_rate);
+    assert!(s.targeted);
+    assert!(s.success_rate >= 0.9, "{}", s.success_rate);
+    for (k, &src) in r.src_idx.iter().enumerate() {
+        assert_eq!(r.targets[k], (set.labels[src] + 1) % 10);
+        assert_eq!(r.adv_pred[k], r.targets[k]);
+    }
+    // Images already of the target class are left out.
+    let r = run_attack(
+        &Fgsm {
+            eps: 0.3,
+            norm: Norm::Linf,
+        },
+        &model,
+        &set,
+        64,
+        3,
+        false,
+        Target::Class(7),
+    )
+    .unwrap();
+    assert_eq!(
+        r.stats.unwrap().attempted,
+        set.labels.iter().filter(|&&l| l != 7).count()
+    );
+    // An attack without a targeted mode refuses.
+    assert!(
+        run_attack(
+            &DeepFool::default(),
+            &model,
+            &set,
+            64,
+            3,
+            false,
+            Target::Random
+        )
+        .is_err()
+    );
 }

@@ -19,6 +19,9 @@ impl Attack for Fgsm {
     fn norm(&self) -> Norm {
         self.norm
     }
+    fn supports_targets(&self) -> bool {
+        true
+    }
     fn eps(&self) -> Option<f32> {
         Some(self.eps)
     }

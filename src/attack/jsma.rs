@@ -32,6 +32,9 @@ impl Attack for Jsma {
     fn norm(&self) -> Norm {
         Norm::L0
     }
+    fn supports_targets(&self) -> bool {
+        true
+    }
     fn eps(&self) -> Option<f32> {
         None
     }

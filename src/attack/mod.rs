@@ -52,6 +52,39 @@ pub trait Attack {
         targets: Option<&[usize]>,
         seed: u64,
     ) -> Result<Vec<f32>>;
+
+    /// Whether [`Attack::perturb`] honours `targets`.
+    fn supports_targets(&self) -> bool {
+        false
+    }
+}
+
+/// Which class a targeted attack aims for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// Any wrong class (the default).
+    #[default]
+    Untargeted,
+    /// A random wrong class per image (seeded).
+    Random,
+    /// The next class, `(label + 1) mod classes`.
+    Next,
+    /// This class; images already of it are left out.
+    Class(usize),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" | "untargeted" => Ok(Target::Untargeted),
+            "random" => Ok(Target::Random),
+            "next" => Ok(Target::Next),
+            n => n.parse().map(Target::Class).map_err(|_| {
+                format!("target must be untargeted, random, next or a class number, not {n:?}")
+            }),
+        }
+    }
 }
 
 /// What an attack run achieved.
@@ -85,6 +118,9 @@ pub struct AttackStats {
     pub evaluations_per_image: f64,
     /// The seed used.
     pub seed: u64,
+    /// Whether success meant reaching a target class.
+    #[serde(default)]
+    pub targeted: bool,
 }
 
 /// Adversarial examples with their sources.
@@ -98,12 +134,14 @@ pub struct AdvSet {
     pub adv_pred: Vec<usize>,
     /// Index of each example's source in the benign set it was made from.
     pub src_idx: Vec<usize>,
+    /// The target class of each example, for targeted attacks (else empty).
+    pub targets: Vec<usize>,
     /// How the run went.
     pub stats: Option<AttackStats>,
 }
 
 /// Runs `attack` over `set` in batches and keeps the successful examples (prediction different
-/// from the true label), as the original does.
+/// from the true label, or equal to the target for a targeted run), as the original does.
 pub fn run_attack(
     attack: &dyn Attack,
     model: &AttackModel,
@@ -111,7 +149,42 @@ pub fn run_attack(
     batch_size: usize,
     seed: u64,
     progress: bool,
+    target: Target,
 ) -> Result<AdvSet> {
+    use rand::{RngExt, SeedableRng};
+    if target != Target::Untargeted && !attack.supports_targets() {
+        return Err(Error::Invalid(format!(
+            "{} has no targeted mode",
+            attack.name()
+        )));
+    }
+    let classes = model.classes();
+    if let Target::Class(c) = target
+        && c >= classes
+    {
+        return Err(Error::Invalid(format!(
+            "target class {c} >= {classes} classes"
+        )));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(crate::train::derive_seed(seed, 99, 99));
+    let all_targets: Option<Vec<usize>> = match target {
+        Target::Untargeted => None,
+        Target::Random => Some(
+            set.labels
+                .iter()
+                .map(|&l| (l + 1 + rng.random_range(0..classes - 1)) % classes)
+                .collect(),
+        ),
+        Target::Next => Some(set.labels.iter().map(|&l| (l + 1) % classes).collect()),
+        Target::Class(c) => Some(vec![c; set.len()]),
+    };
+    // A target equal to the true label is no attack: leave those images out.
+    let keep_idx: Vec<usize> = (0..set.len())
+        .filter(|&i| all_targets.as_ref().is_none_or(|t| t[i] != set.labels[i]))
+        .collect();
+    let set = &set.select(&keep_idx);
+    let all_targets: Option<Vec<usize>> =
+        all_targets.map(|t| keep_idx.iter().map(|&i| t[i]).collect());
     if set.shape != model.image_shape() {
         return Err(Error::Shape(format!(
             "the classifier takes {:?} images, the set holds {:?}",
@@ -140,11 +213,14 @@ pub fn run_attack(
     for (b, idx) in crate::data::Batches::sequential(set.len(), batch_size).enumerate() {
         let batch = set.select(&idx);
         let x = &batch.images;
+        let tb: Option<Vec<usize>> = all_targets
+            .as_ref()
+            .map(|t| idx.iter().map(|&i| t[i]).collect());
         let adv = attack.perturb(
             model,
             x,
             &batch.labels,
-            None,
+            tb.as_deref(),
             crate::train::derive_seed(seed, b as u64, 17),
         )?;
         if adv.len() != x.len() || adv.iter().any(|v| !v.is_finite()) {
@@ -155,7 +231,11 @@ pub fn run_attack(
         }
         let pred = model.predict(&adv);
         for (j, &i) in idx.iter().enumerate() {
-            if pred[j] != batch.labels[j] {
+            let fooled = match &tb {
+                Some(t) => pred[j] == t[j],
+                None => pred[j] != batch.labels[j],
+            };
+            if fooled {
                 keep.push(i);
                 adv_all.extend_from_slice(&adv[j * per..(j + 1) * per]);
                 pred_all.push(pred[j]);
@@ -189,13 +269,18 @@ pub fn run_attack(
         mean_linf: sums[3] / n,
         evaluations_per_image: (model.evaluations.get() - evals0) as f64 / set.len().max(1) as f64,
         seed,
+        targeted: all_targets.is_some(),
     };
+    let targets = all_targets
+        .map(|t| keep.iter().map(|&i| t[i]).collect())
+        .unwrap_or_default();
     tracing::info!(attack = %stats.attack, success_rate = stats.success_rate, "attack done");
     Ok(AdvSet {
         benign,
         adv: adv_all,
         adv_pred: pred_all,
-        src_idx: keep,
+        src_idx: keep.iter().map(|&i| keep_idx[i]).collect(),
+        targets,
         stats: Some(stats),
     })
 }
@@ -234,17 +319,19 @@ pub fn save_adv(set: &AdvSet, path: impl AsRef<Path>) -> Result<()> {
     let pred = i64s(&set.adv_pred);
     let src = i64s(&set.src_idx);
     let test = i64s(&b.indices);
-    write_npz(
-        path,
-        [
-            ("benign", &benign),
-            ("adv", &adv),
-            ("labels", &labels),
-            ("adv_pred", &pred),
-            ("src_idx", &src),
-            ("test_idx", &test),
-        ],
-    )?;
+    let targets = i64s(&set.targets);
+    let mut arrays = vec![
+        ("benign", &benign),
+        ("adv", &adv),
+        ("labels", &labels),
+        ("adv_pred", &pred),
+        ("src_idx", &src),
+        ("test_idx", &test),
+    ];
+    if !set.targets.is_empty() {
+        arrays.push(("targets", &targets));
+    }
+    write_npz(path, arrays)?;
     if let Some(stats) = &set.stats {
         let json = serde_json::to_vec_pretty(stats).expect("stats serialise");
         write_atomic(path.with_extension("json"), &json)?;
@@ -319,6 +406,10 @@ pub fn load_adv(path: impl AsRef<Path>) -> Result<AdvSet> {
             Some(a) => usize_vec(path, a, "src_idx")?,
             None => (0..benign.len()).collect(),
         },
+        targets: match m.get("targets") {
+            Some(a) => usize_vec(path, a, "targets")?,
+            None => vec![],
+        },
         benign,
         adv,
         stats,
@@ -376,6 +467,7 @@ pub fn load_adv_npy(dir: impl AsRef<Path>, prefix: &str) -> Result<AdvSet> {
     };
     Ok(AdvSet {
         adv_pred: vec![],
+        targets: vec![],
         src_idx,
         benign,
         adv,

@@ -73,6 +73,9 @@ impl Attack for Pgd {
     fn norm(&self) -> Norm {
         self.norm
     }
+    fn supports_targets(&self) -> bool {
+        true
+    }
     fn eps(&self) -> Option<f32> {
         Some(self.eps)
     }

@@ -131,11 +131,11 @@ impl Attack for Square {
                         })
                         .collect();
                     let mut changes = false;
-                    for ch in 0..c {
+                    for (ch, sign) in signs.iter().enumerate() {
                         for r in vh..vh + s {
                             for col in vw..vw + s {
                                 let j = ch * h * w + r * w + col;
-                                let v = (xi[j] + signs[ch]).clamp(0.0, 1.0);
+                                let v = (xi[j] + sign).clamp(0.0, 1.0);
                                 changes |= (v - bi[j]).abs() > 1e-7;
                                 ci[j] = v;
                             }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use defed::attack::{
     Attack, AttackModel, AttackStats, CwL2, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
-    Square, benign_set, load_benign, run_attack, save_adv, save_benign,
+    Square, Target, benign_set, load_benign, run_attack, save_adv, save_benign,
 };
 use defed::data::{load_spec, read_inputs, read_labels};
 use defed::model::load_classifier;
@@ -126,6 +126,10 @@ pub struct AttackArgs {
     /// JSMA gamma.
     #[arg(long, default_value_t = 1.0)]
     gamma: f32,
+    /// Targeted mode (FGSM, PGD, JSMA): untargeted, random, next, or a class number. JSMA is
+    /// always targeted; untargeted JSMA picks random targets internally.
+    #[arg(long, default_value = "untargeted")]
+    target: Target,
     /// Attack only the first N benign images.
     #[arg(long)]
     num: Option<usize>,
@@ -274,6 +278,7 @@ pub fn attack(a: AttackArgs) -> Result<()> {
             a.batch_size,
             a.seed,
             progress,
+            a.target,
         )?;
         let stats = result.stats.clone().expect("run_attack sets stats");
         let path = a.out.join(format!("{}.npz", file_name(&stats.attack)));

@@ -217,7 +217,7 @@ impl Defender {
     pub fn scores(&self, x: &[f32], device: &Device) -> Result<Scores> {
         let [c, h, w] = self.input_shape();
         let per = c * h * w;
-        if x.is_empty() || x.len() % per != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(per) {
             return Err(Error::Shape(format!(
                 "{} values are not a whole number of {c}x{h}x{w} images",
                 x.len()

@@ -104,13 +104,13 @@ pub fn heatmap_png(values: &[Vec<Option<f64>>], path: &Path) -> Result<()> {
     save(&img, path)
 }
 
+/// One row of [`examples_png`]: benign, adversarial and denoised pixels, and whether the
+/// defender flagged the benign and the adversarial image.
+pub type ExampleRow = (Vec<f32>, Vec<f32>, Vec<f32>, bool, bool);
+
 /// A grid of example images, one row per example: benign, adversarial, denoised, each scaled
 /// up; a green frame marks an image that passed the defender, a red one an image it flagged.
-pub fn examples_png(
-    rows: &[(Vec<f32>, Vec<f32>, Vec<f32>, bool, bool)],
-    shape: [usize; 3],
-    path: &Path,
-) -> Result<()> {
+pub fn examples_png(rows: &[ExampleRow], shape: [usize; 3], path: &Path) -> Result<()> {
     let [c, h, w] = shape;
     let scale = 3u32;
     let (tw, th) = (w as u32 * scale + 6, h as u32 * scale + 6);
