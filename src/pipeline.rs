@@ -349,7 +349,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         .iter()
         .find(|r| r.rule == "k=2" && r.thresholds.len() == m)
         .cloned();
-    figures(
+    crate::eval::report::figures(
         &cfg.out,
         &defender,
         &scores,
@@ -371,86 +371,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     };
     write_report(&cfg.out, &report, cfg)?;
     Ok(report)
-}
-
-/// ROC curves of the all-denoiser set, the pairwise detection heat-map, and example images.
-#[allow(clippy::too_many_arguments)]
-fn figures(
-    out: &Path,
-    defender: &Defender,
-    scores: &crate::eval::report::EvalScores,
-    adv_sets: &[(String, AdvSet)],
-    evaluation: &[EvalRow],
-    sets: &[Vec<usize>],
-    calibration: usize,
-    benign: &crate::data::ImageSet,
-    device: &crate::backend::Device,
-) -> Result<()> {
-    use crate::eval::detection::roc_curve;
-    use crate::eval::plots::{examples_png, heatmap_png, roc_png};
-    use crate::eval::report::max_normalized;
-    let m = defender.denoisers.len();
-    let calib = scores.benign.select_images(0..calibration);
-    let held = scores
-        .benign
-        .select_images(calibration..scores.benign.len());
-    let held_norm = max_normalized(&calib, &held);
-    let curves: Vec<(String, Vec<(f64, f64)>)> = adv_sets
-        .iter()
-        .zip(&scores.adv)
-        .map(|((name, _), s)| {
-            (
-                name.clone(),
-                roc_curve(&held_norm, &max_normalized(&calib, s)),
-            )
-        })
-        .collect();
-    roc_png(&curves, &out.join("roc.png"))?;
-    // Mean detection over attacks at k = 2, per single denoiser (diagonal) and pair.
-    let mut grid = vec![vec![None; m]; m];
-    for (set, row) in sets.iter().zip(evaluation.chunks(4)) {
-        let Some(r) = row.iter().find(|r| r.rule == "k=2") else {
-            continue;
-        };
-        let det =
-            r.attacks.iter().map(|a| a.detection).sum::<f64>() / r.attacks.len().max(1) as f64;
-        match set.as_slice() {
-            [i] => grid[*i][*i] = Some(det),
-            [i, j] => {
-                grid[*i][*j] = Some(det);
-                grid[*j][*i] = Some(det);
-            }
-            _ => {}
-        }
-    }
-    heatmap_png(&grid, &out.join("heatmap.png"))?;
-    // Two examples per attack: benign source, adversarial, and the adversarial denoised by the
-    // first denoiser; frames show the k = 2 verdicts of the all-denoiser defender.
-    let t = defender.thresholds.clone().unwrap_or_default();
-    let classes = defender.classifier.num_classes();
-    let per = benign.image_len();
-    let mut rows = Vec::new();
-    for ((_, set), s) in adv_sets.iter().zip(&scores.adv) {
-        let v = crate::defense::decide_with(s, &t, classes);
-        for (k, verdict) in v.iter().enumerate().take(set.src_idx.len().min(2)) {
-            let src = set.benign.image(k).to_vec();
-            let adv = set.adv[k * per..(k + 1) * per].to_vec();
-            let bs = defender.scores(&src, device)?;
-            let bv = crate::defense::decide_with(&bs, &t, classes);
-            let den = crate::util::to_vec(
-                defender.denoisers[0]
-                    .net
-                    .forward(crate::util::tensor4(
-                        adv.clone(),
-                        [1, benign.shape[0], benign.shape[1], benign.shape[2]],
-                        device,
-                    ))
-                    .clamp(0.0, 1.0),
-            );
-            rows.push((src, adv, den, bv[0].adversarial, verdict.adversarial));
-        }
-    }
-    examples_png(&rows, benign.shape, &out.join("examples.png"))
 }
 
 fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<()> {

@@ -174,3 +174,50 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
         }
     }
 }
+
+#[test]
+fn grid_shards_split_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |shard: &str| {
+        let st = Command::new(env!("CARGO_BIN_EXE_defed"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "train",
+                "denoiser",
+                "--classifier",
+                "models/lenet-mnist.safetensors",
+                "--noise",
+                "20",
+                "40",
+                "--alpha",
+                "0",
+                "1",
+                "--epochs",
+                "1",
+                "--limit",
+                "32",
+                "--batch-size",
+                "16",
+                "--shard",
+                shard,
+                "--out",
+            ])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    run("1/3");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with("0.safetensors") && !n.contains("best"))
+        .collect();
+    names.sort();
+    // Grid order: (20,0), (20,1), (40,0), (40,1); shard 1 of 3 takes items 1.
+    assert_eq!(
+        names,
+        vec!["mnist-embedded-defed-laplacian-alpha=1-noise=20.safetensors"],
+        "{names:?}"
+    );
+}

@@ -379,12 +379,25 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
     let scores = compute_scores(&input, &device)?;
     let rows = evaluate(&input, &scores)?;
     write_results(&a.out, &rows, None)?;
+    let mut all = d.clone();
+    all.thresholds = None;
+    defed::eval::report::figures(
+        &a.out,
+        &all,
+        &scores,
+        &adv,
+        &rows,
+        &sets,
+        input.calibration,
+        &benign,
+        &device,
+    )?;
     print!("{}", to_markdown(&rows));
     println!("results in {}", a.out.display());
     Ok(())
 }
 
-/// Writes results.csv, results.json and report.md into `out`.
+/// Writes results.csv, results.json and report.md into `out` (figures are written separately).
 pub fn write_results(
     out: &Path,
     rows: &[defed::eval::report::EvalRow],

@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::detection::{roc_auc, tpr_at_fpr};
+use std::path::Path;
+
 use crate::attack::AdvSet;
 use crate::backend::Device;
 use crate::data::ImageSet;
@@ -291,4 +293,89 @@ pub fn to_markdown(rows: &[EvalRow]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Writes `roc.png` (all denoisers), `heatmap.png` (mean detection at k = 2, or the first rule,
+/// per single denoiser and pair) and `examples.png` (verdicts with the defender's thresholds, or
+/// k = 2 ones fitted on the calibration images).
+#[allow(clippy::too_many_arguments)]
+pub fn figures(
+    out: &Path,
+    defender: &Defender,
+    scores: &EvalScores,
+    adv_sets: &[(String, AdvSet)],
+    evaluation: &[EvalRow],
+    sets: &[Vec<usize>],
+    calibration: usize,
+    benign: &crate::data::ImageSet,
+    device: &crate::backend::Device,
+) -> Result<()> {
+    use crate::eval::detection::roc_curve;
+    use crate::eval::plots::{examples_png, heatmap_png, roc_png};
+    let m = defender.denoisers.len();
+    let calib = scores.benign.select_images(0..calibration);
+    let held = scores
+        .benign
+        .select_images(calibration..scores.benign.len());
+    let held_norm = max_normalized(&calib, &held);
+    let curves: Vec<(String, Vec<(f64, f64)>)> = adv_sets
+        .iter()
+        .zip(&scores.adv)
+        .map(|((name, _), s)| {
+            (
+                name.clone(),
+                roc_curve(&held_norm, &max_normalized(&calib, s)),
+            )
+        })
+        .collect();
+    roc_png(&curves, &out.join("roc.png"))?;
+    // Mean detection over attacks at k = 2, per single denoiser (diagonal) and pair.
+    let mut grid = vec![vec![None; m]; m];
+    let per_set = (evaluation.len() / sets.len().max(1)).max(1);
+    for (set, row) in sets.iter().zip(evaluation.chunks(per_set)) {
+        let Some(r) = row.iter().find(|r| r.rule == "k=2") else {
+            continue;
+        };
+        let det =
+            r.attacks.iter().map(|a| a.detection).sum::<f64>() / r.attacks.len().max(1) as f64;
+        match set.as_slice() {
+            [i] => grid[*i][*i] = Some(det),
+            [i, j] => {
+                grid[*i][*j] = Some(det);
+                grid[*j][*i] = Some(det);
+            }
+            _ => {}
+        }
+    }
+    heatmap_png(&grid, &out.join("heatmap.png"))?;
+    // Two examples per attack: benign source, adversarial, and the adversarial denoised by the
+    // first denoiser; frames show the k = 2 verdicts of the all-denoiser defender.
+    let t = defender
+        .thresholds
+        .clone()
+        .unwrap_or_else(|| crate::defense::thresholds_k_std(&calib, 2.0));
+    let classes = defender.classifier.num_classes();
+    let per = benign.image_len();
+    let mut rows = Vec::new();
+    for ((_, set), s) in adv_sets.iter().zip(&scores.adv) {
+        let v = crate::defense::decide_with(s, &t, classes);
+        for (k, verdict) in v.iter().enumerate().take(set.src_idx.len().min(2)) {
+            let src = set.benign.image(k).to_vec();
+            let adv = set.adv[k * per..(k + 1) * per].to_vec();
+            let bs = defender.scores(&src, device)?;
+            let bv = crate::defense::decide_with(&bs, &t, classes);
+            let den = crate::util::to_vec(
+                defender.denoisers[0]
+                    .net
+                    .forward(crate::util::tensor4(
+                        adv.clone(),
+                        [1, benign.shape[0], benign.shape[1], benign.shape[2]],
+                        device,
+                    ))
+                    .clamp(0.0, 1.0),
+            );
+            rows.push((src, adv, den, bv[0].adversarial, verdict.adversarial));
+        }
+    }
+    examples_png(&rows, benign.shape, &out.join("examples.png"))
 }
