@@ -294,8 +294,19 @@ pub fn collect_adv(paths: &[PathBuf]) -> Result<Vec<(String, AdvSet)>> {
             out.push((name, load_adv(p)?));
         }
     }
+    let before = out.len();
+    out.retain(|(name, set)| {
+        let keep = !set.src_idx.is_empty();
+        if !keep {
+            tracing::warn!(set = %name, "skipping an adversarial set without examples");
+        }
+        keep
+    });
     if out.is_empty() {
-        bail!("no adversarial sets found in {:?}", paths);
+        bail!(
+            "no adversarial examples found in {:?} ({before} sets, all empty or absent)",
+            paths
+        );
     }
     Ok(out)
 }
