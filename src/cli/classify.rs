@@ -139,3 +139,73 @@ pub fn run(a: Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `defed denoise-quality`.
+#[derive(Debug, clap::Args)]
+pub struct QualityArgs {
+    /// The denoiser checkpoint.
+    #[arg(long)]
+    denoiser: PathBuf,
+    /// The classifier whose accuracy on the denoised images is measured.
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Clean test images: a named split ...
+    #[arg(long, default_value = "mnist:test")]
+    dataset: String,
+    /// ... or image files with --labels.
+    #[arg(long, num_args = 1.., conflicts_with = "dataset")]
+    images: Vec<PathBuf>,
+    /// Labels of --images.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Noise level sigma (default: the denoiser's training noise).
+    #[arg(long)]
+    noise: Option<f32>,
+    /// Measure the first N images.
+    #[arg(long)]
+    num: Option<usize>,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `defed denoise-quality`: accuracy, PSNR and SSIM of a denoiser on noisy images.
+pub fn quality(a: QualityArgs) -> Result<()> {
+    let device = defed::default_device();
+    let (clf, _) = load_classifier(&a.classifier, &device)?;
+    let (den, meta) = defed::model::load_denoiser(&a.denoiser, &device, &Default::default())?;
+    let [c, h, w] = clf.input_shape();
+    let mut set = if a.images.is_empty() {
+        load_spec(&a.dataset, 0.1, 0)?
+    } else {
+        let labels = read_labels(a.labels.as_ref().context("--images needs --labels")?)?;
+        read_inputs(&a.images, c, [h, w])?.into_set(Some(labels))?
+    };
+    if let Some(n) = a.num {
+        set = set.take(n);
+    }
+    let noise = a
+        .noise
+        .or(meta.noise)
+        .context("the checkpoint records no noise level: pass --noise")?;
+    let q = defed::eval::denoiser_quality(&den, &clf, &set, noise, a.seed, 250, &device)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&q)?);
+    } else {
+        println!(
+            "{} images, noise {}: denoised accuracy {:.2}%, PSNR {:.2} dB, SSIM {:.4}; noisy accuracy {:.2}%, PSNR {:.2} dB, SSIM {:.4}",
+            q.images,
+            q.noise,
+            100.0 * q.accuracy,
+            q.psnr,
+            q.ssim,
+            100.0 * q.noisy_accuracy,
+            q.noisy_psnr,
+            q.noisy_ssim
+        );
+    }
+    Ok(())
+}

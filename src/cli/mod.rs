@@ -50,6 +50,8 @@ enum Command {
         #[command(subcommand)]
         command: train::Command,
     },
+    /// Accuracy, PSNR and SSIM of a denoiser on noisy test images.
+    DenoiseQuality(classify::QualityArgs),
     /// Data sets: download and cache.
     Data {
         #[command(subcommand)]
@@ -90,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Defend(a) => defense::defend(a),
         Command::Evaluate(a) => defense::evaluate_cmd(a),
         Command::Train { command } => train::run(command),
+        Command::DenoiseQuality(a) => classify::quality(a),
         Command::Data { command } => data::run(command),
     }
 }
