@@ -165,7 +165,7 @@ impl Default for CwL2 {
         CwL2 {
             binary_steps: 6,
             iterations: 100,
-            lr: 0.01,
+            lr: 0.05,
             initial_const: 0.1,
             confidence: 0.0,
         }

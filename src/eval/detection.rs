@@ -60,9 +60,13 @@ mod tests {
         assert!((roc_auc(&[1.0, 1.0], &[1.0, 1.0]) - 0.5).abs() < 1e-12);
         // One inversion of four pairs.
         assert!((roc_auc(&[0.0, 2.0], &[1.0, 3.0]) - 0.75).abs() < 1e-12);
+        // Benign scores 0..99: at 1% FPR one benign image (99) may be above the threshold, so
+        // the threshold is 98; at 5% it is 94.
         let benign: Vec<f64> = (0..100).map(|i| i as f64).collect();
-        assert_eq!(tpr_at_fpr(&benign, &[98.5, 50.0], 0.01), 0.0);
-        assert_eq!(tpr_at_fpr(&benign, &[99.5, 50.0], 0.01), 0.5);
+        assert_eq!(tpr_at_fpr(&benign, &[98.5, 50.0], 0.01), 0.5);
+        assert_eq!(tpr_at_fpr(&benign, &[97.5, 50.0], 0.01), 0.0);
         assert_eq!(tpr_at_fpr(&benign, &[97.5, 50.0], 0.05), 0.5);
+        assert_eq!(tpr_at_fpr(&benign, &[93.5, 50.0], 0.05), 0.0);
+        assert_eq!(tpr_at_fpr(&benign, &[0.5], 1.0), 1.0);
     }
 }
