@@ -16,14 +16,28 @@ pub fn default_classifier(device: &Device) -> Result<(Classifier, CheckpointMeta
     classifier_from_raw(Path::new("<embedded lenet-mnist>"), &raw, device)
 }
 
-/// The default denoisers (name, bytes).
+/// The default denoisers (name, safetensors bytes): Defed-Laplacian, alpha 1, noise 20, 60 and
+/// 100.
 pub fn default_denoiser_files() -> Vec<(&'static str, &'static [u8])> {
     DENOISERS.to_vec()
 }
 
-static DENOISERS: &[(&str, &[u8])] = &[];
+static DENOISERS: &[(&str, &[u8])] = &[
+    (
+        "<embedded defed-mnist-n20>",
+        include_bytes!("../../models/defed-mnist-n20.safetensors"),
+    ),
+    (
+        "<embedded defed-mnist-n60>",
+        include_bytes!("../../models/defed-mnist-n60.safetensors"),
+    ),
+    (
+        "<embedded defed-mnist-n100>",
+        include_bytes!("../../models/defed-mnist-n100.safetensors"),
+    ),
+];
 
-/// The default Defed denoisers.
+/// The default Defed denoisers, loaded.
 pub fn default_denoisers(device: &Device) -> Result<Vec<(Denoiser, CheckpointMeta)>> {
     DENOISERS
         .iter()

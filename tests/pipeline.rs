@@ -1,0 +1,59 @@
+//! The main job: `defed pipeline` on the embedded data and models, scaled down.
+
+#[test]
+fn pipeline_runs_end_to_end_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_defed"))
+        .args([
+            "pipeline",
+            "--benign",
+            "160",
+            "--calibration",
+            "100",
+            "--attacked",
+            "20",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("report:"), "{stdout}");
+    for f in [
+        "report.md",
+        "results.csv",
+        "results.json",
+        "attacks.csv",
+        "benign.npz",
+        "defender.safetensors",
+        "roc.png",
+        "heatmap.png",
+        "examples.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    // The shipped classifier is right on most held-out digits.
+    assert!(r["classifier_accuracy"].as_f64().unwrap() > 0.95);
+    let h = &r["headline"];
+    let pass = h["benign_pass"].as_f64().unwrap();
+    // k = 2 on held-out benign images: most pass, but not all (thresholds are not fitted on them).
+    assert!((0.75..=1.0).contains(&pass), "benign pass {pass}");
+    // Every attack is evaluated, and PGD-Linf 0.3 is both strong and mostly flagged.
+    let attacks = h["attacks"].as_array().unwrap();
+    assert!(attacks.len() >= 6, "{attacks:?}");
+    let pgd = attacks
+        .iter()
+        .find(|a| a["attack"] == "PGD-Linf eps=0.3")
+        .unwrap();
+    assert!(pgd["detection"].as_f64().unwrap() > 0.5, "{pgd}");
+    // The calibrated bundle loads and defends.
+    let d =
+        defed::defense::Defender::load(out.join("defender.safetensors"), &defed::default_device())
+            .unwrap();
+    assert!(d.thresholds.is_some());
+}
