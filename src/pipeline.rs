@@ -249,6 +249,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
                 noise,
                 alpha: 1.0,
                 edge: Some(EdgeMethod::Laplacian),
+                alpha_warmup: 0,
             };
             train_denoiser(
                 Defed::new(1, EdgeMethod::Laplacian, &ad),

@@ -71,6 +71,7 @@ fn defed_denoises_after_a_short_training() {
         noise: 80.0,
         alpha: 0.0,
         edge: Some(EdgeMethod::Laplacian),
+        alpha_warmup: 0,
     };
     let mut o = opts(dir.path(), "d", 2);
     o.batch_size = 32;

@@ -85,6 +85,9 @@ pub struct DenoiserArgs {
     /// Class-loss weights; one model each.
     #[arg(long, num_args = 1.., default_values_t = vec![1.0])]
     alpha: Vec<f32>,
+    /// Epochs over which the class-loss weight ramps from 0 up to alpha (0: none).
+    #[arg(long, default_value_t = 0)]
+    alpha_warmup: usize,
     /// Train only shard i of n of the (noise, alpha) grid, e.g. 0/4 (for parallel machines).
     #[arg(long, default_value = "0/1")]
     shard: String,
@@ -245,6 +248,7 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
             noise,
             alpha,
             edge: (a.arch == Architecture::Defed).then_some(a.edge),
+            alpha_warmup: a.alpha_warmup,
         };
         let channels = train.shape[0];
         let progress = match a.arch {

@@ -24,6 +24,21 @@ pub struct DenoiserTrainConfig {
     pub alpha: f32,
     /// Edge method of a Defed (recorded in the checkpoint).
     pub edge: Option<EdgeMethod>,
+    /// Epochs over which the class-loss weight ramps linearly from 0 up to `alpha` (0: no
+    /// ramp). Early in training the class loss dominates and stalls the vision loss; the ramp
+    /// lets the denoiser learn to denoise first.
+    pub alpha_warmup: usize,
+}
+
+impl DenoiserTrainConfig {
+    /// The class-loss weight used for training in `epoch` (0-based).
+    pub fn alpha_at(&self, epoch: usize) -> f32 {
+        if self.alpha_warmup == 0 {
+            self.alpha
+        } else {
+            self.alpha * (epoch as f32 / self.alpha_warmup as f32).min(1.0)
+        }
+    }
 }
 
 /// Validation figures of a denoiser.
@@ -129,6 +144,7 @@ pub fn train_denoiser<M: DenoiserNet>(
     let alpha = cfg.alpha;
     for epoch in progress.epochs_done..run.epochs {
         let lr = run.lr_at(epoch);
+        let train_alpha = cfg.alpha_at(epoch);
         let bar = epoch_bar(run.progress, train.len(), epoch, run.epochs);
         let (mut vis_sum, mut cls_sum, mut seen) = (0f64, 0f64, 0usize);
         let start = std::time::Instant::now();
@@ -146,7 +162,7 @@ pub fn train_denoiser<M: DenoiserNet>(
                 .sum_dim(1)
                 .mean()
                 .neg();
-            let loss = class.clone().mul_scalar(alpha) + vision.clone();
+            let loss = class.clone().mul_scalar(train_alpha) + vision.clone();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
             vis_sum += to_vec(vision)[0] as f64 * b.len() as f64;
@@ -169,6 +185,7 @@ pub fn train_denoiser<M: DenoiserNet>(
         let mut log = EpochLog::new();
         log.insert("epoch".into(), (epoch + 1) as f64);
         log.insert("lr".into(), lr);
+        log.insert("train_alpha".into(), train_alpha as f64);
         log.insert("train_vision".into(), vis_sum / seen as f64);
         log.insert("train_class".into(), cls_sum / seen as f64);
         log.insert(
