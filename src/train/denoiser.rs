@@ -239,3 +239,25 @@ pub fn train_denoiser<M: DenoiserNet>(
     }
     Ok(progress)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_ramps_up() {
+        let cfg = DenoiserTrainConfig {
+            noise: 40.0,
+            alpha: 2.0,
+            edge: None,
+            alpha_warmup: 4,
+        };
+        let got: Vec<f32> = (0..6).map(|e| cfg.alpha_at(e)).collect();
+        assert_eq!(got, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);
+        let flat = DenoiserTrainConfig {
+            alpha_warmup: 0,
+            ..cfg
+        };
+        assert_eq!(flat.alpha_at(0), 2.0);
+    }
+}
