@@ -11,11 +11,11 @@ use super::defender::{Calibration, Defender, DefenderDenoiser};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::model::checkpoint::{
-    FileFormat, RawCheckpoint, RawTensor, apply_tensors, collect_tensors, read_checkpoint,
+    FileFormat, RawCheckpoint, RawTensor, classifier_from_raw, collect_tensors, denoiser_from_raw,
+    read_checkpoint,
 };
 use crate::model::{
-    Architecture, BaseNet, CheckpointMeta, Classifier, Defed, Denoiser, LeNet, LoadOptions,
-    SvhnNet, load_classifier, load_denoiser,
+    Architecture, CheckpointMeta, Classifier, Denoiser, LoadOptions, load_classifier, load_denoiser,
 };
 use crate::util::write_atomic;
 
@@ -139,64 +139,24 @@ impl Defender {
         })?;
         let meta: BundleMeta = serde_json::from_str(json)
             .map_err(|e| Error::format(path, format!("corrupt bundle metadata: {e}")))?;
-        let part = |prefix: &str| RawCheckpoint {
+        // Each network's tensors, under its own metadata, go through the ordinary loaders.
+        let part = |prefix: &str, m: &CheckpointMeta| RawCheckpoint {
             tensors: raw
                 .tensors
                 .iter()
                 .filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone())))
                 .collect::<BTreeMap<String, RawTensor>>(),
             skipped: vec![],
-            meta: None,
+            meta: Some(m.clone()),
             extra: HashMap::new(),
             format: FileFormat::Safetensors,
         };
-        let c = &meta.classifier;
-        let cr = part("classifier.");
-        let classifier = match c.architecture {
-            Architecture::Lenet => Classifier::Lenet(Box::new(apply_tensors(
-                LeNet::new(device),
-                &cr,
-                path,
-                Architecture::Lenet,
-            )?)),
-            Architecture::SvhnVgg => Classifier::SvhnVgg(Box::new(apply_tensors(
-                SvhnNet::new(c.channels, device),
-                &cr,
-                path,
-                Architecture::SvhnVgg,
-            )?)),
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!("bundle classifier is a {other}"),
-                ));
-            }
-        }
-        .frozen();
+        let (classifier, _) =
+            classifier_from_raw(path, &part("classifier.", &meta.classifier), device)?;
         let mut denoisers = Vec::new();
         for (i, (name, m)) in meta.denoisers.iter().enumerate() {
-            let dr = part(&format!("denoisers.{i}."));
-            let net = match m.architecture {
-                Architecture::Defed => Denoiser::Defed(Box::new(apply_tensors(
-                    Defed::new(m.channels, m.edge.unwrap_or_default(), device),
-                    &dr,
-                    path,
-                    Architecture::Defed,
-                )?)),
-                Architecture::Basenet => Denoiser::Basenet(Box::new(apply_tensors(
-                    BaseNet::new(m.channels, device),
-                    &dr,
-                    path,
-                    Architecture::Basenet,
-                )?)),
-                other => {
-                    return Err(Error::format(
-                        path,
-                        format!("bundle denoiser {i} is a {other}"),
-                    ));
-                }
-            }
-            .frozen();
+            let r = part(&format!("denoisers.{i}."), m);
+            let (net, _) = denoiser_from_raw(path, &r, device, &LoadOptions::default())?;
             denoisers.push(DefenderDenoiser {
                 net,
                 meta: m.clone(),
