@@ -103,7 +103,10 @@ pub struct RawCheckpoint {
 pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<RawCheckpoint> {
     let path = path.as_ref();
     let bytes = read_file(path)?;
-    if bytes.len() >= 4 && &bytes[..2] == b"PK" || bytes.first() == Some(&0x80) {
+    // safetensors: an 8-byte header length, then the JSON header. PyTorch: a zip archive
+    // ("PK") or a legacy pickle (protocol byte 0x80).
+    let safetensors = bytes.len() > 8 && bytes[8] == b'{';
+    if !safetensors && (bytes.starts_with(b"PK") || bytes.first() == Some(&0x80)) {
         read_pth(path)
     } else {
         read_safetensors(path, &bytes)
