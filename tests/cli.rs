@@ -249,3 +249,38 @@ fn benign_attack_bundle_calibrate_defend_evaluate() {
     assert_eq!(csv.lines().count(), 10, "{csv}");
     assert!(dir.path().join("rep/report.md").exists());
 }
+
+#[test]
+fn defend_rejects_images_of_another_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    // 49 images of 32x32 hold exactly as many values as 64 of 28x28: must still be refused.
+    let x = defed::io::NpyArray::f32(vec![49, 1, 32, 32], vec![0.5; 49 * 1024]);
+    defed::io::write_npy(dir.path().join("x.npy"), &x).unwrap();
+    let out = dir.path().join("r");
+    let o = Command::new(env!("CARGO_BIN_EXE_defed"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "pipeline",
+            "--benign",
+            "120",
+            "--calibration",
+            "60",
+            "--attacked",
+            "5",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let (ok, _, err) = defed(&[
+        "defend",
+        "--bundle",
+        &out.join("defender.safetensors").display().to_string(),
+        &dir.path().join("x.npy").display().to_string(),
+    ]);
+    assert!(
+        !ok && err.contains("1x28x28") && err.contains("1x32x32"),
+        "{err}"
+    );
+}

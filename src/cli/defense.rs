@@ -147,6 +147,14 @@ pub fn defend(a: DefendArgs) -> Result<()> {
     }
     let [c, h, w] = d.input_shape();
     let inputs = defed::data::read_inputs(&a.inputs, c, [h, w])?;
+    if inputs.shape[1..] != [c, h, w] {
+        bail!(
+            "the defender takes {c}x{h}x{w} images, the inputs are {}x{}x{}",
+            inputs.shape[1],
+            inputs.shape[2],
+            inputs.shape[3]
+        );
+    }
     let s = d.scores_batched(&inputs.pixels, a.batch_size, &device)?;
     let v = d.decide(&s)?;
     let mut out = std::io::stdout().lock();
