@@ -64,7 +64,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
     }
     if let Some(h) = &r.headline {
         println!(
-            "defender ({} , k=2): {:.1}% of held-out benign images pass",
+            "defender ({}, k=2): {:.1}% of held-out benign images pass",
             h.set,
             100.0 * h.benign_pass
         );
