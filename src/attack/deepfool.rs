@@ -1,7 +1,7 @@
 //! DeepFool (Moosavi-Dezfooli et al., 2016): the smallest L2 step to the nearest linearised
 //! decision boundary, repeated until the label changes.
 
-use super::{Attack, AttackModel, Norm, clip01};
+use super::{Attack, AttackModel, Norm, clip01, gather};
 use crate::error::Result;
 
 /// DeepFool over all classes.
@@ -51,10 +51,7 @@ impl Attack for DeepFool {
             if live.is_empty() {
                 break;
             }
-            let xs: Vec<f32> = live
-                .iter()
-                .flat_map(|&i| adv[i * per..(i + 1) * per].to_vec())
-                .collect();
+            let xs: Vec<f32> = gather(&adv, &live, per);
             let (logits, jac) = model.jacobian(&xs);
             let mut still = Vec::new();
             for (k, &i) in live.iter().enumerate() {

@@ -4,7 +4,7 @@
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use super::{Attack, AttackModel, LossKind, Norm};
+use super::{Attack, AttackModel, LossKind, Norm, gather};
 use crate::error::{Error, Result};
 
 /// JSMA, targeted; without targets, a random class other than the true one (seeded).
@@ -75,10 +75,7 @@ impl Attack for Jsma {
         let mut changed = vec![0usize; n];
         let mut live: Vec<usize> = (0..n).collect();
         loop {
-            let xs: Vec<f32> = live
-                .iter()
-                .flat_map(|&i| adv[i * per..(i + 1) * per].to_vec())
-                .collect();
+            let xs: Vec<f32> = gather(&adv, &live, per);
             if xs.is_empty() {
                 break;
             }
@@ -96,10 +93,7 @@ impl Attack for Jsma {
             if live.is_empty() {
                 break;
             }
-            let xs: Vec<f32> = live
-                .iter()
-                .flat_map(|&i| adv[i * per..(i + 1) * per].to_vec())
-                .collect();
+            let xs: Vec<f32> = gather(&adv, &live, per);
             let ts: Vec<usize> = live.iter().map(|&i| target[i]).collect();
             let (_, g) = model.loss_grad(&xs, &ts, LossKind::Logit);
             for (k, &i) in live.iter().enumerate() {

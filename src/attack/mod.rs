@@ -435,6 +435,14 @@ pub fn benign_set(model: &AttackModel, set: &ImageSet, num: usize, batch_size: u
     set.select(&keep)
 }
 
+/// The images at `idx` of a flat batch with `per` values per image, concatenated.
+pub(crate) fn gather(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
+    idx.iter()
+        .flat_map(|&i| &x[i * per..(i + 1) * per])
+        .copied()
+        .collect()
+}
+
 /// Clips every value into `[0, 1]`.
 pub(crate) fn clip01(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));

@@ -1,7 +1,7 @@
 //! The classifier as attacks see it: batched queries and input gradients on flat buffers.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 
 use crate::backend::Device;
 use crate::model::Classifier;
@@ -71,24 +71,14 @@ impl AttackModel {
 
     /// Logits, `N x classes`, row-major.
     pub fn logits(&self, x: &[f32]) -> Vec<f32> {
-        let n = x.len() / self.image_len();
-        self.evaluations.set(self.evaluations.get() + n as u64);
-        // Large query batches are split to bound memory.
+        // Large query batches are split to bound memory (each part counts itself).
         let chunk = 4096 * self.image_len();
         if x.len() > chunk {
             return x.chunks(chunk).flat_map(|c| self.logits(c)).collect();
         }
-        to_vec(self.query.logits(self.tensor(x, &self.plain)))
-    }
-
-    /// Class probabilities (softmax), `N x classes`.
-    pub fn probs(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.image_len();
-        let [c, h, w] = self.shape;
-        let l = tensor4(self.logits(x), [n, self.classes, 1, 1], &self.plain);
-        let _ = (c, h, w);
-        let l: Tensor<2> = l.flatten(1, 3);
-        to_vec(softmax(l, 1))
+        self.evaluations.set(self.evaluations.get() + n as u64);
+        to_vec(self.query.logits(self.tensor(x, &self.plain)))
     }
 
     /// Predicted classes.

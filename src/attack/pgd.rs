@@ -3,7 +3,7 @@
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::{Attack, AttackModel, LossKind, Norm, clip01, project, step_direction};
+use super::{Attack, AttackModel, LossKind, Norm, clip01, gather, project, step_direction};
 use crate::error::{Error, Result};
 
 /// PGD: `iterations` steps of size `step` along the normalised gradient of the cross-entropy,
@@ -108,10 +108,7 @@ impl Attack for Pgd {
             if active.is_empty() {
                 break;
             }
-            let x0: Vec<f32> = active
-                .iter()
-                .flat_map(|&i| x[i * per..(i + 1) * per].to_vec())
-                .collect();
+            let x0: Vec<f32> = gather(x, &active, per);
             let ya: Vec<usize> = active.iter().map(|&i| y[i]).collect();
             let mut delta = if self.random_init {
                 (0..active.len())
@@ -127,10 +124,7 @@ impl Attack for Pgd {
                 if live.is_empty() {
                     break;
                 }
-                let xs: Vec<f32> = live
-                    .iter()
-                    .flat_map(|&j| cur[j * per..(j + 1) * per].to_vec())
-                    .collect();
+                let xs: Vec<f32> = gather(&cur, &live, per);
                 let ys: Vec<usize> = live.iter().map(|&j| ya[j]).collect();
                 let (_, mut g) = model.loss_grad(&xs, &ys, LossKind::CrossEntropy);
                 for (k, &j) in live.iter().enumerate() {
@@ -155,10 +149,7 @@ impl Attack for Pgd {
                     }
                 }
                 if self.early_stop {
-                    let xs: Vec<f32> = live
-                        .iter()
-                        .flat_map(|&j| cur[j * per..(j + 1) * per].to_vec())
-                        .collect();
+                    let xs: Vec<f32> = gather(&cur, &live, per);
                     let pred = model.predict(&xs);
                     live = live
                         .iter()

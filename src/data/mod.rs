@@ -185,6 +185,3 @@ pub fn read_npy_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
         .map(|x| usize::try_from(x).map_err(|_| Error::format(path, format!("negative label {x}"))))
         .collect()
 }
-
-/// The data sets defed knows by name.
-pub const KNOWN_DATASETS: [&str; 4] = ["mnist", "mnist-embedded", "fashion-mnist", "cifar10"];

@@ -1,6 +1,6 @@
 //! Classifier training: Adam, cross-entropy, best checkpoint by validation accuracy.
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 
 use super::state::{self, Progress};
@@ -10,10 +10,6 @@ use crate::data::{Batches, ImageSet};
 use crate::error::{Error, Result};
 use crate::model::checkpoint::{CheckpointMeta, save_model};
 use crate::util::{argmax_rows, one_hot, to_vec};
-
-/// What a classifier run needs beyond [`RunOptions`] (nothing yet; kept for symmetry).
-#[derive(Debug, Clone, Default)]
-pub struct ClassifierTrainConfig;
 
 /// Trains `model` (created on an autodiff `device`) on `train`, validating on `val` after every
 /// epoch and keeping the checkpoint with the best validation accuracy in
@@ -30,15 +26,7 @@ pub fn train_classifier<M: super::ClassifierNet>(
             "training and validation sets must not be empty".into(),
         ));
     }
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let mut model = model;
-    let mut progress = Progress::default();
-    if run.resume
-        && let Some((m, o, p)) = state::load(run, model.clone(), optim.clone())?
-    {
-        tracing::info!(epochs_done = p.epochs_done, "resuming");
-        (model, optim, progress) = (m, o, p);
-    }
+    let (mut model, mut optim, mut progress) = state::start(run, model)?;
     let plain = device.clone().inner();
     let channels = train.shape[0];
     for epoch in progress.epochs_done..run.epochs {

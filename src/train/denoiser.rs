@@ -1,7 +1,7 @@
 //! Denoiser training: `alpha * CE(C(d), y) + MSE(x, d)` with `d = clamp(D(clamp(x + noise)))`
 //! and the classifier `C` frozen.
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 
@@ -130,15 +130,7 @@ pub fn train_denoiser<M: DenoiserNet>(
         [1, train.shape[0], train.shape[1], train.shape[2]],
         train.shape[0],
     )?;
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let mut model = model;
-    let mut progress = Progress::default();
-    if run.resume
-        && let Some((m, o, p)) = state::load(run, model.clone(), optim.clone())?
-    {
-        tracing::info!(epochs_done = p.epochs_done, "resuming");
-        (model, optim, progress) = (m, o, p);
-    }
+    let (mut model, mut optim, mut progress) = state::start(run, model)?;
     let plain = device.clone().inner();
     let val_classifier = classifier.clone().valid();
     let alpha = cfg.alpha;

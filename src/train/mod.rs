@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-pub use classifier::{ClassifierTrainConfig, train_classifier};
+pub use classifier::train_classifier;
 pub use denoiser::{DenoiserTrainConfig, train_denoiser};
 
 use crate::model::{Architecture, BaseNet, Defed, LeNet, SvhnNet};

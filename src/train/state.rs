@@ -49,6 +49,19 @@ pub fn save<M: Module>(
     )
 }
 
+/// The model, an Adam optimiser (PyTorch's epsilon 1e-8) and the progress to train from: the
+/// saved state when `run.resume` is set and one exists, else a fresh start.
+pub fn start<M: Module>(run: &RunOptions, model: M) -> Result<(M, ModuleOptimizer, Progress)> {
+    let optim = burn::optim::AdamConfig::new().with_epsilon(1e-8).init();
+    if run.resume
+        && let Some((m, o, p)) = load(run, model.clone(), optim.clone())?
+    {
+        tracing::info!(epochs_done = p.epochs_done, "resuming");
+        return Ok((m, o, p));
+    }
+    Ok((model, optim, Progress::default()))
+}
+
 /// Loads the state if there is one: the model, optimiser and progress to continue from.
 pub fn load<M: Module>(
     opts: &RunOptions,
