@@ -39,6 +39,14 @@ pub enum Error {
     /// Invalid input values or arguments (NaN pixels, out-of-range values, bad options).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A failed HTTP exchange with a `defed serve` service.
+    #[error("{url}: {msg}")]
+    Http {
+        /// The address asked for.
+        url: String,
+        /// What went wrong.
+        msg: String,
+    },
     /// A network failure while downloading a data set.
     #[error("download of {url} failed: {msg}")]
     Download {

@@ -15,6 +15,7 @@
 //! - [`eval`]: image-quality metrics (PSNR, SSIM) and accuracy;
 //! - [`defense`]: the adversarial score and the multi-denoiser defender;
 //! - [`pipeline`]: stages 1-5 end to end on the embedded digits;
+//! - [`serve`]: the defender as an HTTP service (`defed serve`) and its client;
 //! - [`io`]: NumPy `.npy` / `.npz` interchange.
 //!
 //! Tensors are float32 in `[0, 1]`, layout `N x C x H x W`.
@@ -28,6 +29,7 @@ pub mod eval;
 pub mod io;
 pub mod model;
 pub mod pipeline;
+pub mod serve;
 pub mod train;
 pub mod util;
 

@@ -6,6 +6,7 @@ mod data;
 mod defense;
 mod inspect;
 mod pipeline;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,13 @@ enum Command {
     },
     /// Accuracy, PSNR and SSIM of a denoiser on noisy test images.
     DenoiseQuality(classify::QualityArgs),
+    /// Serve a defender bundle over HTTP (protected classification for a gateway).
+    Serve(serve::ServeArgs),
+    /// Talk to a running `defed serve`: classify files, show the model, load-test.
+    Client {
+        #[command(subcommand)]
+        command: serve::ClientCommand,
+    },
     /// Data sets: download and cache.
     Data {
         #[command(subcommand)]
@@ -93,6 +101,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluate(a) => defense::evaluate_cmd(a),
         Command::Train { command } => train::run(command),
         Command::DenoiseQuality(a) => classify::quality(a),
+        Command::Serve(a) => serve::serve(a),
+        Command::Client { command } => serve::client(command),
         Command::Data { command } => data::run(command),
     }
 }

@@ -57,7 +57,14 @@ pub fn read_image_file(path: &Path, opts: &FolderOptions) -> Result<Vec<f32>> {
     } else {
         img
     };
-    Ok(match opts.channels {
+    to_planar(&img, opts.channels)
+}
+
+/// A decoded image as planar `C x H x W` floats in `[0, 1]`, converted to `channels` (1 = grey,
+/// 3 = RGB).
+pub(crate) fn to_planar(img: &image::DynamicImage, channels: usize) -> Result<Vec<f32>> {
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    Ok(match channels {
         1 => img
             .to_luma8()
             .into_raw()

@@ -17,6 +17,7 @@ use burn::tensor::Tensor;
 pub use batch::{Batches, shuffled_indices};
 pub use cifar::read_cifar10;
 pub use embedded::embedded_mnist;
+pub(crate) use folder::to_planar;
 pub use folder::{FolderOptions, read_image_file, read_image_folder};
 pub use idx::{IdxArray, read_idx, read_idx_bytes, read_idx_pair};
 pub use inputs::{Inputs, load_spec, load_train_val, read_inputs, read_labels, read_npz_set};
