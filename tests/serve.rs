@@ -69,11 +69,14 @@ impl Drop for Running {
     }
 }
 
-fn start(mut cfg: ServeConfig) -> Running {
+fn start(cfg: ServeConfig) -> Running {
+    start_with(defender(), cfg)
+}
+
+fn start_with(d: Defender, mut cfg: ServeConfig) -> Running {
     cfg.addr = "127.0.0.1:0".parse().unwrap();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let d = defender();
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -601,4 +604,48 @@ fn cli_serve_client_and_sigterm() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "SIGTERM ends the service cleanly: {exit:?}");
+}
+
+#[test]
+fn reject_policy_withholds_the_label_of_flagged_inputs() {
+    let mut d = defender();
+    d.policy = defed::defense::Policy::Reject;
+    let device = default_device();
+    let data = embedded_mnist().split(0.1, 0).1;
+    let (clf, _) = embedded::default_classifier(&device).unwrap();
+    let adv = Pgd::linf(0.3)
+        .perturb(
+            &AttackModel::new(&clf, &device),
+            &data.images[..8 * 784],
+            &data.labels[..8],
+            None,
+            0,
+        )
+        .unwrap();
+    let want = d.defend(&adv, &device).unwrap();
+    let srv = start_with(d, ServeConfig::default());
+    let c = srv.client(None);
+    assert_eq!(json(&c.get("/v1/model").unwrap().body)["policy"], "reject");
+    let body = serde_json::json!({
+        "images": adv.chunks(784).map(image_json).collect::<Vec<_>>()
+    });
+    let r = json(
+        &c.post(
+            "/v1/classify/batch",
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+        .body,
+    );
+    let results = r["results"].as_array().unwrap();
+    assert!(want.iter().any(|v| v.adversarial), "nothing flagged");
+    for (got, w) in results.iter().zip(&want) {
+        assert_eq!(got["rejected"], w.adversarial, "{got}");
+        if w.adversarial {
+            assert!(got["label"].is_null(), "{got}");
+        } else {
+            assert_eq!(got["label"], w.label, "{got}");
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //! adversarial images out, inside `[0, 1]` and within the attack's budget. [`run_attack`]
 //! batches a set through an attack, times it, keeps the successful examples and measures them.
 
+pub mod adaptive;
+pub mod apgd;
 mod cw;
 mod deepfool;
 mod fgsm;
@@ -13,11 +15,14 @@ mod model;
 mod norm;
 mod pgd;
 mod square;
+pub mod strong;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use adaptive::{AdaptiveConfig, AdaptiveReport, adaptive_attack};
+pub use apgd::{Apgd, ApgdConfig, ApgdLoss};
 pub use cw::{CwL2, CwLinf};
 pub use deepfool::DeepFool;
 pub use fgsm::Fgsm;
@@ -27,6 +32,7 @@ pub use model::{AttackModel, LossKind};
 pub use norm::{Norm, perturbation_sizes, project, step_direction};
 pub use pgd::Pgd;
 pub use square::Square;
+pub use strong::{StrongReport, strong_attacks, strong_protocol};
 
 use crate::data::ImageSet;
 use crate::error::{Error, Result};

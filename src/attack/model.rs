@@ -112,6 +112,74 @@ impl AttackModel {
         (to_vec(per.inner()), to_vec(g))
     }
 
+    /// Cross-entropy per image against `labels`, its input gradient, and the prediction, from
+    /// one forward pass.
+    pub fn ce_grad(&self, x: &[f32], labels: &[usize]) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+        let n = labels.len();
+        self.evaluations.set(self.evaluations.get() + n as u64);
+        let xt = self.tensor(x, &self.ad).require_grad();
+        let logits = self.grad.logits(xt.clone());
+        let pred = crate::util::argmax_rows(&to_vec(logits.clone().inner()), self.classes);
+        let target = one_hot(labels, self.classes, &self.ad);
+        let per: Tensor<1> = (log_softmax(logits, 1) * target)
+            .sum_dim(1)
+            .neg()
+            .reshape([n]);
+        let grads = per.clone().sum().backward();
+        let g = xt.grad(&grads).expect("input gradient");
+        (to_vec(per.inner()), to_vec(g), pred)
+    }
+
+    /// The DLR loss of Croce and Hein (to ascend), its input gradient and the prediction.
+    /// Untargeted: `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`; targeted at `t`:
+    /// `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`, with `z_pi` the sorted logits.
+    pub fn dlr_grad(
+        &self,
+        x: &[f32],
+        labels: &[usize],
+        targets: Option<&[usize]>,
+    ) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+        let n = labels.len();
+        let k = self.classes;
+        self.evaluations.set(self.evaluations.get() + n as u64);
+        let xt = self.tensor(x, &self.ad).require_grad();
+        let logits = self.grad.logits(xt.clone());
+        let values = to_vec(logits.clone().inner());
+        let pred = crate::util::argmax_rows(&values, k);
+        // The sorted positions are piecewise constant: pick them from the values, then select
+        // the logits with one-hot masks so the gradient flows through the chosen entries.
+        let mut other = Vec::with_capacity(n);
+        let mut p1 = Vec::with_capacity(n);
+        let mut p3 = Vec::with_capacity(n);
+        let mut p4 = Vec::with_capacity(n);
+        for i in 0..n {
+            let row = &values[i * k..(i + 1) * k];
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            p1.push(order[0]);
+            p3.push(order[2.min(k - 1)]);
+            p4.push(order[3.min(k - 1)]);
+            other.push(match targets {
+                Some(t) => t[i],
+                None => *order
+                    .iter()
+                    .find(|&&c| c != labels[i])
+                    .expect("two classes"),
+            });
+        }
+        let pick = |idx: &[usize]| (logits.clone() * one_hot(idx, k, &self.ad)).sum_dim(1);
+        let zy = pick(labels);
+        let zo = pick(&other);
+        let denom = match targets {
+            Some(_) => pick(&p1) - (pick(&p3) + pick(&p4)).mul_scalar(0.5),
+            None => pick(&p1) - pick(&p3),
+        };
+        let per: Tensor<1> = ((zy - zo).neg() / denom.add_scalar(1e-12)).reshape([n]);
+        let grads = per.clone().sum().backward();
+        let g = xt.grad(&grads).expect("input gradient");
+        (to_vec(per.inner()), to_vec(g), pred)
+    }
+
     /// Gradients of every class logit (the Jacobian), `classes x N x image_len`, plus the logits.
     pub fn jacobian(&self, x: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>) {
         let n = x.len() / self.image_len();

@@ -85,6 +85,10 @@ pub enum Kind {
 pub enum Suite {
     /// The original paper's whole grid, plus FGSM and PGD-Linf 0.3.
     Paper,
+    /// AutoAttack-style robust accuracy: APGD-CE, targeted APGD-DLR (9 classes), Square with
+    /// 5,000 queries (Linf), each on what the previous left; per --eps (default Linf 0.1 0.2
+    /// 0.3, L2 1 2 3).
+    Strong,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,7 +148,7 @@ pub struct AttackArgs {
     out: PathBuf,
 }
 
-fn parse_eps(s: &str) -> Result<f32> {
+pub(super) fn parse_eps(s: &str) -> Result<f32> {
     let v = match s.split_once('/') {
         Some((a, b)) => a.trim().parse::<f32>()? / b.trim().parse::<f32>()?,
         None => s.trim().parse::<f32>()?,
@@ -253,6 +257,9 @@ pub fn attack(a: AttackArgs) -> Result<()> {
         bail!("{} holds no images", a.benign.display());
     }
     let model = AttackModel::new(&clf, &device);
+    if a.suite == Some(Suite::Strong) {
+        return strong(&a, &model, &set);
+    }
     let attacks: Vec<Box<dyn Attack>> = match (a.suite, a.attack) {
         (Some(Suite::Paper), _) => paper_grid(&a)?,
         (None, Some(kind)) => {
@@ -265,6 +272,7 @@ pub fn attack(a: AttackArgs) -> Result<()> {
                     .collect::<Result<_>>()?
             }
         }
+        (Some(Suite::Strong), _) => unreachable!("handled above"),
         (None, None) => bail!("give --attack or --suite"),
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -323,6 +331,86 @@ pub fn attack(a: AttackArgs) -> Result<()> {
     defed::util::write_atomic(
         a.out.join("summary.json"),
         &serde_json::to_vec_pretty(&all)?,
+    )?;
+    Ok(())
+}
+
+fn strong(a: &AttackArgs, model: &AttackModel, set: &defed::data::ImageSet) -> Result<()> {
+    use defed::attack::{strong_attacks, strong_protocol};
+    let eps: Vec<f32> = if a.eps.is_empty() {
+        match a.norm {
+            Norm::Linf => vec![0.1, 0.2, 0.3],
+            Norm::L2 => vec![1.0, 2.0, 3.0],
+            other => bail!("the strong suite runs in Linf or L2, not {}", other.name()),
+        }
+    } else {
+        a.eps.iter().map(|s| parse_eps(s)).collect::<Result<_>>()?
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut reports = Vec::new();
+    let mut csv = String::from(
+        "norm,eps,images,clean_accuracy,robust_accuracy,stage,attack,attempted,broken,robust_after,seconds\n",
+    );
+    for e in eps {
+        let attacks = strong_attacks(a.norm, e, 5000);
+        let r = strong_protocol(model, set, &attacks, a.batch_size, a.seed)?;
+        println!(
+            "{} eps {e}: clean {:.2}%, robust {:.2}% ({})",
+            a.norm.name(),
+            100.0 * r.clean_accuracy,
+            100.0 * r.robust_accuracy,
+            r.stages
+                .iter()
+                .map(|s| format!("{} -> {:.2}%", s.attack, 100.0 * s.robust_accuracy))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (i, s) in r.stages.iter().enumerate() {
+            csv += &format!(
+                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                a.norm.name(),
+                e,
+                r.images,
+                r.clean_accuracy,
+                r.robust_accuracy,
+                i + 1,
+                s.attack,
+                s.attempted,
+                s.broken,
+                s.robust_accuracy,
+                s.seconds
+            );
+        }
+        // The worst-case examples that broke the classifier, as an ordinary adversarial set.
+        let idx: Vec<usize> = (0..set.len()).filter(|&i| r.broken[i]).collect();
+        let per = set.image_len();
+        let adv = defed::attack::AdvSet {
+            benign: set.select(&idx),
+            adv: idx
+                .iter()
+                .flat_map(|&i| r.adv[i * per..(i + 1) * per].to_vec())
+                .collect(),
+            adv_pred: model.predict(
+                &idx.iter()
+                    .flat_map(|&i| r.adv[i * per..(i + 1) * per].to_vec())
+                    .collect::<Vec<_>>(),
+            ),
+            src_idx: idx.clone(),
+            targets: vec![],
+            stats: None,
+        };
+        if !idx.is_empty() {
+            save_adv(
+                &adv,
+                a.out.join(format!("strong-{}-eps{}.npz", a.norm.name(), e)),
+            )?;
+        }
+        reports.push(r);
+    }
+    defed::util::write_atomic(a.out.join("strong.csv"), csv.as_bytes())?;
+    defed::util::write_atomic(
+        a.out.join("strong.json"),
+        &serde_json::to_vec_pretty(&reports)?,
     )?;
     Ok(())
 }

@@ -75,6 +75,10 @@ pub struct CalibrateArgs {
     /// Where to write the calibrated bundle.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// What the bundle does with flagged inputs: `correct` (the corrected label, as the
+    /// original) or `reject` (no label). Kept from the bundle when not given.
+    #[arg(long)]
+    policy: Option<defed::defense::Policy>,
 }
 
 pub fn calibrate(a: CalibrateArgs) -> Result<()> {
@@ -107,6 +111,9 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         calibration_flag_rate: flag_rate(&s, &t),
     });
     d.thresholds = Some(t.clone());
+    if let Some(p) = a.policy {
+        d.policy = p;
+    }
     let out = a.out.unwrap_or(a.bundle.clone());
     d.save(&out)?;
     for (dn, th) in d.denoisers.iter().zip(&t) {
@@ -260,8 +267,34 @@ pub struct EvaluateArgs {
     allow_overlap: bool,
     /// Adversarial sets: .npz files from `defed attack`, folders of them, or folders of
     /// `<name>_adv.npy` / `_benign.npy` / `_labels.npy` triples.
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "adaptive")]
     adv: Vec<PathBuf>,
+    /// Run the adaptive white-box attack on the (calibrated) bundle instead: it knows the
+    /// classifier, the denoisers, alpha, the rule and the thresholds. Writes adaptive.csv,
+    /// adaptive.json and adaptive.md.
+    #[arg(long, requires = "bundle", conflicts_with = "adv")]
+    adaptive: bool,
+    /// Adaptive: budgets as norm:eps (default linf:0.1 linf:0.2 linf:0.3 l2:1 l2:2 l2:3).
+    #[arg(long, num_args = 1..)]
+    budgets: Vec<String>,
+    /// Adaptive: benign images attacked (the bundle's calibration images are skipped).
+    #[arg(long, default_value_t = 100)]
+    num: usize,
+    /// Adaptive: APGD iterations per run.
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Adaptive: APGD restarts per run.
+    #[arg(long, default_value_t = 1)]
+    restarts: usize,
+    /// Adaptive: penalty weights tried in turn.
+    #[arg(long, num_args = 1.., default_values_t = vec![1.0, 10.0, 100.0])]
+    lambdas: Vec<f32>,
+    /// Adaptive: identity gradient through the clamp of the denoised images (BPDA).
+    #[arg(long)]
+    straight_through: bool,
+    /// Adaptive: seed of the random restarts.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Images per batch.
     #[arg(long, default_value_t = 250)]
     batch_size: usize,
@@ -375,6 +408,9 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
         )?,
     };
     let benign = load_benign(&a.benign)?;
+    if a.adaptive {
+        return adaptive_cmd(&a, &d, &benign, &device);
+    }
     let adv = collect_adv(&a.adv)?;
     let sets = resolve_sets(&d, &a.sets, a.pairwise)?;
     let mut rules: Vec<Rule> = a.k.iter().map(|&k| Rule::KStd(k)).collect();
@@ -431,5 +467,100 @@ pub fn write_results(
         to_markdown(rows)
     );
     defed::util::write_atomic(out.join("report.md"), md.as_bytes())?;
+    Ok(())
+}
+
+fn parse_budget(s: &str) -> Result<(defed::attack::Norm, f32)> {
+    let (norm, eps) = s
+        .split_once(':')
+        .with_context(|| format!("budget `{s}`: write norm:eps, e.g. linf:0.3 or l2:2"))?;
+    let norm: defed::attack::Norm = norm.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let eps: f32 = super::attack::parse_eps(eps)?;
+    Ok((norm, eps))
+}
+
+fn adaptive_cmd(
+    a: &EvaluateArgs,
+    d: &Defender,
+    benign: &defed::data::ImageSet,
+    device: &defed::Device,
+) -> Result<()> {
+    use defed::attack::AdaptiveConfig;
+    use defed::eval::adaptive::{
+        adaptive_csv, adaptive_markdown, default_budgets, evaluate_adaptive,
+    };
+    if d.thresholds.is_none() {
+        bail!("the bundle is not calibrated: run `defed calibrate` first");
+    }
+    let budgets = if a.budgets.is_empty() {
+        default_budgets()
+    } else {
+        a.budgets
+            .iter()
+            .map(|s| parse_budget(s))
+            .collect::<Result<_>>()?
+    };
+    // Never attack the images the thresholds were fitted on.
+    let skip: std::collections::HashSet<usize> = d
+        .calibration
+        .as_ref()
+        .map(|c| c.image_indices.iter().copied().collect())
+        .unwrap_or_default();
+    let keep: Vec<usize> = (0..benign.len())
+        .filter(|&i| !skip.contains(&benign.indices.get(i).copied().unwrap_or(usize::MAX)))
+        .take(a.num)
+        .collect();
+    if keep.is_empty() {
+        bail!("no benign images left after skipping the bundle's calibration images");
+    }
+    let set = benign.select(&keep);
+    let cfg = AdaptiveConfig {
+        iterations: a.iterations,
+        restarts: a.restarts,
+        lambdas: a.lambdas.clone(),
+        straight_through: a.straight_through,
+        batch_size: a.batch_size.clamp(1, 64),
+        seed: a.seed,
+        ..AdaptiveConfig::new(defed::attack::Norm::Linf, 0.1)
+    };
+    eprintln!(
+        "adaptive attack on {} ({} denoisers, policy {}) with {} held-out benign images, {} budgets",
+        a.bundle
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        d.denoisers.len(),
+        d.policy,
+        set.len(),
+        budgets.len()
+    );
+    let rows = evaluate_adaptive(d, &set, &budgets, &cfg, device, |r| {
+        let x = &r.adaptive;
+        eprintln!(
+            "{} eps {}: adaptive evade {:.1}% flagged {:.1}% wrong {:.1}% | transfer evade {:.1}% | {:.0} s",
+            x.norm.name(),
+            x.eps,
+            100.0 * x.evade_success,
+            100.0 * x.flagged,
+            100.0 * x.wrong_label,
+            100.0 * r.transfer_evade_success,
+            x.seconds
+        );
+    })?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    defed::util::write_atomic(a.out.join("adaptive.csv"), adaptive_csv(&rows).as_bytes())?;
+    defed::util::write_atomic(
+        a.out.join("adaptive.json"),
+        &serde_json::to_vec_pretty(&rows)?,
+    )?;
+    let title = a
+        .bundle
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let md = adaptive_markdown(&rows, &title, &cfg);
+    defed::util::write_atomic(a.out.join("adaptive.md"), md.as_bytes())?;
+    println!("{md}");
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::defender::{Calibration, Defender, DefenderDenoiser};
+use super::defender::{Calibration, Defender, DefenderDenoiser, Policy};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::model::checkpoint::{
@@ -27,6 +27,8 @@ struct BundleMeta {
     denoisers: Vec<(String, CheckpointMeta)>,
     thresholds: Option<Vec<f32>>,
     calibration: Option<Calibration>,
+    #[serde(default)]
+    policy: Policy,
 }
 
 /// A short display name for a denoiser from its metadata.
@@ -103,6 +105,7 @@ impl Defender {
                 .collect(),
             thresholds: self.thresholds.clone(),
             calibration: self.calibration.clone(),
+            policy: self.policy,
         };
         let views: Vec<(String, TensorView<'_>)> = blobs
             .iter()
@@ -174,6 +177,7 @@ impl Defender {
         }
         d.thresholds = meta.thresholds;
         d.calibration = meta.calibration;
+        d.policy = meta.policy;
         Ok(d)
     }
 }

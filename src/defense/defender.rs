@@ -13,6 +13,40 @@ use crate::error::{Error, Result};
 use crate::model::{CheckpointMeta, Classifier, Denoiser, check_denoiser_input};
 use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
 
+/// What the defender does with an input it flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Return the corrected label (the argmax of the flagging denoisers' summed softmax), as
+    /// the original does.
+    #[default]
+    Correct,
+    /// Refuse to label it.
+    Reject,
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::Correct => "correct",
+            Policy::Reject => "reject",
+        })
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "correct" => Ok(Policy::Correct),
+            "reject" => Ok(Policy::Reject),
+            _ => Err(Error::Invalid(format!(
+                "policy must be `correct` or `reject`, not `{s}`"
+            ))),
+        }
+    }
+}
+
 /// One denoiser of a defender, with what is known about it.
 #[derive(Debug, Clone)]
 pub struct DefenderDenoiser {
@@ -162,6 +196,8 @@ pub struct Defender {
     pub thresholds: Option<Vec<f32>>,
     /// How they were calibrated.
     pub calibration: Option<Calibration>,
+    /// What happens to flagged inputs.
+    pub policy: Policy,
 }
 
 impl Defender {
@@ -191,6 +227,7 @@ impl Defender {
             alpha,
             thresholds: None,
             calibration: None,
+            policy: Policy::default(),
         })
     }
 
@@ -205,6 +242,7 @@ impl Defender {
                 .as_ref()
                 .map(|t| idx.iter().map(|&i| t[i]).collect()),
             calibration: None,
+            policy: self.policy,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Evaluation: image-quality metrics and accuracy.
 
+pub mod adaptive;
 pub mod detection;
 pub mod metrics;
 pub mod plots;

@@ -198,6 +198,15 @@ impl Denoiser {
         }
     }
 
+    /// Moves the network to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        use burn::module::Module;
+        match self {
+            Denoiser::Defed(m) => Denoiser::Defed(Box::new(m.to_device(device))),
+            Denoiser::Basenet(m) => Denoiser::Basenet(Box::new(m.to_device(device))),
+        }
+    }
+
     /// Inference mode, gradients still flowing to the input on an autodiff device.
     pub fn frozen(self) -> Self {
         use burn::module::Module;

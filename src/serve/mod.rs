@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::backend::Device;
-use crate::defense::{Defender, Verdict};
+use crate::defense::{Defender, Policy, Verdict};
 use crate::error::{Error, Result};
 use batcher::{BatchOptions, Job, Queue, SubmitError};
 use metrics::{Endpoint, Metrics, Outcome};
@@ -118,6 +118,7 @@ struct ModelInfo {
     input_shape: [usize; 3],
     classes: usize,
     alpha: f32,
+    policy: Policy,
     rule: &'static str,
     denoisers: Vec<DenoiserInfo>,
     calibration: Option<serde_json::Value>,
@@ -131,6 +132,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     shape: [usize; 3],
+    policy: Policy,
     names: Vec<String>,
     thresholds: Vec<f32>,
     info: ModelInfo,
@@ -173,6 +175,7 @@ impl Server {
             ));
         }
         let shape = defender.input_shape();
+        let policy = defender.policy;
         // A warm-up batch: finds a broken bundle before the first client does, and makes the
         // first request's latency the steady one.
         defender.defend(&vec![0.0; shape.iter().product()], &device)?;
@@ -183,6 +186,7 @@ impl Server {
             input_shape: shape,
             classes: defender.classifier.num_classes(),
             alpha: defender.alpha,
+            policy: defender.policy,
             rule: "adversarial if any score exceeds its threshold; a flagged image gets the argmax of the summed softmax of the flagging denoisers' outputs",
             denoisers: defender
                 .denoisers
@@ -233,6 +237,7 @@ impl Server {
             metrics,
             ready: AtomicBool::new(true),
             shape,
+            policy,
             names,
             thresholds,
             info,
@@ -431,16 +436,20 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
 /// One verdict as the API returns it.
 #[derive(Debug, Serialize)]
 struct VerdictOut {
-    label: usize,
+    /// `null` when the bundle rejects flagged inputs.
+    label: Option<usize>,
+    rejected: bool,
     adversarial: bool,
     classifier_label: usize,
     scores: Vec<f32>,
     flagged_by: Vec<String>,
 }
 
-fn verdict_out(v: Verdict, names: &[String]) -> VerdictOut {
+fn verdict_out(v: Verdict, names: &[String], policy: Policy) -> VerdictOut {
+    let rejected = v.adversarial && policy == Policy::Reject;
     VerdictOut {
-        label: v.label,
+        label: (!rejected).then_some(v.label),
+        rejected,
         adversarial: v.adversarial,
         classifier_label: v.classifier_label,
         flagged_by: v.flagged_by.iter().map(|&i| names[i].clone()).collect(),
@@ -612,7 +621,7 @@ async fn classify_inner(
         )
     })?;
     Ok(axum::Json(ClassifyOut {
-        verdict: verdict_out(verdict, &st.names),
+        verdict: verdict_out(verdict, &st.names, st.policy),
         thresholds: st.thresholds.clone(),
         latency_ms: start.elapsed().as_secs_f64() * 1e3,
     })
@@ -716,7 +725,10 @@ async fn batch_inner(
     let v = infer(st, pixels, n).await?;
     count_verdicts(st, &v);
     Ok(axum::Json(BatchOut {
-        results: v.into_iter().map(|v| verdict_out(v, &st.names)).collect(),
+        results: v
+            .into_iter()
+            .map(|v| verdict_out(v, &st.names, st.policy))
+            .collect(),
         denoisers: st.names.clone(),
         thresholds: st.thresholds.clone(),
         latency_ms: start.elapsed().as_secs_f64() * 1e3,

@@ -1,0 +1,383 @@
+//! The adaptive (white-box) attack on a whole defender.
+//!
+//! Threat model: the attacker knows the classifier, every denoiser, alpha, the decision rule
+//! and the thresholds, and has gradients of all of them. Two goals, each optimised with APGD
+//! ([`super::apgd`]):
+//!
+//! - **evade**: a wrong label with no flag. Maximise
+//!   `min(max_{j != y} z_j - z_y, kappa) - lambda * sum_i max(0, s_i(x) - t_i + m_i)`, with `z`
+//!   the classifier's logits on `x`, `s_i` the adversarial scores, `t_i` the thresholds and
+//!   margins `m_i = margin * t_i`; lambda is searched over a list, each value run on the images
+//!   the previous ones did not break.
+//! - **corrupt**: be flagged but get a wrong corrected label. Maximise the cross-entropy of the
+//!   true class under the mean softmax of the denoised images, minus
+//!   `lambda * sum_i max(0, t_i + m_i - s_i)` so every denoiser flags (the corrected label then
+//!   sums all of them).
+//!
+//! Gradients are exact: the clamp of the denoised image is part of the defended function and
+//! its zero gradient outside `[0, 1]` is the true one. `straight_through` replaces it with the
+//! identity in the backward pass (BPDA), for when that blocks the search. The prediction
+//! `argmax C(x)` inside the scores is piecewise constant and is held fixed per step. Every
+//! outcome is checked afterwards with the defender's own (non-differentiable) decision.
+
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::{log_softmax, softmax};
+use serde::Serialize;
+
+use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd};
+use super::{Norm, gather};
+use crate::backend::Device;
+use crate::data::ImageSet;
+use crate::defense::{Defender, Policy};
+use crate::error::{Error, Result};
+use crate::model::{Classifier, Denoiser};
+use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
+
+/// Settings of the adaptive attack.
+#[derive(Debug, Clone)]
+pub struct AdaptiveConfig {
+    /// Threat model.
+    pub norm: Norm,
+    /// Budget.
+    pub eps: f32,
+    /// APGD iterations per run.
+    pub iterations: usize,
+    /// APGD restarts per run.
+    pub restarts: usize,
+    /// Penalty weights tried in turn for the evade goal.
+    pub lambdas: Vec<f32>,
+    /// Safety margin on the thresholds, as a share of each threshold.
+    pub margin: f32,
+    /// Cap on the classifier margin in the evade objective (logits).
+    pub kappa: f32,
+    /// Identity gradient through the clamp of the denoised images (BPDA).
+    pub straight_through: bool,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Seed of the random restarts.
+    pub seed: u64,
+}
+
+impl AdaptiveConfig {
+    /// Defaults: 100 iterations, 1 restart, lambda in {1, 10, 100}, margin 5%, kappa 5.
+    pub fn new(norm: Norm, eps: f32) -> Self {
+        AdaptiveConfig {
+            norm,
+            eps,
+            iterations: 100,
+            restarts: 1,
+            lambdas: vec![1.0, 10.0, 100.0],
+            margin: 0.05,
+            kappa: 5.0,
+            straight_through: false,
+            batch_size: 32,
+            seed: 0,
+        }
+    }
+}
+
+/// The defender on an autodiff device, in inference mode.
+struct DefenderGrad {
+    classifier: Classifier,
+    denoisers: Vec<Denoiser>,
+    alpha: f32,
+    thresholds: Vec<f32>,
+    classes: usize,
+    shape: [usize; 3],
+    ad: Device,
+}
+
+impl DefenderGrad {
+    fn new(d: &Defender, device: &Device) -> Result<Self> {
+        let thresholds = d.thresholds.clone().ok_or_else(|| {
+            Error::Invalid("the adaptive attack needs a calibrated bundle (thresholds)".into())
+        })?;
+        let ad = device.clone().inner().autodiff();
+        Ok(DefenderGrad {
+            classifier: d.classifier.clone().to_device(&ad).frozen(),
+            denoisers: d
+                .denoisers
+                .iter()
+                .map(|x| x.net.clone().to_device(&ad).frozen())
+                .collect(),
+            alpha: d.alpha,
+            thresholds,
+            classes: d.classifier.num_classes(),
+            shape: d.input_shape(),
+            ad,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    Evade,
+    Corrupt,
+}
+
+struct DefenderObjective<'a> {
+    g: &'a DefenderGrad,
+    labels: &'a [usize],
+    goal: Goal,
+    lambda: f32,
+    cfg: &'a AdaptiveConfig,
+}
+
+impl Objective for DefenderObjective<'_> {
+    fn eval(&self, x: &[f32], idx: &[usize]) -> Result<ObjectiveEval> {
+        let g = self.g;
+        let n = idx.len();
+        let k = g.classes;
+        let [c, h, w] = g.shape;
+        let labels: Vec<usize> = idx.iter().map(|&i| self.labels[i]).collect();
+        let xt = tensor4(x.to_vec(), [n, c, h, w], &g.ad).require_grad();
+        let z0 = g.classifier.logits(xt.clone());
+        let pred = argmax_rows(&to_vec(z0.clone().inner()), k);
+        let pred1h = one_hot(&pred, k, &g.ad);
+        let y1h = one_hot(&labels, k, &g.ad);
+        let mut scores: Vec<Tensor<1>> = Vec::new();
+        let mut probs: Vec<Tensor<2>> = Vec::new();
+        for d in &g.denoisers {
+            let out = d.forward(xt.clone());
+            let den = if self.cfg.straight_through {
+                out.clone() + (out.clone().clamp(0.0, 1.0) - out).detach()
+            } else {
+                out.clamp(0.0, 1.0)
+            };
+            let li = g.classifier.logits(den.clone());
+            let ce = (log_softmax(li.clone(), 1) * pred1h.clone())
+                .sum_dim(1)
+                .neg()
+                .reshape([n]);
+            let mse = (xt.clone() - den)
+                .powi_scalar(2)
+                .reshape([n, c * h * w])
+                .mean_dim(1)
+                .reshape([n]);
+            scores.push(ce.mul_scalar(g.alpha) + mse);
+            probs.push(softmax(li, 1));
+        }
+        // The defender's own decision on these exact images.
+        let s_vals: Vec<Vec<f32>> = scores.iter().map(|s| to_vec(s.clone().inner())).collect();
+        let p_vals: Vec<Vec<f32>> = probs.iter().map(|p| to_vec(p.clone().inner())).collect();
+        let mut reached = Vec::with_capacity(n);
+        for j in 0..n {
+            let flagged: Vec<usize> = (0..s_vals.len())
+                .filter(|&i| s_vals[i][j] > g.thresholds[i])
+                .collect();
+            let label = if flagged.is_empty() {
+                pred[j]
+            } else {
+                let mut sum = vec![0f32; k];
+                for &i in &flagged {
+                    for (cl, v) in sum.iter_mut().enumerate() {
+                        *v += p_vals[i][j * k + cl];
+                    }
+                }
+                argmax_rows(&sum, k)[0]
+            };
+            reached.push(match self.goal {
+                Goal::Evade => flagged.is_empty() && label != labels[j],
+                Goal::Corrupt => label != labels[j],
+            });
+        }
+        let value: Tensor<1> = match self.goal {
+            Goal::Evade => {
+                let zy = (z0.clone() * y1h.clone()).sum_dim(1);
+                let others = (z0 - y1h.mul_scalar(1e9)).max_dim(1);
+                let margin = (others - zy).reshape([n]).clamp_max(self.cfg.kappa);
+                let mut penalty: Tensor<1> = Tensor::zeros([n], &g.ad);
+                for (s, &t) in scores.into_iter().zip(&g.thresholds) {
+                    penalty = penalty + (s.add_scalar(-t + self.cfg.margin * t)).clamp_min(0.0);
+                }
+                margin - penalty.mul_scalar(self.lambda)
+            }
+            Goal::Corrupt => {
+                let m = probs.len() as f32;
+                let mut mean: Tensor<2> = Tensor::zeros([n, k], &g.ad);
+                for p in probs {
+                    mean = mean + p;
+                }
+                let py = (mean.div_scalar(m) * y1h).sum_dim(1).reshape([n]);
+                let wrong = py.add_scalar(1e-12).log().neg();
+                let mut penalty: Tensor<1> = Tensor::zeros([n], &g.ad);
+                for (s, &t) in scores.into_iter().zip(&g.thresholds) {
+                    penalty =
+                        penalty + (s.neg().add_scalar(t + self.cfg.margin * t)).clamp_min(0.0);
+                }
+                wrong - penalty.mul_scalar(self.lambda)
+            }
+        };
+        let grads = value.clone().sum().backward();
+        let grad = to_vec(
+            xt.grad(&grads)
+                .ok_or_else(|| Error::Invalid("no input gradient through the defender".into()))?,
+        );
+        Ok(ObjectiveEval {
+            value: to_vec(value.inner()),
+            grad,
+            reached,
+        })
+    }
+}
+
+/// The adaptive attack's figures for one budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdaptiveReport {
+    /// Threat model.
+    pub norm: Norm,
+    /// Budget.
+    pub eps: f32,
+    /// Images attacked.
+    pub images: usize,
+    /// Share ending with a wrong label and no flag (the attack's full success).
+    pub evade_success: f64,
+    /// Share of the final adversarial inputs that the defender flags.
+    pub flagged: f64,
+    /// Share whose final label (corrected where flagged) is wrong.
+    pub wrong_label: f64,
+    /// Robust accuracy when flagged inputs are rejected (a flag counts as correct).
+    pub robust_accuracy_reject: f64,
+    /// Robust accuracy when flagged inputs get the corrected label.
+    pub robust_accuracy_correct: f64,
+    /// Robust accuracy under the bundle's own policy.
+    pub robust_accuracy: f64,
+    /// The bundle's policy.
+    pub policy: Policy,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Largest perturbation of any final input in the threat model's norm (budget check).
+    pub max_perturbation: f64,
+    /// The final adversarial inputs, one per image.
+    #[serde(skip)]
+    pub adv: Vec<f32>,
+}
+
+/// Runs the adaptive attack on `set` (benign images with their true labels).
+pub fn adaptive_attack(
+    defender: &Defender,
+    set: &ImageSet,
+    cfg: &AdaptiveConfig,
+    device: &Device,
+) -> Result<AdaptiveReport> {
+    if set.is_empty() {
+        return Err(Error::Invalid("no images to attack".into()));
+    }
+    if set.shape != defender.input_shape() {
+        return Err(Error::Shape(format!(
+            "images are {:?} but the defender takes {:?}",
+            set.shape,
+            defender.input_shape()
+        )));
+    }
+    if cfg.lambdas.is_empty() {
+        return Err(Error::Invalid("give at least one lambda".into()));
+    }
+    let t0 = Instant::now();
+    let g = DefenderGrad::new(defender, device)?;
+    let per = set.image_len();
+    let n = set.len();
+    let mut adv = set.images.clone();
+    for start in (0..n).step_by(cfg.batch_size.max(1)) {
+        let end = (start + cfg.batch_size.max(1)).min(n);
+        let x = &set.images[start * per..end * per];
+        let labels = &set.labels[start..end];
+        let m = end - start;
+        let mut done = vec![false; m];
+        let mut best = x.to_vec();
+        let runs: Vec<(Goal, f32)> = cfg
+            .lambdas
+            .iter()
+            .map(|&l| (Goal::Evade, l))
+            .chain(std::iter::once((Goal::Corrupt, cfg.lambdas[0])))
+            .collect();
+        let mut corrupted = vec![false; m];
+        for (r, (goal, lambda)) in runs.into_iter().enumerate() {
+            let todo: Vec<usize> = (0..m).filter(|&i| !done[i] && !corrupted[i]).collect();
+            if todo.is_empty() {
+                break;
+            }
+            let xs = gather(x, &todo, per);
+            let ls: Vec<usize> = todo.iter().map(|&i| labels[i]).collect();
+            let obj = DefenderObjective {
+                g: &g,
+                labels: &ls,
+                goal,
+                lambda,
+                cfg,
+            };
+            let res = apgd(
+                &obj,
+                &xs,
+                per,
+                &ApgdConfig {
+                    norm: cfg.norm,
+                    eps: cfg.eps,
+                    iterations: cfg.iterations,
+                    restarts: cfg.restarts,
+                    momentum: 0.75,
+                    seed: cfg.seed.wrapping_add((start * 31 + r) as u64),
+                },
+            )?;
+            for (j, &i) in todo.iter().enumerate() {
+                let row = &res.adv[j * per..(j + 1) * per];
+                match goal {
+                    Goal::Evade => {
+                        // Without success, keep the candidate of the largest lambda tried.
+                        best[i * per..(i + 1) * per].copy_from_slice(row);
+                        done[i] = res.reached[j];
+                    }
+                    Goal::Corrupt => {
+                        if res.reached[j] {
+                            best[i * per..(i + 1) * per].copy_from_slice(row);
+                            corrupted[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        adv[start * per..end * per].copy_from_slice(&best);
+    }
+    // The verdict on every final input comes from the defender itself.
+    let verdicts = {
+        let mut v = Vec::with_capacity(n);
+        for chunk in adv.chunks(cfg.batch_size.max(1) * per) {
+            v.extend(defender.defend(chunk, device)?);
+        }
+        v
+    };
+    let max_perturbation = adv
+        .chunks(per)
+        .zip(set.images.chunks(per))
+        .map(|(a, b)| {
+            let d: Vec<f32> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+            cfg.norm.of(&d)
+        })
+        .fold(0f64, f64::max);
+    let share = |f: &dyn Fn(usize) -> bool| (0..n).filter(|&i| f(i)).count() as f64 / n as f64;
+    let evade = share(&|i| !verdicts[i].adversarial && verdicts[i].label != set.labels[i]);
+    let flagged = share(&|i| verdicts[i].adversarial);
+    let wrong = share(&|i| verdicts[i].label != set.labels[i]);
+    let reject = 1.0 - evade;
+    let correct = 1.0 - wrong;
+    Ok(AdaptiveReport {
+        norm: cfg.norm,
+        eps: cfg.eps,
+        images: n,
+        evade_success: evade,
+        flagged,
+        wrong_label: wrong,
+        robust_accuracy_reject: reject,
+        robust_accuracy_correct: correct,
+        robust_accuracy: match defender.policy {
+            Policy::Reject => reject,
+            Policy::Correct => correct,
+        },
+        policy: defender.policy,
+        seconds: t0.elapsed().as_secs_f64(),
+        max_perturbation,
+        adv,
+    })
+}

@@ -1,0 +1,540 @@
+//! Auto-PGD (Croce and Hein, "Reliable evaluation of adversarial robustness with an ensemble of
+//! diverse parameter-free attacks", ICML 2020): PGD with momentum and a step size that halves
+//! at checkpoints when progress stalls, restarting from the best point found.
+//!
+//! The optimiser ([`apgd`]) maximises any per-image [`Objective`]; [`Apgd`] is the attack on a
+//! bare classifier with the cross-entropy or DLR loss (untargeted or targeted), and the
+//! adaptive attack on a whole defender ([`super::adaptive`]) plugs its own objective in.
+
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+use super::{Attack, AttackModel, Norm, clip01, gather, project, step_direction};
+use crate::error::{Error, Result};
+
+/// What an objective says about a batch of candidate images.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectiveEval {
+    /// The value to maximise, per image.
+    pub value: Vec<f32>,
+    /// Its gradient with respect to the input, flat like the images.
+    pub grad: Vec<f32>,
+    /// Whether each image already reaches the attacker's goal (then its search stops).
+    pub reached: Vec<bool>,
+}
+
+/// A per-image objective with input gradients. `idx` names, for each row of `x`, the image of
+/// the attacked batch it belongs to, so an objective can hold per-image data (labels, targets).
+pub trait Objective {
+    /// Values, gradients and goal flags for candidate images `x`.
+    fn eval(&self, x: &[f32], idx: &[usize]) -> Result<ObjectiveEval>;
+}
+
+/// Settings of the optimiser.
+#[derive(Debug, Clone, Copy)]
+pub struct ApgdConfig {
+    /// Threat model.
+    pub norm: Norm,
+    /// Budget.
+    pub eps: f32,
+    /// Iterations per restart.
+    pub iterations: usize,
+    /// Runs; the first starts at the clean image, the others at random points of the ball.
+    pub restarts: usize,
+    /// Momentum weight (0.75 in the paper).
+    pub momentum: f32,
+    /// Seed of the random starts.
+    pub seed: u64,
+}
+
+impl ApgdConfig {
+    /// The paper's settings: 100 iterations, one run, momentum 0.75.
+    pub fn new(norm: Norm, eps: f32) -> Self {
+        ApgdConfig {
+            norm,
+            eps,
+            iterations: 100,
+            restarts: 1,
+            momentum: 0.75,
+            seed: 0,
+        }
+    }
+}
+
+/// The iterations after which the step size may halve: `ceil(p_j * iterations)` with
+/// `p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`.
+pub fn checkpoints(iterations: usize) -> Vec<usize> {
+    let mut p = vec![0.0f64, 0.22];
+    while *p.last().expect("non-empty") < 1.0 {
+        let j = p.len() - 1;
+        let next = p[j] + (p[j] - p[j - 1] - 0.03).max(0.06);
+        p.push(next);
+    }
+    let mut w: Vec<usize> = p
+        .iter()
+        .skip(1)
+        .map(|v| (v * iterations as f64).ceil() as usize)
+        .filter(|&w| w > 0 && w <= iterations)
+        .collect();
+    w.dedup();
+    w
+}
+
+/// The outcome of [`apgd`] for a batch.
+#[derive(Debug, Clone)]
+pub struct ApgdResult {
+    /// Per image: the first point that reached the goal, else the best point found.
+    pub adv: Vec<f32>,
+    /// Whether each image reached the goal.
+    pub reached: Vec<bool>,
+    /// Best objective value per image.
+    pub best: Vec<f32>,
+}
+
+/// Runs APGD on a batch `x0` (flat, `per` values per image) for `objective`.
+pub fn apgd(
+    objective: &dyn Objective,
+    x0: &[f32],
+    per: usize,
+    cfg: &ApgdConfig,
+) -> Result<ApgdResult> {
+    if per == 0 || !x0.len().is_multiple_of(per) {
+        return Err(Error::Shape("APGD: images of inconsistent size".into()));
+    }
+    if !(cfg.eps.is_finite() && cfg.eps > 0.0) {
+        return Err(Error::Invalid(format!(
+            "APGD: eps must be positive, not {}",
+            cfg.eps
+        )));
+    }
+    let n = x0.len() / per;
+    let mut out = ApgdResult {
+        adv: x0.to_vec(),
+        reached: vec![false; n],
+        best: vec![f32::NEG_INFINITY; n],
+    };
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    for r in 0..cfg.restarts.max(1) {
+        let act: Vec<usize> = (0..n).filter(|&i| !out.reached[i]).collect();
+        if act.is_empty() {
+            break;
+        }
+        run_once(objective, x0, per, cfg, &act, r > 0, &mut rng, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_once(
+    obj: &dyn Objective,
+    x0: &[f32],
+    per: usize,
+    cfg: &ApgdConfig,
+    act: &[usize],
+    random_start: bool,
+    rng: &mut StdRng,
+    out: &mut ApgdResult,
+) -> Result<()> {
+    let m = act.len();
+    let base = gather(x0, act, per);
+    let eps = cfg.eps;
+    // Projection onto the ball around the clean image, then the box.
+    let proj = |x: &mut [f32], j: usize| {
+        let b = &base[j * per..(j + 1) * per];
+        let mut d: Vec<f32> = x.iter().zip(b).map(|(a, b)| a - b).collect();
+        project(&mut d, cfg.norm, eps);
+        for ((o, b), d) in x.iter_mut().zip(b).zip(&d) {
+            *o = b + d;
+        }
+        clip01(x);
+    };
+    let mut x = base.clone();
+    if random_start {
+        for j in 0..m {
+            let row = &mut x[j * per..(j + 1) * per];
+            let mut d: Vec<f32> = (0..per).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            if cfg.norm != Norm::Linf {
+                step_direction(&mut d, cfg.norm);
+            }
+            for (o, d) in row.iter_mut().zip(&d) {
+                *o += eps * d;
+            }
+            proj(row, j);
+        }
+    }
+    // Rows still searching (positions in `act`).
+    let mut live: Vec<usize> = (0..m).collect();
+    let mut e = eval_rows(obj, &x, per, act, &live)?;
+    let mut f = vec![f32::NEG_INFINITY; m];
+    let mut g = vec![0f32; m * per];
+    let mut best_f = vec![f32::NEG_INFINITY; m];
+    let mut x_best = x.clone();
+    let mut g_best = vec![0f32; m * per];
+    let record = |e: &ObjectiveEval,
+                  live: &[usize],
+                  x: &[f32],
+                  f: &mut [f32],
+                  g: &mut [f32],
+                  best_f: &mut [f32],
+                  x_best: &mut [f32],
+                  g_best: &mut [f32],
+                  incr: Option<&mut [usize]>,
+                  out: &mut ApgdResult| {
+        let mut incr = incr;
+        for (r, &j) in live.iter().enumerate() {
+            let v = e.value[r];
+            if let Some(c) = incr.as_deref_mut()
+                && v > f[j]
+            {
+                c[j] += 1;
+            }
+            f[j] = v;
+            g[j * per..(j + 1) * per].copy_from_slice(&e.grad[r * per..(r + 1) * per]);
+            let xi = &x[j * per..(j + 1) * per];
+            if v > best_f[j] {
+                best_f[j] = v;
+                x_best[j * per..(j + 1) * per].copy_from_slice(xi);
+                g_best[j * per..(j + 1) * per].copy_from_slice(&e.grad[r * per..(r + 1) * per]);
+            }
+            let i = act[j];
+            if !out.reached[i] && (e.reached[r] || v > out.best[i]) {
+                out.adv[i * per..(i + 1) * per].copy_from_slice(xi);
+                out.reached[i] = e.reached[r];
+            }
+            out.best[i] = out.best[i].max(v);
+        }
+    };
+    record(
+        &e,
+        &live,
+        &x,
+        &mut f,
+        &mut g,
+        &mut best_f,
+        &mut x_best,
+        &mut g_best,
+        None,
+        out,
+    );
+    live.retain(|&j| !out.reached[act[j]]);
+
+    let checks = checkpoints(cfg.iterations);
+    let mut eta = vec![2.0 * eps; m];
+    let mut x_prev = x.clone();
+    let mut incr = vec![0usize; m];
+    let mut best_at_check = best_f.clone();
+    let mut reduced_last = vec![true; m];
+    let mut last_check = 0usize;
+    for k in 0..cfg.iterations {
+        if live.is_empty() {
+            break;
+        }
+        let alpha = if k == 0 { 1.0 } else { cfg.momentum };
+        for &j in &live {
+            let s = j * per..(j + 1) * per;
+            let mut d = g[s.clone()].to_vec();
+            step_direction(&mut d, cfg.norm);
+            let mut z: Vec<f32> = x[s.clone()]
+                .iter()
+                .zip(&d)
+                .map(|(a, d)| a + eta[j] * d)
+                .collect();
+            proj(&mut z, j);
+            let mut nx: Vec<f32> = (0..per)
+                .map(|p| {
+                    let xi = x[s.start + p];
+                    xi + alpha * (z[p] - xi) + (1.0 - alpha) * (xi - x_prev[s.start + p])
+                })
+                .collect();
+            proj(&mut nx, j);
+            x_prev[s.clone()].copy_from_slice(&x[s.clone()]);
+            x[s].copy_from_slice(&nx);
+        }
+        e = eval_rows(obj, &x, per, act, &live)?;
+        record(
+            &e,
+            &live,
+            &x,
+            &mut f,
+            &mut g,
+            &mut best_f,
+            &mut x_best,
+            &mut g_best,
+            Some(&mut incr),
+            out,
+        );
+        live.retain(|&j| !out.reached[act[j]]);
+        if checks.contains(&(k + 1)) {
+            let span = (k + 1 - last_check) as f32;
+            for &j in &live {
+                let oscillating = (incr[j] as f32) < 0.75 * span;
+                let stalled = !reduced_last[j] && best_at_check[j] >= best_f[j];
+                reduced_last[j] = oscillating || stalled;
+                if reduced_last[j] {
+                    eta[j] /= 2.0;
+                    let s = j * per..(j + 1) * per;
+                    x[s.clone()].copy_from_slice(&x_best[s.clone()]);
+                    g[s.clone()].copy_from_slice(&g_best[s.clone()]);
+                    x_prev[s.clone()].copy_from_slice(&x_best[s]);
+                }
+                incr[j] = 0;
+                best_at_check[j] = best_f[j];
+            }
+            last_check = k + 1;
+        }
+    }
+    Ok(())
+}
+
+fn eval_rows(
+    obj: &dyn Objective,
+    x: &[f32],
+    per: usize,
+    act: &[usize],
+    live: &[usize],
+) -> Result<ObjectiveEval> {
+    let xs = gather(x, live, per);
+    let idx: Vec<usize> = live.iter().map(|&j| act[j]).collect();
+    let e = obj.eval(&xs, &idx)?;
+    if e.value.len() != live.len() || e.grad.len() != xs.len() || e.reached.len() != live.len() {
+        return Err(Error::Invalid(
+            "objective returned results of the wrong size".into(),
+        ));
+    }
+    Ok(e)
+}
+
+/// The loss APGD ascends on a bare classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApgdLoss {
+    /// Cross-entropy against the true label.
+    CrossEntropy,
+    /// Difference of logits ratio: `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`; invariant to
+    /// shifting and scaling the logits.
+    Dlr,
+}
+
+/// APGD on a bare classifier: untargeted (CE or DLR) or targeted DLR over the `targets` most
+/// likely wrong classes in turn (AutoAttack's APGD-T).
+#[derive(Debug, Clone)]
+pub struct Apgd {
+    /// Optimiser settings.
+    pub config: ApgdConfig,
+    /// The loss.
+    pub loss: ApgdLoss,
+    /// For targeted DLR: how many of the top wrong classes to try (0: untargeted).
+    pub targets: usize,
+}
+
+impl Apgd {
+    /// APGD-CE, 100 iterations.
+    pub fn ce(norm: Norm, eps: f32) -> Self {
+        Apgd {
+            config: ApgdConfig::new(norm, eps),
+            loss: ApgdLoss::CrossEntropy,
+            targets: 0,
+        }
+    }
+
+    /// APGD-T: targeted DLR over the 9 most likely wrong classes, 100 iterations each.
+    pub fn dlr_targeted(norm: Norm, eps: f32) -> Self {
+        Apgd {
+            config: ApgdConfig::new(norm, eps),
+            loss: ApgdLoss::Dlr,
+            targets: 9,
+        }
+    }
+}
+
+struct ClassifierObjective<'a> {
+    model: &'a AttackModel,
+    labels: &'a [usize],
+    loss: ApgdLoss,
+    targets: Option<&'a [usize]>,
+}
+
+impl Objective for ClassifierObjective<'_> {
+    fn eval(&self, x: &[f32], idx: &[usize]) -> Result<ObjectiveEval> {
+        let labels: Vec<usize> = idx.iter().map(|&i| self.labels[i]).collect();
+        let targets: Option<Vec<usize>> = self.targets.map(|t| idx.iter().map(|&i| t[i]).collect());
+        let (value, grad, pred) = match self.loss {
+            ApgdLoss::CrossEntropy => self.model.ce_grad(x, &labels),
+            ApgdLoss::Dlr => self.model.dlr_grad(x, &labels, targets.as_deref()),
+        };
+        let reached = pred
+            .iter()
+            .zip(&labels)
+            .enumerate()
+            .map(|(r, (p, y))| match &targets {
+                Some(t) => *p == t[r],
+                None => p != y,
+            })
+            .collect();
+        Ok(ObjectiveEval {
+            value,
+            grad,
+            reached,
+        })
+    }
+}
+
+impl Attack for Apgd {
+    fn name(&self) -> String {
+        let loss = match (self.loss, self.targets) {
+            (ApgdLoss::CrossEntropy, _) => "CE".to_string(),
+            (ApgdLoss::Dlr, 0) => "DLR".to_string(),
+            (ApgdLoss::Dlr, _) => "DLR-T".to_string(),
+        };
+        format!(
+            "APGD-{loss}-{} eps={}",
+            self.config.norm.name(),
+            self.config.eps
+        )
+    }
+
+    fn norm(&self) -> Norm {
+        self.config.norm
+    }
+
+    fn eps(&self) -> Option<f32> {
+        Some(self.config.eps)
+    }
+
+    fn supports_targets(&self) -> bool {
+        true
+    }
+
+    fn perturb(
+        &self,
+        model: &AttackModel,
+        x: &[f32],
+        labels: &[usize],
+        targets: Option<&[usize]>,
+        seed: u64,
+    ) -> Result<Vec<f32>> {
+        let per = model.image_len();
+        let cfg = ApgdConfig {
+            seed,
+            ..self.config
+        };
+        if let Some(t) = targets {
+            let obj = ClassifierObjective {
+                model,
+                labels,
+                loss: self.loss,
+                targets: Some(t),
+            };
+            return Ok(apgd(&obj, x, per, &cfg)?.adv);
+        }
+        if self.targets == 0 || self.loss == ApgdLoss::CrossEntropy {
+            let obj = ClassifierObjective {
+                model,
+                labels,
+                loss: self.loss,
+                targets: None,
+            };
+            return Ok(apgd(&obj, x, per, &cfg)?.adv);
+        }
+        // APGD-T: the most likely wrong classes in turn, each on the images still unbroken.
+        let k = model.classes();
+        let logits = model.logits(x);
+        let n = labels.len();
+        let order: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                let row = &logits[i * k..(i + 1) * k];
+                let mut c: Vec<usize> = (0..k).filter(|&c| c != labels[i]).collect();
+                c.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                c
+            })
+            .collect();
+        let mut adv = x.to_vec();
+        let mut broken = vec![false; n];
+        // `t` is the rank of the target class in every image's own ordering.
+        #[allow(clippy::needless_range_loop)]
+        for t in 0..self.targets.min(k - 1) {
+            let todo: Vec<usize> = (0..n).filter(|&i| !broken[i]).collect();
+            if todo.is_empty() {
+                break;
+            }
+            let xs = gather(x, &todo, per);
+            let ls: Vec<usize> = todo.iter().map(|&i| labels[i]).collect();
+            let ts: Vec<usize> = todo.iter().map(|&i| order[i][t]).collect();
+            let obj = ClassifierObjective {
+                model,
+                labels: &ls,
+                loss: ApgdLoss::Dlr,
+                targets: Some(&ts),
+            };
+            let r = apgd(
+                &obj,
+                &xs,
+                per,
+                &ApgdConfig {
+                    seed: seed.wrapping_add(t as u64),
+                    ..cfg
+                },
+            )?;
+            // Keep a candidate that is misclassified at all (the untargeted goal).
+            let pred = model.predict(&r.adv);
+            for (r_i, &i) in todo.iter().enumerate() {
+                if pred[r_i] != labels[i] || t == 0 {
+                    adv[i * per..(i + 1) * per].copy_from_slice(&r.adv[r_i * per..(r_i + 1) * per]);
+                }
+                broken[i] = pred[r_i] != labels[i];
+            }
+        }
+        Ok(adv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_schedule_matches_the_paper() {
+        // p = 0, 0.22, 0.41, 0.57, 0.7, 0.8, 0.87, 0.93, 0.99, 1.05 -> iterations for 100.
+        assert_eq!(checkpoints(100), vec![22, 41, 57, 70, 80, 87, 93, 99]);
+    }
+
+    struct Quadratic;
+    impl Objective for Quadratic {
+        // -(x - 0.9)^2 summed: best at 0.9 per pixel.
+        fn eval(&self, x: &[f32], idx: &[usize]) -> Result<ObjectiveEval> {
+            let per = x.len() / idx.len();
+            Ok(ObjectiveEval {
+                value: x
+                    .chunks(per)
+                    .map(|r| -r.iter().map(|v| (v - 0.9).powi(2)).sum::<f32>())
+                    .collect(),
+                grad: x.iter().map(|v| -2.0 * (v - 0.9)).collect(),
+                reached: vec![false; idx.len()],
+            })
+        }
+    }
+
+    #[test]
+    fn stays_in_the_ball_and_climbs() {
+        let x0 = vec![0.5f32; 8];
+        for (norm, eps) in [(Norm::Linf, 0.1f32), (Norm::L2, 0.2)] {
+            let cfg = ApgdConfig {
+                iterations: 30,
+                ..ApgdConfig::new(norm, eps)
+            };
+            let r = apgd(&Quadratic, &x0, 4, &cfg).unwrap();
+            for (a, b) in r.adv.chunks(4).zip(x0.chunks(4)) {
+                let d: Vec<f32> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+                assert!(norm.of(&d) <= eps as f64 + 1e-5, "{norm:?} {d:?}");
+            }
+            // The optimum inside the ball is the boundary point towards 0.9.
+            let best_possible = match norm {
+                Norm::Linf => -4.0 * 0.3f32.powi(2),
+                _ => -4.0 * (0.4f32 - 0.1).powi(2),
+            };
+            assert!(
+                (r.best[0] - best_possible).abs() < 1e-3,
+                "{norm:?} {}",
+                r.best[0]
+            );
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! APGD, the strong protocol, and the adaptive attack on a defender: sanity checks.
+
+use defed::attack::{
+    AdaptiveConfig, Apgd, Attack, AttackModel, Norm, Pgd, adaptive_attack, strong_protocol,
+};
+use defed::data::{ImageSet, embedded_mnist};
+use defed::default_device;
+use defed::defense::{Defender, DefenderDenoiser, denoiser_name, thresholds_k_std};
+use defed::model::embedded;
+
+/// Held-out embedded digits (the default classifier never trained on them).
+fn held_out(n: usize) -> ImageSet {
+    embedded_mnist().split(0.1, 0).1.take(n)
+}
+
+#[test]
+fn apgd_beats_pgd_and_grows_with_eps() {
+    let device = default_device();
+    let (clf, _) = embedded::default_classifier(&device).unwrap();
+    let model = AttackModel::new(&clf, &device);
+    let set = held_out(48);
+    let robust = |attacks: Vec<Box<dyn Attack>>| {
+        strong_protocol(&model, &set, &attacks, 48, 0)
+            .unwrap()
+            .robust_accuracy
+    };
+    let mut last = 1.0;
+    for eps in [0.05f32, 0.1, 0.2] {
+        let cfg = |mut a: Apgd| {
+            a.config.iterations = 40;
+            a
+        };
+        let apgd = robust(vec![Box::new(cfg(Apgd::ce(Norm::Linf, eps)))]);
+        let pgd = robust(vec![Box::new(Pgd {
+            iterations: 40,
+            step: eps / 10.0,
+            ..Pgd::linf(eps)
+        })]);
+        eprintln!("eps {eps}: robust accuracy APGD-CE {apgd:.3}, PGD {pgd:.3}");
+        assert!(
+            apgd <= pgd + 1.0 / 48.0,
+            "APGD {apgd} weaker than PGD {pgd}"
+        );
+        assert!(
+            apgd <= last,
+            "robust accuracy rose with eps: {apgd} after {last}"
+        );
+        last = apgd;
+    }
+    assert!(
+        last < 0.2,
+        "eps 0.2 leaves {last} robust: the attack is broken"
+    );
+    // The targeted DLR stage adds to CE at a small budget, never removes.
+    let both = robust(vec![
+        Box::new(Apgd::ce(Norm::Linf, 0.05)),
+        Box::new(Apgd {
+            targets: 3,
+            ..Apgd::dlr_targeted(Norm::Linf, 0.05)
+        }),
+    ]);
+    let ce = robust(vec![Box::new(Apgd::ce(Norm::Linf, 0.05))]);
+    assert!(both <= ce);
+}
+
+fn small_defender() -> Defender {
+    let device = default_device();
+    let (clf, _) = embedded::default_classifier(&device).unwrap();
+    let dens: Vec<DefenderDenoiser> = embedded::default_denoisers(&device)
+        .unwrap()
+        .into_iter()
+        .map(|(net, meta)| DefenderDenoiser {
+            name: denoiser_name(&meta),
+            net,
+            meta,
+        })
+        .collect();
+    // The noise-60 denoiser alone keeps the test fast.
+    let mut d = Defender::new(clf, vec![dens[1].clone()], 1.0).unwrap();
+    let cal = embedded_mnist()
+        .split(0.1, 0)
+        .1
+        .select(&(500..700).collect::<Vec<_>>());
+    let s = d.scores_batched(&cal.images, 100, &device).unwrap();
+    d.thresholds = Some(thresholds_k_std(&s, 2.0));
+    d
+}
+
+#[test]
+fn adaptive_attack_sanity() {
+    let device = default_device();
+    let d = small_defender();
+    let set = held_out(8);
+    let run = |eps: f32| {
+        let cfg = AdaptiveConfig {
+            iterations: 30,
+            lambdas: vec![1.0, 10.0],
+            ..AdaptiveConfig::new(Norm::Linf, eps)
+        };
+        let r = adaptive_attack(&d, &set, &cfg, &device).unwrap();
+        assert!(r.max_perturbation <= eps as f64 + 1e-6);
+        eprintln!(
+            "eps {eps}: evade {:.3} flagged {:.3} wrong {:.3} ({:.1} s)",
+            r.evade_success, r.flagged, r.wrong_label, r.seconds
+        );
+        r
+    };
+    let mut last = 0.0;
+    for eps in [0.05f32, 0.15, 0.3] {
+        let r = run(eps);
+        assert!(
+            r.evade_success >= last,
+            "success fell from {last} to {} at eps {eps}",
+            r.evade_success
+        );
+        last = r.evade_success;
+        if eps == 0.15 {
+            // White-box beats transferring a non-adaptive attack on the classifier.
+            let (clf, _) = embedded::default_classifier(&device).unwrap();
+            let model = AttackModel::new(&clf, &device);
+            let adv = Pgd::linf(eps)
+                .perturb(&model, &set.images, &set.labels, None, 0)
+                .unwrap();
+            let v = d.defend(&adv, &device).unwrap();
+            let transfer = v
+                .iter()
+                .zip(&set.labels)
+                .filter(|(v, y)| !v.adversarial && v.label != **y)
+                .count() as f64
+                / set.len() as f64;
+            eprintln!("eps {eps}: transfer of PGD evades {transfer:.3}");
+            assert!(
+                r.evade_success >= transfer,
+                "{} < {transfer}",
+                r.evade_success
+            );
+        }
+    }
+    // No budget to speak of: the whole box.
+    let r = run(1.0);
+    assert!(
+        r.evade_success >= 7.0 / 8.0,
+        "unbounded success {}",
+        r.evade_success
+    );
+}
