@@ -284,3 +284,104 @@ fn defend_rejects_images_of_another_shape() {
         "{err}"
     );
 }
+
+#[test]
+fn strong_suite_and_adaptive_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let clf = "models/lenet-mnist.safetensors";
+    let (ok, _, err) = defed(&[
+        "benign",
+        "--classifier",
+        clf,
+        "--dataset",
+        "mnist-embedded:val",
+        "--num",
+        "60",
+        "--out",
+        &p("benign.npz"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = defed(&[
+        "attack",
+        "--classifier",
+        clf,
+        "--benign",
+        &p("benign.npz"),
+        "--num",
+        "16",
+        "--suite",
+        "strong",
+        "--eps",
+        "0.3",
+        "--out",
+        &p("strong"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("APGD-CE-Linf eps=0.3"), "{out}");
+    let csv = std::fs::read_to_string(dir.path().join("strong/strong.csv")).unwrap();
+    let robust: f64 = csv.lines().nth(1).unwrap().split(',').nth(4).unwrap().parse().unwrap();
+    assert!(robust <= 0.2, "undefended LeNet keeps {robust} robust accuracy at 0.3");
+
+    let (ok, _, err) = defed(&[
+        "bundle",
+        "--classifier",
+        clf,
+        "--denoisers",
+        "models/defed-mnist-n60.safetensors",
+        "--out",
+        &p("b.safetensors"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = defed(&[
+        "calibrate",
+        "--bundle",
+        &p("b.safetensors"),
+        "--benign",
+        &p("benign.npz"),
+        "--num",
+        "40",
+        "--k",
+        "2",
+        "--policy",
+        "reject",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = defed(&[
+        "evaluate",
+        "--adaptive",
+        "--bundle",
+        &p("b.safetensors"),
+        "--benign",
+        &p("benign.npz"),
+        "--num",
+        "4",
+        "--iterations",
+        "10",
+        "--lambdas",
+        "1",
+        "--budgets",
+        "linf:0.3",
+        "l2:3",
+        "--out",
+        &p("rep"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Threat model: white-box"), "{out}");
+    assert!(err.contains("policy reject"), "{err}");
+    assert!(err.contains("20 held-out") || err.contains("4 held-out"), "{err}");
+    let csv = std::fs::read_to_string(dir.path().join("rep/adaptive.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.contains(",reject,"), "{csv}");
+    let (ok, _, err) = defed(&[
+        "evaluate",
+        "--adaptive",
+        "--bundle",
+        &p("b.safetensors"),
+        "--benign",
+        &p("benign.npz"),
+        "--budgets",
+        "linf0.3",
+    ]);
+    assert!(!ok && err.contains("norm:eps"), "{err}");
+}

@@ -60,22 +60,20 @@ impl ApgdConfig {
     }
 }
 
-/// The iterations after which the step size may halve: `ceil(p_j * iterations)` with
-/// `p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`.
+/// The iterations after which the step size may halve: the paper's
+/// `p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`, `p_1 = 0.22`, in whole iterations (first
+/// interval `0.22 N`, each next one `0.03 N` shorter, never under `0.06 N`).
 pub fn checkpoints(iterations: usize) -> Vec<usize> {
-    let mut p = vec![0.0f64, 0.22];
-    while *p.last().expect("non-empty") < 1.0 {
-        let j = p.len() - 1;
-        let next = p[j] + (p[j] - p[j - 1] - 0.03).max(0.06);
-        p.push(next);
+    let first = ((0.22 * iterations as f64) as usize).max(1);
+    let shrink = ((0.03 * iterations as f64) as usize).max(1);
+    let min = ((0.06 * iterations as f64) as usize).max(1);
+    let mut w = Vec::new();
+    let (mut at, mut interval) = (first, first);
+    while at <= iterations {
+        w.push(at);
+        interval = interval.saturating_sub(shrink).max(min);
+        at += interval;
     }
-    let mut w: Vec<usize> = p
-        .iter()
-        .skip(1)
-        .map(|v| (v * iterations as f64).ceil() as usize)
-        .filter(|&w| w > 0 && w <= iterations)
-        .collect();
-    w.dedup();
     w
 }
 
