@@ -435,7 +435,7 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
          ## Stage 1: benign set\n\nClassifier accuracy on the held-out digits: {acc:.2}%. Kept the first {b} correctly classified; the first {c} calibrate the thresholds, the others are held out for evaluation and attacked.\n\n\
          ## Stage 2: attacks (against the bare classifier)\n\n{attacks_md}\n\
          ## Stage 5: defender\n\n{headline}\n\
-         Each attack cell: detection rate / accuracy of the final label / ROC-AUC of the max normalised score. These are non-adaptive attacks: the attacker does not know the defence.\n\n{table}\n\
+         Each attack cell: detection rate / accuracy of the final label / ROC-AUC of the max normalised score. These are non-adaptive attacks: the attacker does not know the defence, so these figures are an upper bound; run `defed evaluate --adaptive --bundle defender.safetensors --benign benign.npz` for the white-box attack (see the README).\n\n{table}\n\
          ## Figures
 
          - `roc.png`: ROC curves of the max normalised score (all denoisers), held-out benign vs each attack; curve colours in attack order: {palette}; the grey diagonal is chance.

@@ -320,8 +320,19 @@ fn strong_suite_and_adaptive_evaluation() {
     assert!(ok, "{err}");
     assert!(out.contains("APGD-CE-Linf eps=0.3"), "{out}");
     let csv = std::fs::read_to_string(dir.path().join("strong/strong.csv")).unwrap();
-    let robust: f64 = csv.lines().nth(1).unwrap().split(',').nth(4).unwrap().parse().unwrap();
-    assert!(robust <= 0.2, "undefended LeNet keeps {robust} robust accuracy at 0.3");
+    let robust: f64 = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(4)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        robust <= 0.2,
+        "undefended LeNet keeps {robust} robust accuracy at 0.3"
+    );
 
     let (ok, _, err) = defed(&[
         "bundle",
@@ -369,7 +380,10 @@ fn strong_suite_and_adaptive_evaluation() {
     assert!(ok, "{err}");
     assert!(out.contains("Threat model: white-box"), "{out}");
     assert!(err.contains("policy reject"), "{err}");
-    assert!(err.contains("20 held-out") || err.contains("4 held-out"), "{err}");
+    assert!(
+        err.contains("20 held-out") || err.contains("4 held-out"),
+        "{err}"
+    );
     let csv = std::fs::read_to_string(dir.path().join("rep/adaptive.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.contains(",reject,"), "{csv}");
