@@ -634,21 +634,23 @@ async fn classify_batch(State(st): State<AppState>, req: Request) -> Response {
     finish(&st, Endpoint::ClassifyBatch, start, r)
 }
 
+/// A multipart failure: over the body limit (413) or malformed (400).
+fn multipart_error(status: StatusCode, msg: String) -> ApiError {
+    let outcome = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        Outcome::PayloadTooLarge
+    } else {
+        Outcome::BadRequest
+    };
+    ApiError::new(status, outcome, msg)
+}
+
 async fn multipart_images(
     st: &Shared,
     req: Request,
 ) -> std::result::Result<(Vec<f32>, usize), ApiError> {
-    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Outcome::PayloadTooLarge
-            } else {
-                Outcome::BadRequest
-            },
-            format!("bad multipart body: {e}"),
-        )
-    })?;
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| multipart_error(e.status(), format!("bad multipart body: {e}")))?;
     let mut pixels = Vec::new();
     let mut n = 0;
     loop {
@@ -656,15 +658,8 @@ async fn multipart_images(
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
-                let status = e.status();
-                let outcome = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    Outcome::PayloadTooLarge
-                } else {
-                    Outcome::BadRequest
-                };
-                return Err(ApiError::new(
-                    status,
-                    outcome,
+                return Err(multipart_error(
+                    e.status(),
                     format!("bad multipart body: {e}"),
                 ));
             }
@@ -672,17 +667,10 @@ async fn multipart_images(
         let is_json = field
             .content_type()
             .is_some_and(|c| c.starts_with("application/json"));
-        let bytes = field.bytes().await.map_err(|e| {
-            ApiError::new(
-                e.status(),
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Outcome::PayloadTooLarge
-                } else {
-                    Outcome::BadRequest
-                },
-                format!("bad multipart part: {e}"),
-            )
-        })?;
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| multipart_error(e.status(), format!("bad multipart part: {e}")))?;
         if n == st.cfg.max_images_per_request {
             return Err(ApiError::bad(Error::Invalid(format!(
                 "more than {} images in one request (split the batch)",
