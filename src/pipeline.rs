@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{
-    AdvSet, Attack, AttackModel, AttackStats, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
-    Square, Target, benign_set, run_attack, save_adv, save_benign,
+    AdaptiveConfig, AdvSet, Attack, AttackModel, AttackStats, CwLinf, DeepFool, Fgsm, HopSkipJump,
+    Jsma, Norm, Pgd, Square, Target, benign_set, run_attack, save_adv, save_benign,
 };
 use crate::backend::autodiff_device;
 use crate::data::embedded_mnist;
@@ -47,6 +47,8 @@ pub struct PipelineConfig {
     pub calibration: usize,
     /// Held-out benign images attacked.
     pub attacked: usize,
+    /// Held-out images the adaptive (white-box) attack runs on, at Linf 0.3 and L2 2 (0: skip).
+    pub adaptive: usize,
     /// Seed of every random choice.
     pub seed: u64,
     /// Progress bars.
@@ -66,6 +68,7 @@ impl Default for PipelineConfig {
             benign: 600,
             calibration: 300,
             attacked: 100,
+            adaptive: 10,
             seed: 0,
             progress: false,
         }
@@ -87,6 +90,9 @@ pub struct PipelineReport {
     pub evaluation: Vec<EvalRow>,
     /// The headline row: all denoisers, k = 2.
     pub headline: Option<EvalRow>,
+    /// The adaptive attack on the calibrated bundle.
+    #[serde(default)]
+    pub adaptive: Vec<crate::eval::adaptive::AdaptiveRow>,
     /// Where the report is.
     pub out: PathBuf,
 }
@@ -361,7 +367,30 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         &benign,
         &device,
     )?;
+    let adaptive = if cfg.adaptive > 0 {
+        progress_line(&format!(
+            "adaptive white-box attack on the bundle: {} held-out images, Linf 0.3 and L2 2",
+            cfg.adaptive.min(targets.len())
+        ));
+        let template = AdaptiveConfig {
+            iterations: 20,
+            lambdas: vec![1.0, 10.0],
+            seed: cfg.seed,
+            ..AdaptiveConfig::new(Norm::Linf, 0.3)
+        };
+        crate::eval::adaptive::evaluate_adaptive(
+            &defender,
+            &targets.take(cfg.adaptive),
+            &[(Norm::Linf, 0.3), (Norm::L2, 2.0)],
+            &template,
+            &device,
+            |_| {},
+        )?
+    } else {
+        vec![]
+    };
     let report = PipelineReport {
+        adaptive,
         classifier_accuracy,
         benign: benign.len(),
         calibration: cfg.calibration,
@@ -413,6 +442,27 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
         );
     }
     write_atomic(out.join("attacks.csv"), attacks_csv.as_bytes())?;
+    let adaptive_md = if r.adaptive.is_empty() {
+        String::new()
+    } else {
+        let template = AdaptiveConfig {
+            iterations: 20,
+            lambdas: vec![1.0, 10.0],
+            ..AdaptiveConfig::new(Norm::Linf, 0.3)
+        };
+        write_atomic(
+            out.join("adaptive.csv"),
+            crate::eval::adaptive::adaptive_csv(&r.adaptive).as_bytes(),
+        )?;
+        format!(
+            "\n{}\nA small run (few images and iterations, to keep the main job short); run `defed evaluate --adaptive` for more.\n",
+            crate::eval::adaptive::adaptive_markdown(
+                &r.adaptive,
+                "the calibrated bundle (all denoisers, k = 2)",
+                &template
+            )
+        )
+    };
     let headline = match &r.headline {
         Some(h) => {
             let det: f64 =
@@ -442,7 +492,7 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
          - `heatmap.png`: mean detection rate over the attacks at k = 2 for each single denoiser (diagonal) and each pair (off-diagonal), denoisers in the order {names}; dark blue = 0%, yellow = 100%.
          - `examples.png`: two examples per attack (in table order), columns benign / adversarial / adversarial denoised by the first denoiser; a red frame means the all-denoiser defender (k = 2) flagged the image, green that it passed.
 
-         Files: `benign.npz`, `adv/*.npz` (+ `.json` stats), `attacks.csv`, `results.csv`, `results.json`, and the calibrated bundle `defender.safetensors` (all denoisers, k = 2).\n",
+         Files: `benign.npz`, `adv/*.npz` (+ `.json` stats), `attacks.csv`, `results.csv`, `results.json`, `adaptive.csv`, and the calibrated bundle `defender.safetensors` (all denoisers, k = 2).\n{adaptive_md}",
         n = 10_000,
         seed = cfg.seed,
         acc = 100.0 * r.classifier_accuracy,

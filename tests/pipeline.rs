@@ -13,6 +13,8 @@ fn pipeline_runs_end_to_end_and_reports() {
             "100",
             "--attacked",
             "20",
+            "--adaptive",
+            "4",
             "--out",
         ])
         .arg(&out)
@@ -32,6 +34,7 @@ fn pipeline_runs_end_to_end_and_reports() {
         "roc.png",
         "heatmap.png",
         "examples.png",
+        "adaptive.csv",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
@@ -51,6 +54,12 @@ fn pipeline_runs_end_to_end_and_reports() {
         .find(|a| a["attack"] == "PGD-Linf eps=0.3")
         .unwrap();
     assert!(pgd["detection"].as_f64().unwrap() > 0.5, "{pgd}");
+    // The adaptive attack ran on the bundle at both budgets, inside them.
+    let adaptive = r["adaptive"].as_array().unwrap();
+    assert_eq!(adaptive.len(), 2);
+    assert!(adaptive[0]["max_perturbation"].as_f64().unwrap() <= 0.3 + 1e-6);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Adaptive attack"), "{md}");
     // The calibrated bundle loads and defends.
     let d =
         defed::defense::Defender::load(out.join("defender.safetensors"), &defed::default_device())

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_softmax, softmax};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd};
 use super::{Norm, gather};
@@ -224,7 +224,7 @@ impl Objective for DefenderObjective<'_> {
 }
 
 /// The adaptive attack's figures for one budget.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdaptiveReport {
     /// Threat model.
     pub norm: Norm,

@@ -30,6 +30,9 @@ pub struct Args {
     /// Held-out benign images attacked.
     #[arg(long, default_value_t = 100)]
     attacked: usize,
+    /// Held-out images the adaptive white-box attack runs on (Linf 0.3, L2 2); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    adaptive: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -45,6 +48,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         benign: a.benign,
         calibration: a.calibration,
         attacked: a.attacked,
+        adaptive: a.adaptive,
         seed: a.seed,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..PipelineConfig::default()

@@ -2,7 +2,7 @@
 //! budgets, beside the transfer of a non-adaptive PGD attack on the bare classifier at the
 //! same budget.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::attack::{
     AdaptiveConfig, AdaptiveReport, Attack, AttackModel, Norm, Pgd, adaptive_attack,
@@ -13,7 +13,7 @@ use crate::defense::Defender;
 use crate::error::Result;
 
 /// One budget's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdaptiveRow {
     /// The adaptive attack.
     #[serde(flatten)]
