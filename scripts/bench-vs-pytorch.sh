@@ -9,7 +9,7 @@ $PYTHON - <<'PY'
 import json, re
 t = open('/tmp/defed-bench.txt').read()
 def thrpt(name):
-    m = re.search(name + r'.*?thrpt:\s*\[\S+ \S+ (\S+) (\S+)', t, re.S)
+    m = re.search('/' + name + r'(?:\n|\s+time:).*?thrpt:\s*\[\s*\S+\s+\S+\s+(\S+)\s+(\S+)', t, re.S)
     v, unit = float(m.group(1)), m.group(2)
     return v * {'elem/s': 1, 'Kelem/s': 1e3, 'Melem/s': 1e6}[unit]
 p = json.load(open('/tmp/pytorch-bench.json'))
