@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # defed
 //!
 //! A Rust toolkit that protects image classifiers from adversarial examples with
