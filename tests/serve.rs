@@ -213,6 +213,22 @@ fn endpoints_errors_and_auth() {
     }
     assert!(labels_right >= 4, "{labels_right}/5 digits labelled right");
 
+    // JPEG too (grayscale, as a camera gateway might send).
+    let jpg = {
+        let d = data.image(0);
+        let img = image::GrayImage::from_fn(28, 28, |x, y| {
+            image::Luma([(d[(y * 28 + x) as usize] * 255.0).round() as u8])
+        });
+        let mut v = Vec::new();
+        image::DynamicImage::from(img)
+            .write_to(&mut Cursor::new(&mut v), image::ImageFormat::Jpeg)
+            .unwrap();
+        v
+    };
+    let r = c.post("/v1/classify", "image/jpeg", &jpg).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(json(&r.body)["label"].is_u64(), "{}", r.body);
+
     // PGD-Linf 0.3 examples (white-box on the classifier) are flagged.
     let device = default_device();
     let (clf, _) = embedded::default_classifier(&device).unwrap();
@@ -424,7 +440,7 @@ fn endpoints_errors_and_auth() {
     );
     assert_eq!(
         count("defed_requests_total{endpoint=\"classify\",outcome=\"ok\"}"),
-        14
+        15
     );
     assert_eq!(
         count("defed_requests_total{endpoint=\"classify\",outcome=\"bad_request\"}"),
@@ -435,7 +451,7 @@ fn endpoints_errors_and_auth() {
         1
     );
     assert!(count("defed_adversarial_total") >= 2);
-    assert!(count("defed_request_duration_seconds_count") >= 14);
+    assert!(count("defed_request_duration_seconds_count") >= 15);
 }
 
 fn batch_body(n: usize) -> Vec<u8> {
