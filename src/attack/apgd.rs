@@ -162,64 +162,14 @@ fn run_once(
     // Rows still searching (positions in `act`).
     let mut live: Vec<usize> = (0..m).collect();
     let mut e = eval_rows(obj, &x, per, act, &live)?;
-    let mut f = vec![f32::NEG_INFINITY; m];
-    let mut g = vec![0f32; m * per];
-    let mut best_f = vec![f32::NEG_INFINITY; m];
-    let mut x_best = x.clone();
-    let mut g_best = vec![0f32; m * per];
-    let record = |e: &ObjectiveEval,
-                  live: &[usize],
-                  x: &[f32],
-                  f: &mut [f32],
-                  g: &mut [f32],
-                  best_f: &mut [f32],
-                  x_best: &mut [f32],
-                  g_best: &mut [f32],
-                  incr: Option<&mut [usize]>,
-                  out: &mut ApgdResult| {
-        let mut incr = incr;
-        for (r, &j) in live.iter().enumerate() {
-            let v = e.value[r];
-            if let Some(c) = incr.as_deref_mut()
-                && v > f[j]
-            {
-                c[j] += 1;
-            }
-            f[j] = v;
-            g[j * per..(j + 1) * per].copy_from_slice(&e.grad[r * per..(r + 1) * per]);
-            let xi = &x[j * per..(j + 1) * per];
-            if v > best_f[j] {
-                best_f[j] = v;
-                x_best[j * per..(j + 1) * per].copy_from_slice(xi);
-                g_best[j * per..(j + 1) * per].copy_from_slice(&e.grad[r * per..(r + 1) * per]);
-            }
-            let i = act[j];
-            if !out.reached[i] && (e.reached[r] || v > out.best[i]) {
-                out.adv[i * per..(i + 1) * per].copy_from_slice(xi);
-                out.reached[i] = e.reached[r];
-            }
-            out.best[i] = out.best[i].max(v);
-        }
-    };
-    record(
-        &e,
-        &live,
-        &x,
-        &mut f,
-        &mut g,
-        &mut best_f,
-        &mut x_best,
-        &mut g_best,
-        None,
-        out,
-    );
+    let mut st = Track::new(m, per, &x);
+    st.record(&e, &live, &x, act, false, out);
     live.retain(|&j| !out.reached[act[j]]);
 
     let checks = checkpoints(cfg.iterations);
     let mut eta = vec![2.0 * eps; m];
     let mut x_prev = x.clone();
-    let mut incr = vec![0usize; m];
-    let mut best_at_check = best_f.clone();
+    let mut best_at_check = st.best_f.clone();
     let mut reduced_last = vec![true; m];
     let mut last_check = 0usize;
     for k in 0..cfg.iterations {
@@ -229,7 +179,7 @@ fn run_once(
         let alpha = if k == 0 { 1.0 } else { cfg.momentum };
         for &j in &live {
             let s = j * per..(j + 1) * per;
-            let mut d = g[s.clone()].to_vec();
+            let mut d = st.g[s.clone()].to_vec();
             step_direction(&mut d, cfg.norm);
             let mut z: Vec<f32> = x[s.clone()]
                 .iter()
@@ -248,39 +198,88 @@ fn run_once(
             x[s].copy_from_slice(&nx);
         }
         e = eval_rows(obj, &x, per, act, &live)?;
-        record(
-            &e,
-            &live,
-            &x,
-            &mut f,
-            &mut g,
-            &mut best_f,
-            &mut x_best,
-            &mut g_best,
-            Some(&mut incr),
-            out,
-        );
+        st.record(&e, &live, &x, act, true, out);
         live.retain(|&j| !out.reached[act[j]]);
         if checks.contains(&(k + 1)) {
             let span = (k + 1 - last_check) as f32;
             for &j in &live {
-                let oscillating = (incr[j] as f32) < 0.75 * span;
-                let stalled = !reduced_last[j] && best_at_check[j] >= best_f[j];
+                let oscillating = (st.increases[j] as f32) < 0.75 * span;
+                let stalled = !reduced_last[j] && best_at_check[j] >= st.best_f[j];
                 reduced_last[j] = oscillating || stalled;
                 if reduced_last[j] {
                     eta[j] /= 2.0;
                     let s = j * per..(j + 1) * per;
-                    x[s.clone()].copy_from_slice(&x_best[s.clone()]);
-                    g[s.clone()].copy_from_slice(&g_best[s.clone()]);
-                    x_prev[s.clone()].copy_from_slice(&x_best[s]);
+                    x[s.clone()].copy_from_slice(&st.x_best[s.clone()]);
+                    st.g[s.clone()].copy_from_slice(&st.g_best[s.clone()]);
+                    x_prev[s.clone()].copy_from_slice(&st.x_best[s]);
                 }
-                incr[j] = 0;
-                best_at_check[j] = best_f[j];
+                st.increases[j] = 0;
+                best_at_check[j] = st.best_f[j];
             }
             last_check = k + 1;
         }
     }
     Ok(())
+}
+
+/// Per-row state of one APGD run: the last value and gradient, the best point so far, and how
+/// often the value rose since the last checkpoint.
+struct Track {
+    per: usize,
+    f: Vec<f32>,
+    g: Vec<f32>,
+    best_f: Vec<f32>,
+    x_best: Vec<f32>,
+    g_best: Vec<f32>,
+    increases: Vec<usize>,
+}
+
+impl Track {
+    fn new(m: usize, per: usize, x: &[f32]) -> Self {
+        Track {
+            per,
+            f: vec![f32::NEG_INFINITY; m],
+            g: vec![0.0; m * per],
+            best_f: vec![f32::NEG_INFINITY; m],
+            x_best: x.to_vec(),
+            g_best: vec![0.0; m * per],
+            increases: vec![0; m],
+        }
+    }
+
+    /// Takes in an evaluation of the `live` rows of `x`, and updates the batch's result.
+    fn record(
+        &mut self,
+        e: &ObjectiveEval,
+        live: &[usize],
+        x: &[f32],
+        act: &[usize],
+        count_increases: bool,
+        out: &mut ApgdResult,
+    ) {
+        let per = self.per;
+        for (r, &j) in live.iter().enumerate() {
+            let v = e.value[r];
+            if count_increases && v > self.f[j] {
+                self.increases[j] += 1;
+            }
+            self.f[j] = v;
+            let grad = &e.grad[r * per..(r + 1) * per];
+            self.g[j * per..(j + 1) * per].copy_from_slice(grad);
+            let xi = &x[j * per..(j + 1) * per];
+            if v > self.best_f[j] {
+                self.best_f[j] = v;
+                self.x_best[j * per..(j + 1) * per].copy_from_slice(xi);
+                self.g_best[j * per..(j + 1) * per].copy_from_slice(grad);
+            }
+            let i = act[j];
+            if !out.reached[i] && (e.reached[r] || v > out.best[i]) {
+                out.adv[i * per..(i + 1) * per].copy_from_slice(xi);
+                out.reached[i] = e.reached[r];
+            }
+            out.best[i] = out.best[i].max(v);
+        }
+    }
 }
 
 fn eval_rows(
