@@ -11,7 +11,7 @@ use burn::tensor::activation::log_softmax;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use defed::attack::AttackModel;
 use defed::data::embedded_mnist;
-use defed::defense::{Defender, DefenderDenoiser, denoiser_name};
+use defed::defense::Defender;
 use defed::model::{Defed, EdgeMethod, embedded};
 use defed::util::one_hot;
 
@@ -49,9 +49,9 @@ fn workloads(c: &mut Criterion) {
 
     // Inference: Defed then LeNet, no autodiff.
     let device = defed::default_device();
-    let (clf_plain, _) = embedded::default_classifier(&device).unwrap();
-    let dens = embedded::default_denoisers(&device).unwrap();
-    let den = dens[0].0.clone();
+    let mut defender = Defender::embedded(&device).unwrap();
+    let clf_plain = defender.classifier.clone();
+    let den = defender.denoisers[0].net.clone();
     let xp = data.tensor(0, BATCH, &device);
     g.bench_function("defed_lenet_inference", |b| {
         b.iter(|| {
@@ -68,15 +68,6 @@ fn workloads(c: &mut Criterion) {
     g.finish();
 
     // The defender on one image: 1 + 3 x (denoiser + classifier) passes.
-    let list: Vec<DefenderDenoiser> = dens
-        .into_iter()
-        .map(|(net, meta)| DefenderDenoiser {
-            name: denoiser_name(&meta),
-            net,
-            meta,
-        })
-        .collect();
-    let mut defender = Defender::new(clf_plain, list, 1.0).unwrap();
     defender.thresholds = Some(vec![1.0; 3]);
     let one = data.image(0).to_vec();
     let mut g = c.benchmark_group("batch1");

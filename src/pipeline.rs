@@ -12,7 +12,7 @@ use crate::attack::{
 use crate::backend::autodiff_device;
 use crate::data::embedded_mnist;
 use crate::defense::{
-    Calibration, Defender, DefenderDenoiser, denoiser_name, flag_rate, mean_std, thresholds_k_std,
+    Calibration, Defender, DefenderDenoiser, flag_rate, mean_std, thresholds_k_std,
 };
 use crate::error::{Error, Result};
 use crate::eval::report::{
@@ -119,6 +119,16 @@ fn attack_suite() -> Vec<Box<dyn Attack>> {
         Box::new(Square::new(64.0 / 256.0)),
         Box::new(HopSkipJump::new(Norm::L2)),
     ]
+}
+
+/// The pipeline's small adaptive run: 20 iterations, lambda in {1, 10} (budgets set per run).
+fn adaptive_settings(seed: u64) -> AdaptiveConfig {
+    AdaptiveConfig {
+        iterations: 20,
+        lambdas: vec![1.0, 10.0],
+        seed,
+        ..AdaptiveConfig::new(Norm::Linf, 0.3)
+    }
 }
 
 fn progress_line(msg: &str) {
@@ -268,28 +278,16 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
             )?;
             let (net, meta) =
                 load_denoiser(run.file(".safetensors"), &device, &LoadOptions::default())?;
-            denoisers.push(DefenderDenoiser {
-                name: denoiser_name(&meta),
-                net,
-                meta,
-            });
+            denoisers.push(DefenderDenoiser::new(net, meta));
         }
     } else if !cfg.denoisers.is_empty() {
         for p in &cfg.denoisers {
             let (net, meta) = load_denoiser(p, &device, &LoadOptions::default())?;
-            denoisers.push(DefenderDenoiser {
-                name: denoiser_name(&meta),
-                net,
-                meta,
-            });
+            denoisers.push(DefenderDenoiser::new(net, meta));
         }
     } else {
         for (net, meta) in embedded::default_denoisers(&device)? {
-            denoisers.push(DefenderDenoiser {
-                name: denoiser_name(&meta),
-                net,
-                meta,
-            });
+            denoisers.push(DefenderDenoiser::new(net, meta));
         }
     }
     if denoisers.is_empty() {
@@ -372,12 +370,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
             "adaptive white-box attack on the bundle: {} held-out images, Linf 0.3 and L2 2",
             cfg.adaptive.min(targets.len())
         ));
-        let template = AdaptiveConfig {
-            iterations: 20,
-            lambdas: vec![1.0, 10.0],
-            seed: cfg.seed,
-            ..AdaptiveConfig::new(Norm::Linf, 0.3)
-        };
+        let template = adaptive_settings(cfg.seed);
         crate::eval::adaptive::evaluate_adaptive(
             &defender,
             &targets.take(cfg.adaptive),
@@ -445,11 +438,7 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
     let adaptive_md = if r.adaptive.is_empty() {
         String::new()
     } else {
-        let template = AdaptiveConfig {
-            iterations: 20,
-            lambdas: vec![1.0, 10.0],
-            ..AdaptiveConfig::new(Norm::Linf, 0.3)
-        };
+        let template = adaptive_settings(cfg.seed);
         write_atomic(
             out.join("adaptive.csv"),
             crate::eval::adaptive::adaptive_csv(&r.adaptive).as_bytes(),

@@ -5,7 +5,7 @@ use defed::attack::{
 };
 use defed::data::{ImageSet, embedded_mnist};
 use defed::default_device;
-use defed::defense::{Defender, DefenderDenoiser, denoiser_name, thresholds_k_std};
+use defed::defense::{Defender, thresholds_k_std};
 use defed::model::embedded;
 
 /// Held-out embedded digits (the default classifier never trained on them).
@@ -65,18 +65,8 @@ fn apgd_beats_pgd_and_grows_with_eps() {
 
 fn small_defender() -> Defender {
     let device = default_device();
-    let (clf, _) = embedded::default_classifier(&device).unwrap();
-    let dens: Vec<DefenderDenoiser> = embedded::default_denoisers(&device)
-        .unwrap()
-        .into_iter()
-        .map(|(net, meta)| DefenderDenoiser {
-            name: denoiser_name(&meta),
-            net,
-            meta,
-        })
-        .collect();
     // The noise-60 denoiser alone keeps the test fast.
-    let mut d = Defender::new(clf, vec![dens[1].clone()], 1.0).unwrap();
+    let mut d = Defender::embedded(&device).unwrap().subset(&[1]);
     let cal = embedded_mnist()
         .split(0.1, 0)
         .1

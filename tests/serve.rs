@@ -9,7 +9,7 @@ use std::time::Duration;
 use defed::attack::{Attack, AttackModel, Pgd};
 use defed::data::embedded_mnist;
 use defed::default_device;
-use defed::defense::{Defender, DefenderDenoiser, denoiser_name, thresholds_k_std};
+use defed::defense::{Defender, thresholds_k_std};
 use defed::model::embedded;
 use defed::serve::client::{Client, LoadRequest, load_test};
 use defed::serve::{ServeConfig, Server};
@@ -19,17 +19,7 @@ const KEY: &str = "test-key-0123456789abcdef";
 fn defender() -> Defender {
     static THRESHOLDS: OnceLock<Vec<f32>> = OnceLock::new();
     let device = default_device();
-    let (clf, _) = embedded::default_classifier(&device).unwrap();
-    let dens = embedded::default_denoisers(&device)
-        .unwrap()
-        .into_iter()
-        .map(|(net, meta)| DefenderDenoiser {
-            name: denoiser_name(&meta),
-            net,
-            meta,
-        })
-        .collect();
-    let mut d = Defender::new(clf, dens, 1.0).unwrap();
+    let mut d = Defender::embedded(&device).unwrap();
     let t = THRESHOLDS.get_or_init(|| {
         let (_, val) = embedded_mnist().split(0.1, 0);
         let s = d

@@ -30,7 +30,7 @@ use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd};
 use super::{Norm, gather};
 use crate::backend::Device;
 use crate::data::ImageSet;
-use crate::defense::{Defender, Policy};
+use crate::defense::{Defender, Policy, Scores, Verdict, decide_with};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Denoiser};
 use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
@@ -160,29 +160,20 @@ impl Objective for DefenderObjective<'_> {
             probs.push(softmax(li, 1));
         }
         // The defender's own decision on these exact images.
-        let s_vals: Vec<Vec<f32>> = scores.iter().map(|s| to_vec(s.clone().inner())).collect();
-        let p_vals: Vec<Vec<f32>> = probs.iter().map(|p| to_vec(p.clone().inner())).collect();
-        let mut reached = Vec::with_capacity(n);
-        for j in 0..n {
-            let flagged: Vec<usize> = (0..s_vals.len())
-                .filter(|&i| s_vals[i][j] > g.thresholds[i])
-                .collect();
-            let label = if flagged.is_empty() {
-                pred[j]
-            } else {
-                let mut sum = vec![0f32; k];
-                for &i in &flagged {
-                    for (cl, v) in sum.iter_mut().enumerate() {
-                        *v += p_vals[i][j * k + cl];
-                    }
-                }
-                argmax_rows(&sum, k)[0]
-            };
-            reached.push(match self.goal {
-                Goal::Evade => flagged.is_empty() && label != labels[j],
-                Goal::Corrupt => label != labels[j],
-            });
-        }
+        let decision = Scores {
+            total: scores.iter().map(|s| to_vec(s.clone().inner())).collect(),
+            pred,
+            probs: probs.iter().map(|p| to_vec(p.clone().inner())).collect(),
+            ..Scores::default()
+        };
+        let reached = decide_with(&decision, &g.thresholds, k)
+            .iter()
+            .zip(&labels)
+            .map(|(v, y)| match self.goal {
+                Goal::Evade => !v.adversarial && v.label != *y,
+                Goal::Corrupt => v.label != *y,
+            })
+            .collect();
         let value: Tensor<1> = match self.goal {
             Goal::Evade => {
                 let zy = (z0.clone() * y1h.clone()).sum_dim(1);
@@ -341,13 +332,8 @@ pub fn adaptive_attack(
         adv[start * per..end * per].copy_from_slice(&best);
     }
     // The verdict on every final input comes from the defender itself.
-    let verdicts = {
-        let mut v = Vec::with_capacity(n);
-        for chunk in adv.chunks(cfg.batch_size.max(1) * per) {
-            v.extend(defender.defend(chunk, device)?);
-        }
-        v
-    };
+    let verdicts =
+        defender.decide(&defender.scores_batched(&adv, cfg.batch_size.max(1), device)?)?;
     let max_perturbation = adv
         .chunks(per)
         .zip(set.images.chunks(per))
@@ -356,10 +342,7 @@ pub fn adaptive_attack(
             cfg.norm.of(&d)
         })
         .fold(0f64, f64::max);
-    let share = |f: &dyn Fn(usize) -> bool| (0..n).filter(|&i| f(i)).count() as f64 / n as f64;
-    let evade = share(&|i| !verdicts[i].adversarial && verdicts[i].label != set.labels[i]);
-    let flagged = share(&|i| verdicts[i].adversarial);
-    let wrong = share(&|i| verdicts[i].label != set.labels[i]);
+    let (evade, flagged, wrong) = outcome_shares(&verdicts, &set.labels);
     let reject = 1.0 - evade;
     let correct = 1.0 - wrong;
     Ok(AdaptiveReport {
@@ -380,4 +363,23 @@ pub fn adaptive_attack(
         max_perturbation,
         adv,
     })
+}
+
+/// Shares of `verdicts` that evade the defender (wrong label, no flag), that are flagged, and
+/// that end with a wrong label (corrected where flagged), against the true `labels`.
+pub fn outcome_shares(verdicts: &[Verdict], labels: &[usize]) -> (f64, f64, f64) {
+    let n = verdicts.len().max(1) as f64;
+    let share = |f: &dyn Fn(&Verdict, usize) -> bool| {
+        verdicts
+            .iter()
+            .zip(labels)
+            .filter(|(v, y)| f(v, **y))
+            .count() as f64
+            / n
+    };
+    (
+        share(&|v, y| !v.adversarial && v.label != y),
+        share(&|v, _| v.adversarial),
+        share(&|v, y| v.label != y),
+    )
 }

@@ -43,7 +43,28 @@ pub fn denoiser_name(meta: &CheckpointMeta) -> String {
     }
 }
 
+impl DefenderDenoiser {
+    /// A denoiser named after its metadata (e.g. `defed-laplacian-n40`).
+    pub fn new(net: Denoiser, meta: CheckpointMeta) -> Self {
+        DefenderDenoiser {
+            name: denoiser_name(&meta),
+            net,
+            meta,
+        }
+    }
+}
+
 impl Defender {
+    /// The embedded default classifier and denoisers, alpha 1, not yet calibrated.
+    pub fn embedded(device: &Device) -> Result<Self> {
+        let (classifier, _) = crate::model::embedded::default_classifier(device)?;
+        let denoisers = crate::model::embedded::default_denoisers(device)?
+            .into_iter()
+            .map(|(net, meta)| DefenderDenoiser::new(net, meta))
+            .collect();
+        Defender::new(classifier, denoisers, 1.0)
+    }
+
     /// Builds a defender from checkpoint files (defed's or the original authors').
     pub fn from_checkpoints(
         classifier: &Path,
@@ -56,11 +77,7 @@ impl Defender {
         let mut list = Vec::new();
         for p in denoisers {
             let (net, meta) = load_denoiser(p.as_ref(), device, opts)?;
-            list.push(DefenderDenoiser {
-                name: denoiser_name(&meta),
-                net,
-                meta,
-            });
+            list.push(DefenderDenoiser::new(net, meta));
         }
         Defender::new(clf, list, alpha)
     }

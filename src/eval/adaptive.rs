@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{
-    AdaptiveConfig, AdaptiveReport, Attack, AttackModel, Norm, Pgd, adaptive_attack,
+    AdaptiveConfig, AdaptiveReport, Attack, AttackModel, Norm, Pgd, adaptive::outcome_shares,
+    adaptive_attack,
 };
 use crate::backend::Device;
 use crate::data::ImageSet;
@@ -84,18 +85,12 @@ pub fn evaluate_adaptive(
             let labels = &set.labels[b * bs..b * bs + chunk.len() / per];
             adv.extend(pgd.perturb(&model, chunk, labels, None, template.seed)?);
         }
-        let mut verdicts = Vec::new();
-        for chunk in adv.chunks(bs * per) {
-            verdicts.extend(defender.defend(chunk, device)?);
-        }
-        let n = set.len() as f64;
-        let count = |f: &dyn Fn(usize) -> bool| (0..set.len()).filter(|&i| f(i)).count() as f64 / n;
+        let verdicts = defender.decide(&defender.scores_batched(&adv, bs, device)?)?;
+        let (evade, flagged, wrong) = outcome_shares(&verdicts, &set.labels);
         let row = AdaptiveRow {
-            transfer_evade_success: count(&|i| {
-                !verdicts[i].adversarial && verdicts[i].label != set.labels[i]
-            }),
-            transfer_flagged: count(&|i| verdicts[i].adversarial),
-            transfer_wrong_label: count(&|i| verdicts[i].label != set.labels[i]),
+            transfer_evade_success: evade,
+            transfer_flagged: flagged,
+            transfer_wrong_label: wrong,
             adaptive,
         };
         on_row(&row);
