@@ -34,5 +34,5 @@ pub mod serve;
 pub mod train;
 pub mod util;
 
-pub use backend::{Device, autodiff_device, default_device};
+pub use backend::{Device, DeviceSpec, autodiff_device, default_device, set_default_device};
 pub use error::{Error, Result};

@@ -22,6 +22,9 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Compute device: cpu (default), or cuda[:N], wgpu, vulkan in builds with that cargo feature.
+    #[arg(long, global = true, env = "DEFED_DEVICE", default_value = "cpu")]
+    pub device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +92,11 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
 
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let spec: defed::DeviceSpec = cli.device.parse()?;
+    defed::set_default_device(spec)?;
+    if spec != defed::DeviceSpec::Cpu {
+        tracing::info!(device = %spec, "compute device");
+    }
     match cli.command {
         Command::Pipeline(a) => pipeline::run_cmd(a),
         Command::Inspect(a) => inspect::run(a),

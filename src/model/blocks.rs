@@ -11,6 +11,7 @@ use burn::tensor::Tensor;
 
 use super::filters::{self, EdgeMethod};
 use crate::backend::Device;
+use crate::backend::conv;
 
 /// A 3x3 convolution, stride 1, padding 1, with bias.
 pub fn conv3x3(cin: usize, cout: usize, device: &Device) -> Conv2d {
@@ -55,7 +56,7 @@ impl Cbp {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.l2.forward(self.l1.forward(self.l0.forward(x)))
+        self.l2.forward(self.l1.forward(conv::conv2d(&self.l0, x)))
     }
 }
 
@@ -97,7 +98,8 @@ impl CbpT {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.l2.forward(self.l1.forward(self.l0.forward(x)))
+        self.l2
+            .forward(self.l1.forward(conv::conv_transpose2d(&self.l0, x)))
     }
 }
 
@@ -123,7 +125,7 @@ impl Skip {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x.clone();
         for l in &self.layers {
-            h = l.forward(h);
+            h = conv::conv2d(l, h);
         }
         h + x
     }

@@ -1,0 +1,65 @@
+//! Times the pieces of a Defed training step at batch 64 (forward + backward per op kind).
+//! `cargo run --release --example profile_ops`
+use burn::module::Module;
+use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+use burn::nn::{BatchNormConfig, PReluConfig};
+use burn::tensor::{Distribution, Tensor};
+use defed::backend::conv;
+use defed::model::filters;
+use std::time::Instant;
+
+fn time(name: &str, f: &dyn Fn() -> Tensor<4>) {
+    let run = || {
+        let y = f();
+        let g = y.sum().backward();
+        drop(g);
+    };
+    run();
+    let t = Instant::now();
+    for _ in 0..5 {
+        run();
+    }
+    let fwd = Instant::now();
+    for _ in 0..5 {
+        let _ = f().sum().into_scalar::<f32>();
+    }
+    let f_ms = fwd.elapsed().as_secs_f64() * 200.0;
+    let total = (t.elapsed().as_secs_f64() * 1000.0 - f_ms * 5.0) / 5.0;
+    println!("{name:28} fwd {f_ms:7.2} ms   fwd+bwd {total:7.2} ms");
+}
+
+fn main() {
+    let d = defed::autodiff_device();
+    let x16 = Tensor::<4>::random([64, 16, 28, 28], Distribution::Default, &d).require_grad();
+    let x32 = Tensor::<4>::random([64, 32, 14, 14], Distribution::Default, &d).require_grad();
+    let c = Conv2dConfig::new([16, 16], [3, 3])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&d);
+    time("conv3x3 16 28 fast", &|| conv::conv2d(&c, x16.clone()));
+    time("conv3x3 16 28 burn", &|| c.forward(x16.clone()));
+    let ct = ConvTranspose2dConfig::new([16, 16], [3, 3])
+        .with_padding([1, 1])
+        .init(&d);
+    time("convT3x3 16 28 fast", &|| {
+        conv::conv_transpose2d(&ct, x16.clone())
+    });
+    let c1 = Conv2dConfig::new([16, 16], [1, 1]).init(&d);
+    time("conv1x1 16 28", &|| c1.forward(x16.clone()));
+    let down = Conv2dConfig::new([16, 32], [2, 2])
+        .with_stride([2, 2])
+        .init(&d);
+    time("down 16->32", &|| down.forward(x16.clone()));
+    let up = ConvTranspose2dConfig::new([32, 16], [2, 2])
+        .with_stride([2, 2])
+        .init(&d);
+    time("up 32->16", &|| up.forward(x32.clone()));
+    let bn = BatchNormConfig::new(16).init(&d);
+    time("batchnorm 16 28", &|| bn.forward(x16.clone()));
+    let pr = PReluConfig::new().init(&d);
+    time("prelu 16 28", &|| pr.forward(x16.clone()));
+    time("blur 16 28", &|| filters::gaussian_blur(x16.clone()));
+    time("laplacian 16 28", &|| filters::laplacian(x16.clone()));
+    time("add3 16 28", &|| x16.clone() + x16.clone() + x16.clone());
+    time("clamp 16 28", &|| x16.clone().clamp(0.0, 1.0));
+    let _ = bn.num_params();
+}

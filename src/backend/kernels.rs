@@ -1,0 +1,793 @@
+//! SIMD kernels for the 3x3, stride-1 convolutions that dominate Defed's cost.
+//!
+//! Layout: every image channel is copied once into a zero-padded plane whose rows are
+//! `wp = w + 2 * pad_w` wide. An output pixel `(y, x)` is computed at the flat position
+//! `p = y * wp + x`, and then every input tap `(ky, kx)` is the contiguous run starting at
+//! `p + ky * wp + kx`. So the inner loops are plain unaligned vector loads with no border tests;
+//! the price is computing `wp - wo` junk columns per row (7% at 28x28), which are cropped away.
+//! Vectorising over pixels rather than channels makes one kernel serve every channel count
+//! (1, 16, 32 ...), and NCHW in and out means no layout transposes.
+//!
+//! The same forward kernel computes the input gradient (a full convolution of the output
+//! gradient with the flipped, transposed weights); the weight gradient is its own kernel (a
+//! register block of 2 output channels x 9 taps, summed over pixels). Each kernel is generic
+//! over a small [`Simd`] trait and compiled for AVX-512 and AVX2+FMA, picked at run time, with a
+//! portable fallback.
+
+use rayon::prelude::*;
+
+/// Output pixels computed per register block: the block width in vectors times the lanes of
+/// the widest ISA (16). Planes are rounded up to a multiple of this so no block needs a tail.
+const PIX_ALIGN: usize = 16;
+
+/// The shape of one 3x3 stride-1 convolution and its padded-plane geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Zero padding above and below.
+    pub pad_h: usize,
+    /// Zero padding left and right.
+    pub pad_w: usize,
+}
+
+impl Geometry {
+    /// Padded row length.
+    pub fn wp(&self) -> usize {
+        self.w + 2 * self.pad_w
+    }
+    /// Output height.
+    pub fn ho(&self) -> usize {
+        self.h + 2 * self.pad_h - 2
+    }
+    /// Output width.
+    pub fn wo(&self) -> usize {
+        self.wp() - 2
+    }
+    /// Flat output positions computed per channel (junk columns included), rounded up.
+    pub fn grid(&self) -> usize {
+        (self.ho() * self.wp()).div_ceil(PIX_ALIGN) * PIX_ALIGN
+    }
+    /// Length of one padded input plane: every tap of every computed position stays inside.
+    pub fn plane(&self) -> usize {
+        // + 128: a register tile may read up to 8 vectors of 16 past the last position.
+        let need = self.grid() + 2 * self.wp() + 2 + 128;
+        need.max((self.h + 2 * self.pad_h) * self.wp()).div_ceil(16) * 16
+    }
+    /// The geometry of the input-gradient convolution: output gradient in, input gradient out.
+    pub fn transposed(&self) -> Geometry {
+        Geometry {
+            batch: self.batch,
+            cin: self.cout,
+            cout: self.cin,
+            h: self.ho(),
+            w: self.wo(),
+            pad_h: 2 - self.pad_h,
+            pad_w: 2 - self.pad_w,
+        }
+    }
+    /// Whether the kernels support this shape (output at least 1x1, padding at most 2).
+    pub fn supported(&self) -> bool {
+        self.pad_h <= 2
+            && self.pad_w <= 2
+            && self.h + 2 * self.pad_h >= 3
+            && self.w + 2 * self.pad_w >= 3
+            && self.batch > 0
+            && self.cin > 0
+            && self.cout > 0
+    }
+}
+
+/// A raw pointer that rayon tasks may share; every task writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Copies NCHW `x` (`channels` planes of `h x w`) into zero-padded planes of length `plane`,
+/// rows `row` long, the image starting at row `top`, column `left`.
+pub fn pad_planes(
+    x: &[f32],
+    planes: usize,
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    row: usize,
+    plane: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; planes * plane];
+    out.par_chunks_mut(plane)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(dst, src)| {
+            for y in 0..h {
+                let d = (y + top) * row + left;
+                dst[d..d + w].copy_from_slice(&src[y * w..(y + 1) * w]);
+            }
+        });
+    out
+}
+
+/// Crops computed grids (`planes` of length `grid`, rows `row` long) to NCHW `ho x wo`.
+pub fn crop_planes(
+    g: &[f32],
+    planes: usize,
+    grid: usize,
+    row: usize,
+    (ho, wo): (usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0f32; planes * ho * wo];
+    out.par_chunks_mut(ho * wo)
+        .zip(g.par_chunks(grid))
+        .for_each(|(dst, src)| {
+            for y in 0..ho {
+                dst[y * wo..(y + 1) * wo].copy_from_slice(&src[y * row..y * row + wo]);
+            }
+        });
+    debug_assert_eq!(out.len(), planes * ho * wo);
+    out
+}
+
+/// Forward convolution: `x` NCHW `[batch, cin, h, w]`, `weight` `[cout, cin, 3, 3]`, optional
+/// `bias` `[cout]`; returns NCHW `[batch, cout, ho, wo]`.
+pub fn conv3x3(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(x.len(), g.batch * g.cin * g.h * g.w, "conv3x3: input size");
+    assert_eq!(weight.len(), g.cout * g.cin * 9, "conv3x3: weight size");
+    let xp = pad_planes(
+        x,
+        g.batch * g.cin,
+        (g.h, g.w),
+        (g.pad_h, g.pad_w),
+        g.wp(),
+        g.plane(),
+    );
+    let grid = forward_grid(g, &xp, weight, bias);
+    crop_planes(&grid, g.batch * g.cout, g.grid(), g.wp(), (g.ho(), g.wo()))
+}
+
+/// Gradient of [`conv3x3`] with respect to its input, from the output gradient `dy`
+/// (NCHW `[batch, cout, ho, wo]`).
+pub fn conv3x3_input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    let t = g.transposed();
+    // wt[ci][co][ky][kx] = w[co][ci][2 - ky][2 - kx]
+    let mut wt = vec![0f32; weight.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            for k in 0..9 {
+                wt[(ci * g.cout + co) * 9 + (8 - k)] = weight[(co * g.cin + ci) * 9 + k];
+            }
+        }
+    }
+    conv3x3(&t, dy, &wt, None)
+}
+
+/// Gradient of [`conv3x3`] with respect to its weight, `[cout, cin, 3, 3]`.
+pub fn conv3x3_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        g.batch * g.cin * g.h * g.w,
+        "weight grad: input size"
+    );
+    assert_eq!(
+        dy.len(),
+        g.batch * g.cout * g.ho() * g.wo(),
+        "weight grad: output gradient size"
+    );
+    let (wp, plane, grid) = (g.wp(), g.plane(), g.grid());
+    let xp = pad_planes(
+        x,
+        g.batch * g.cin,
+        (g.h, g.w),
+        (g.pad_h, g.pad_w),
+        wp,
+        plane,
+    );
+    // The output gradient on the same grid, zero in the junk columns so they add nothing.
+    let dyg = pad_planes(dy, g.batch * g.cout, (g.ho(), g.wo()), (0, 0), wp, grid);
+    let per = g.cout * g.cin * 9;
+    let chunk = g.batch.div_ceil(rayon::current_num_threads() * 2).max(1);
+    let partials: Vec<Vec<f32>> = (0..g.batch)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|b0| {
+            let mut acc = vec![0f32; per];
+            for b in b0..(b0 + chunk).min(g.batch) {
+                let xs = &xp[b * g.cin * plane..(b + 1) * g.cin * plane];
+                let ds = &dyg[b * g.cout * grid..(b + 1) * g.cout * grid];
+                dispatch_weight(g, xs, ds, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut out = vec![0f32; per];
+    for p in &partials {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    out
+}
+
+/// Gradient of [`conv3x3`] with respect to its bias: the output gradient summed per channel.
+pub fn bias_grad(batch: usize, cout: usize, dy: &[f32]) -> Vec<f32> {
+    let per = dy.len() / (batch * cout).max(1);
+    let mut out = vec![0f32; cout];
+    for (i, plane) in dy.chunks(per).enumerate() {
+        out[i % cout] += plane.iter().sum::<f32>();
+    }
+    out
+}
+
+/// Forward kernel over padded planes; returns `[batch, cout, grid]`.
+fn forward_grid(g: &Geometry, xp: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let grid = g.grid();
+    let mut out = vec![0f32; g.batch * g.cout * grid];
+    let optr = SendPtr(out.as_mut_ptr());
+    // Tasks: (image, block of 8 output channels or a single channel, pixel range).
+    let blocks: Vec<(usize, usize)> = {
+        let mut v = Vec::new();
+        let mut c = 0;
+        while c < g.cout {
+            let n = if g.cout - c >= 8 { 8 } else { 1 };
+            v.push((c, n));
+            c += n;
+        }
+        v
+    };
+    let work = g.batch * blocks.len();
+    let splits = (rayon::current_num_threads() * 4).div_ceil(work).max(1);
+    let span = (grid / PIX_ALIGN).div_ceil(splits) * PIX_ALIGN;
+    let tasks: Vec<(usize, usize, usize, usize)> = (0..g.batch)
+        .flat_map(|b| blocks.iter().map(move |&(c, n)| (b, c, n)))
+        .flat_map(|(b, c, n)| (0..grid).step_by(span).map(move |p| (b, c, n, p)))
+        .collect();
+    tasks.into_par_iter().for_each(|(b, c0, n, p0)| {
+        let p1 = (p0 + span).min(grid);
+        let xs = &xp[b * g.cin * g.plane()..(b + 1) * g.cin * g.plane()];
+        let optr = optr;
+        // SAFETY: each task writes channels c0..c0+n of image b, positions p0..p1 only.
+        unsafe {
+            let o = optr.0.add((b * g.cout + c0) * grid);
+            dispatch_forward(g, xs, weight, bias, c0, n, p0, p1, o);
+        }
+    });
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn dispatch_forward(
+    g: &Geometry,
+    xs: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    c0: usize,
+    n: usize,
+    p0: usize,
+    p1: usize,
+    out: *mut f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return unsafe { x86::forward_avx512(g, xs, weight, bias, c0, n, p0, p1, out) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return unsafe { x86::forward_avx2(g, xs, weight, bias, c0, n, p0, p1, out) };
+        }
+    }
+    unsafe { forward_block::<Portable>(g, xs, weight, bias, c0, n, p0, p1, out) }
+}
+
+fn dispatch_weight(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return unsafe { x86::weight_avx512(g, xs, ds, acc) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return unsafe { x86::weight_avx2(g, xs, ds, acc) };
+        }
+    }
+    unsafe { weight_image::<Portable>(g, xs, ds, acc) }
+}
+
+/// The few vector operations the kernels need.
+trait Simd {
+    const LANES: usize;
+    type V: Copy;
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(v: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `a * b + c`
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn hsum(v: Self::V) -> f32;
+}
+
+/// Plain Rust arrays; LLVM vectorises them for whatever the build targets.
+struct Portable;
+
+impl Simd for Portable {
+    const LANES: usize = 8;
+    type V = [f32; 8];
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self::V {
+        [v; 8]
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: Self::V) -> f32 {
+        v.iter().sum()
+    }
+}
+
+/// One task of the forward kernel: channels `c0..c0 + n` (n is 8 or 1) at positions `p0..p1`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_block<S: Simd>(
+    g: &Geometry,
+    xs: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    c0: usize,
+    n: usize,
+    p0: usize,
+    p1: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        if n == 8 {
+            forward_tile::<S, 8, 3>(g, xs, weight, bias, c0, p0, p1, out)
+        } else {
+            forward_tile::<S, 1, 8>(g, xs, weight, bias, c0, p0, p1, out)
+        }
+    }
+}
+
+/// Register tile: `CB` output channels x `PV` vectors of pixels; `out` points at channel c0.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
+    g: &Geometry,
+    xs: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    c0: usize,
+    p0: usize,
+    p1: usize,
+    out: *mut f32,
+) {
+    let (cin, wp, plane, grid) = (g.cin, g.wp(), g.plane(), g.grid());
+    // Weights for this channel block as [ci][tap][c], so one tap's CB weights are adjacent.
+    let mut wb = vec![0f32; cin * 9 * CB];
+    for c in 0..CB {
+        for ci in 0..cin {
+            for k in 0..9 {
+                wb[(ci * 9 + k) * CB + c] = weight[((c0 + c) * cin + ci) * 9 + k];
+            }
+        }
+    }
+    let offsets: [usize; 9] = std::array::from_fn(|k| (k / 3) * wp + k % 3);
+    let step = PV * S::LANES;
+    let mut p = p0;
+    while p < p1 {
+        // Positions past p1 would belong to another task: shrink the tile at the end.
+        let pv = ((p1 - p) / S::LANES).min(PV);
+        unsafe {
+            let mut acc = [[S::zero(); PV]; CB];
+            if let Some(bias) = bias {
+                for (c, row) in acc.iter_mut().enumerate() {
+                    *row = [S::splat(bias[c0 + c]); PV];
+                }
+            }
+            let xb = xs.as_ptr().add(p);
+            let wptr = wb.as_ptr();
+            for ci in 0..cin {
+                let xc = xb.add(ci * plane);
+                for (k, &off) in offsets.iter().enumerate() {
+                    // Loads past the tile's end stay inside the plane's slack (see `plane`).
+                    let xv: [S::V; PV] =
+                        std::array::from_fn(|v| S::load(xc.add(off + v * S::LANES)));
+                    let wk = wptr.add((ci * 9 + k) * CB);
+                    for (c, row) in acc.iter_mut().enumerate() {
+                        let wv = S::splat(*wk.add(c));
+                        for v in 0..PV {
+                            row[v] = S::fma(xv[v], wv, row[v]);
+                        }
+                    }
+                }
+            }
+            for (c, row) in acc.iter().enumerate() {
+                for (v, val) in row.iter().enumerate().take(pv) {
+                    S::store(out.add(c * grid + p + v * S::LANES), *val);
+                }
+            }
+        }
+        p += step.min(pv * S::LANES);
+    }
+}
+
+/// Weight gradient of one image, added into `acc` (`[cout, cin, 9]`).
+#[inline(always)]
+unsafe fn weight_image<S: Simd>(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
+    let (cin, cout, wp, plane, grid) = (g.cin, g.cout, g.wp(), g.plane(), g.grid());
+    let offsets: [usize; 9] = std::array::from_fn(|k| (k / 3) * wp + k % 3);
+    let mut co = 0;
+    while co < cout {
+        let pair = cout - co >= 2;
+        for ci in 0..cin {
+            unsafe {
+                let xc = xs.as_ptr().add(ci * plane);
+                let d0 = ds.as_ptr().add(co * grid);
+                let d1 = if pair { d0.add(grid) } else { d0 };
+                let mut a0 = [S::zero(); 9];
+                let mut a1 = [S::zero(); 9];
+                let mut p = 0;
+                while p < grid {
+                    let y0 = S::load(d0.add(p));
+                    let y1 = S::load(d1.add(p));
+                    for k in 0..9 {
+                        let xv = S::load(xc.add(p + offsets[k]));
+                        a0[k] = S::fma(xv, y0, a0[k]);
+                        a1[k] = S::fma(xv, y1, a1[k]);
+                    }
+                    p += S::LANES;
+                }
+                for k in 0..9 {
+                    acc[(co * cin + ci) * 9 + k] += S::hsum(a0[k]);
+                    if pair {
+                        acc[((co + 1) * cin + ci) * 9 + k] += S::hsum(a1[k]);
+                    }
+                }
+            }
+        }
+        co += if pair { 2 } else { 1 };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Geometry, Simd, forward_block, weight_image};
+    use std::arch::x86_64::*;
+
+    pub struct Avx512;
+    impl Simd for Avx512 {
+        const LANES: usize = 16;
+        type V = __m512;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: __m512) -> f32 {
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+    }
+
+    pub struct Avx2;
+    impl Simd for Avx2 {
+        const LANES: usize = 8;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: __m256) -> f32 {
+            let mut a = [0f32; 8];
+            unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+            a.iter().sum()
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward_avx512(
+        g: &Geometry,
+        xs: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        c0: usize,
+        n: usize,
+        p0: usize,
+        p1: usize,
+        out: *mut f32,
+    ) {
+        unsafe { forward_block::<Avx512>(g, xs, weight, bias, c0, n, p0, p1, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward_avx2(
+        g: &Geometry,
+        xs: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        c0: usize,
+        n: usize,
+        p0: usize,
+        p1: usize,
+        out: *mut f32,
+    ) {
+        unsafe { forward_block::<Avx2>(g, xs, weight, bias, c0, n, p0, p1, out) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn weight_avx512(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
+        unsafe { weight_image::<Avx512>(g, xs, ds, acc) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_avx2(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
+        unsafe { weight_image::<Avx2>(g, xs, ds, acc) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct definition of the convolution, in f64.
+    fn naive(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+        let (ho, wo) = (g.ho(), g.wo());
+        let mut out = vec![0f32; g.batch * g.cout * ho * wo];
+        for n in 0..g.batch {
+            for co in 0..g.cout {
+                for y in 0..ho {
+                    for xx in 0..wo {
+                        let mut s = b.map_or(0.0, |b| b[co] as f64);
+                        for ci in 0..g.cin {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let iy = (y + ky) as isize - g.pad_h as isize;
+                                    let ix = (xx + kx) as isize - g.pad_w as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x[((n * g.cin + ci) * g.h + iy as usize) * g.w
+                                        + ix as usize];
+                                    s +=
+                                        xv as f64 * w[((co * g.cin + ci) * 3 + ky) * 3 + kx] as f64;
+                                }
+                            }
+                        }
+                        out[((n * g.cout + co) * ho + y) * wo + xx] = s as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "at {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn forward_and_gradients_match_the_definition() {
+        for g in [
+            Geometry {
+                batch: 2,
+                cin: 3,
+                cout: 17,
+                h: 9,
+                w: 7,
+                pad_h: 1,
+                pad_w: 1,
+            },
+            Geometry {
+                batch: 1,
+                cin: 1,
+                cout: 16,
+                h: 28,
+                w: 28,
+                pad_h: 1,
+                pad_w: 1,
+            },
+            Geometry {
+                batch: 3,
+                cin: 16,
+                cout: 1,
+                h: 14,
+                w: 14,
+                pad_h: 0,
+                pad_w: 2,
+            },
+            Geometry {
+                batch: 2,
+                cin: 5,
+                cout: 9,
+                h: 5,
+                w: 11,
+                pad_h: 2,
+                pad_w: 0,
+            },
+        ] {
+            let x = data(g.batch * g.cin * g.h * g.w, 1);
+            let w = data(g.cout * g.cin * 9, 2);
+            let b = data(g.cout, 3);
+            close(
+                &conv3x3(&g, &x, &w, Some(&b)),
+                &naive(&g, &x, &w, Some(&b)),
+                1e-5,
+            );
+            // Gradients against the adjoint identity <dy, conv(x)> = <dx, x> = <dw, w>.
+            let dy = data(g.batch * g.cout * g.ho() * g.wo(), 4);
+            let dx = conv3x3_input_grad(&g, &dy, &w);
+            let dw = conv3x3_weight_grad(&g, &x, &dy);
+            let y = naive(&g, &x, &w, None);
+            let dot = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(p, q)| *p as f64 * *q as f64)
+                    .sum::<f64>()
+            };
+            let lhs = dot(&dy, &y);
+            assert!(
+                (lhs - dot(&dx, &x)).abs() < 1e-4 * (1.0 + lhs.abs()),
+                "{g:?} dx"
+            );
+            assert!(
+                (lhs - dot(&dw, &w)).abs() < 1e-4 * (1.0 + lhs.abs()),
+                "{g:?} dw"
+            );
+            // And element-wise against finite structure: dw from the definition.
+            let mut dw_ref = vec![0f64; dw.len()];
+            let (ho, wo) = (g.ho(), g.wo());
+            for n in 0..g.batch {
+                for co in 0..g.cout {
+                    for ci in 0..g.cin {
+                        for k in 0..9 {
+                            let (ky, kx) = (k / 3, k % 3);
+                            for yy in 0..ho {
+                                for xx in 0..wo {
+                                    let iy = (yy + ky) as isize - g.pad_h as isize;
+                                    let ix = (xx + kx) as isize - g.pad_w as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    dw_ref[(co * g.cin + ci) * 9 + k] +=
+                                        dy[((n * g.cout + co) * ho + yy) * wo + xx] as f64
+                                            * x[((n * g.cin + ci) * g.h + iy as usize) * g.w
+                                                + ix as usize]
+                                                as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let dw_ref: Vec<f32> = dw_ref.iter().map(|v| *v as f32).collect();
+            close(&dw, &dw_ref, 1e-4);
+            let db = bias_grad(g.batch, g.cout, &dy);
+            assert_eq!(db.len(), g.cout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release --lib kernels::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn print_timings() {
+        for (cin, cout, hw) in [(16, 16, 28), (32, 32, 14), (1, 16, 28), (16, 1, 28)] {
+            let g = Geometry {
+                batch: 64,
+                cin,
+                cout,
+                h: hw,
+                w: hw,
+                pad_h: 1,
+                pad_w: 1,
+            };
+            let x = vec![0.5f32; 64 * cin * hw * hw];
+            let w = vec![0.1f32; cout * cin * 9];
+            let dy = vec![0.2f32; 64 * cout * hw * hw];
+            let time = |f: &dyn Fn()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..10 {
+                    f();
+                }
+                t.elapsed().as_secs_f64() * 100.0
+            };
+            let f = time(&|| drop(conv3x3(&g, &x, &w, None)));
+            let dx = time(&|| drop(conv3x3_input_grad(&g, &dy, &w)));
+            let dw = time(&|| drop(conv3x3_weight_grad(&g, &x, &dy)));
+            let pad = time(&|| {
+                drop(pad_planes(
+                    &x,
+                    64 * cin,
+                    (hw, hw),
+                    (1, 1),
+                    hw + 2,
+                    g.plane(),
+                ))
+            });
+            let xp = pad_planes(&x, 64 * cin, (hw, hw), (1, 1), hw + 2, g.plane());
+            let grid = time(&|| drop(forward_grid(&g, &xp, &w, None)));
+            println!("pad {pad:.2} grid {grid:.2}");
+            let gf = 2.0 * 9.0 * (cin * cout * hw * hw * 64) as f64 / 1e6;
+            println!(
+                "{cin}->{cout} {hw}x{hw}: fwd {f:.2} ms ({:.0} GFLOP/s), dx {dx:.2}, dw {dw:.2}",
+                gf / f
+            );
+        }
+    }
+}
