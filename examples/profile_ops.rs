@@ -45,14 +45,19 @@ fn main() {
     });
     let c1 = Conv2dConfig::new([16, 16], [1, 1]).init(&d);
     time("conv1x1 16 28", &|| c1.forward(x16.clone()));
+    time("conv1x1 16 28 matmul", &|| conv::conv2d(&c1, x16.clone()));
     let down = Conv2dConfig::new([16, 32], [2, 2])
         .with_stride([2, 2])
         .init(&d);
     time("down 16->32", &|| down.forward(x16.clone()));
+    time("down 16->32 matmul", &|| conv::conv2d(&down, x16.clone()));
     let up = ConvTranspose2dConfig::new([32, 16], [2, 2])
         .with_stride([2, 2])
         .init(&d);
     time("up 32->16", &|| up.forward(x32.clone()));
+    time("up 32->16 matmul", &|| {
+        conv::conv_transpose2d(&up, x32.clone())
+    });
     let bn = BatchNormConfig::new(16).init(&d);
     time("batchnorm 16 28", &|| bn.forward(x16.clone()));
     let pr = PReluConfig::new().init(&d);

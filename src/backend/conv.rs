@@ -2,8 +2,8 @@
 //!
 //! [`conv3x3`] is a drop-in for `burn::tensor::module::conv2d` with a 3x3 kernel, stride 1,
 //! dilation 1 and one group. On the `flex` CPU backend it runs the SIMD kernels of
-//! [`kernels`](super::kernels) (forward, input gradient and weight gradient); on the GPU
-//! backends it is burn's own `conv2d`. Under autodiff a custom backward node calls the same fast
+//! [`kernels`](super::kernels) (forward, input gradient and weight gradient); on other
+//! devices (the GPU backends) it is burn's own `conv2d`. Under autodiff a custom backward node calls the same fast
 //! kernels, so models and training code are unchanged apart from which function the layer
 //! calls. [`FastConv2d`] and [`FastConvTranspose2d`] wrap burn's modules (same parameters, same
 //! checkpoints) and take this path whenever the shape allows.
@@ -24,7 +24,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::kernels::{self, Geometry};
 
 /// Backends that provide the 3x3 stride-1 convolution and its two gradients.
-#[backend_extension(Flex, Autodiff, Cube: cfg(any(feature = "cuda", feature = "wgpu")))]
+#[backend_extension(Flex, Autodiff)]
 pub trait Conv3x3Backend: Backend {
     /// `conv2d` with a `[cout, cin, 3, 3]` kernel, stride 1, the given zero padding, plus bias.
     fn conv3x3(
@@ -49,6 +49,17 @@ pub trait Conv3x3Backend: Backend {
     ) -> FloatTensor<Self>;
 }
 
+/// Whether a tensor lives on the `flex` CPU backend, where the SIMD kernels apply.
+pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
+    use burn::backend::DispatchDevice;
+    match x.device().as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(a) => matches!(a.clone().inner(), DispatchDevice::Flex(_)),
+        #[allow(unreachable_patterns)] // only flex is compiled into the default build
+        _ => false,
+    }
+}
+
 fn options(padding: [usize; 2]) -> ConvOptions<2> {
     ConvOptions::new([1, 1], padding, [1, 1], 1)
 }
@@ -67,7 +78,7 @@ fn geometry(x: &[usize], w: &[usize], padding: [usize; 2]) -> Geometry {
 }
 
 /// f32 values of a flex tensor in row-major order, copying only when the layout needs it.
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     let layout = t.layout();
     if layout.is_contiguous() && layout.start_offset() == 0 {
         let n = t.shape().num_elements();
@@ -77,7 +88,7 @@ fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(crate) fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -126,36 +137,6 @@ impl Conv3x3Backend for Flex {
         }
         let out = kernels::conv3x3_weight_grad(&g, &values(&x), &values(&grad));
         flex_tensor(out, vec![g.cout, g.cin, 3, 3])
-    }
-}
-
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-impl Conv3x3Backend for burn::backend::Cube {
-    fn conv3x3(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        padding: [usize; 2],
-    ) -> FloatTensor<Self> {
-        Self::conv2d(x, weight, Some(bias), options(padding))
-    }
-
-    fn conv3x3_x_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        padding: [usize; 2],
-    ) -> FloatTensor<Self> {
-        Self::conv2d_x_backward(x, weight, grad, options(padding))
-    }
-
-    fn conv3x3_weight_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        padding: [usize; 2],
-    ) -> FloatTensor<Self> {
-        Self::conv2d_weight_backward(x, weight, grad, options(padding))
     }
 }
 
@@ -243,6 +224,9 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
 /// 3x3 stride-1 convolution of `x` (`[n, cin, h, w]`) with `weight` (`[cout, cin, 3, 3]`),
 /// `bias` (`[cout]`) and zero `padding`, through the fastest kernel the device has.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, padding: [usize; 2]) -> Tensor<4> {
+    if !on_flex(&x) {
+        return burn::tensor::module::conv2d(x, weight, Some(bias), options(padding));
+    }
     Tensor::from_dispatch(<burn::backend::Dispatch as Conv3x3Backend>::conv3x3(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -279,7 +263,91 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, &x);
             conv3x3(x, weight, bias, p)
         }
+        // Under autodiff only: burn's forward is as fast, its backward is what is slow.
+        _ if x.device().is_autodiff()
+            && patchify(
+                conv.kernel_size,
+                conv.stride,
+                padding,
+                conv.dilation,
+                conv.groups,
+                &x,
+            ) =>
+        {
+            patch_conv(conv, x)
+        }
         _ => conv.forward(x),
+    }
+}
+
+/// Whether a layer is a "patchify" convolution: kernel = stride, no padding, no dilation, one
+/// group, and the input divides into whole patches (1x1 convolutions included).
+fn patchify(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: Option<[usize; 2]>,
+    dilation: [usize; 2],
+    groups: usize,
+    x: &Tensor<4>,
+) -> bool {
+    let [_, _, h, w] = x.dims();
+    kernel == stride
+        && padding == Some([0, 0])
+        && dilation == [1, 1]
+        && groups == 1
+        && h % kernel[0] == 0
+        && w % kernel[1] == 0
+}
+
+/// A patchify convolution as one batched matrix product over space-to-depth patches, whose
+/// forward and backward passes are all matrix products (burn's default convolution gradients
+/// are much slower for these shapes).
+fn patch_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let [kh, kw] = conv.kernel_size;
+    let (ho, wo) = (h / kh, w / kw);
+    let weight = conv.weight.val();
+    let cout = weight.dims()[0];
+    let patches: Tensor<3> = if kh * kw == 1 {
+        x.reshape([n, c, h * w])
+    } else {
+        x.reshape([n, c, ho, kh, wo, kw])
+            .permute([0, 1, 3, 5, 2, 4])
+            .reshape([n, c * kh * kw, ho * wo])
+    };
+    let wm: Tensor<3> = weight
+        .reshape([1, cout, c * kh * kw])
+        .expand([n, cout, c * kh * kw]);
+    let mut y = wm.matmul(patches);
+    if let Some(b) = &conv.bias {
+        y = y + b.val().reshape([1, cout, 1]);
+    }
+    y.reshape([n, cout, ho, wo])
+}
+
+/// The transposed patchify convolution (kernel = stride, no padding): a matrix product then
+/// depth-to-space.
+fn patch_conv_transpose(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+    let [n, cin, h, w] = x.dims();
+    let [kh, kw] = conv.kernel_size;
+    let weight = conv.weight.val();
+    let cout = weight.dims()[1];
+    let wm: Tensor<3> = weight
+        .reshape([cin, cout * kh * kw])
+        .transpose()
+        .reshape([1, cout * kh * kw, cin])
+        .expand([n, cout * kh * kw, cin]);
+    let y = wm.matmul(x.reshape([n, cin, h * w]));
+    let y: Tensor<4> = if kh * kw == 1 {
+        y.reshape([n, cout, h, w])
+    } else {
+        y.reshape([n, cout, kh, kw, h, w])
+            .permute([0, 1, 4, 2, 5, 3])
+            .reshape([n, cout, h * kh, w * kw])
+    };
+    match &conv.bias {
+        Some(b) => y + b.val().reshape([1, cout, 1, 1]),
+        None => y,
     }
 }
 
@@ -300,6 +368,14 @@ pub fn conv_transpose2d(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
         let cout = weight.dims()[0];
         let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, &x);
         conv3x3(x, weight, bias, [2 - ph, 2 - pw])
+    } else if x.device().is_autodiff()
+        && conv.kernel_size == conv.stride
+        && conv.padding == [0, 0]
+        && conv.padding_out == [0, 0]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+    {
+        patch_conv_transpose(conv, x)
     } else {
         conv.forward(x)
     }
@@ -312,8 +388,10 @@ mod tests {
     use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
     use burn::tensor::Distribution;
 
+    /// Largest absolute difference, relative to the reference's largest magnitude (>= 1).
     fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+        (a - b).abs().max().into_scalar::<f32>() / scale
     }
 
     /// The fast path equals burn's reference convolution, forward and backward, to 1e-5.
@@ -343,11 +421,11 @@ mod tests {
                 conv.weight.grad(&gf).unwrap(),
                 conv.weight.grad(&gr).unwrap(),
             );
-            let db: f32 = (conv.bias.as_ref().unwrap().grad(&gf).unwrap()
-                - conv.bias.as_ref().unwrap().grad(&gr).unwrap())
-            .abs()
-            .max()
-            .into_scalar();
+            let bias = conv.bias.as_ref().unwrap();
+            let db = max_diff(
+                bias.grad(&gf).unwrap().reshape([1, 1, 1, cout]),
+                bias.grad(&gr).unwrap().reshape([1, 1, 1, cout]),
+            );
             assert!(
                 dx < 1e-5 && dw < 1e-4 && db < 1e-4,
                 "{cin}->{cout}: {dx} {dw} {db}"
@@ -373,6 +451,42 @@ mod tests {
         }
     }
 
+    /// Patchify convolutions (2x2 stride 2, 1x1) equal burn's, forward and backward.
+    #[test]
+    fn patch_paths_equal_reference() {
+        let device = crate::backend::autodiff_device();
+        for (k, cin, cout) in [(2, 16, 32), (1, 16, 16), (3, 2, 5)] {
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([k, k])
+                .init(&device);
+            let convt = ConvTranspose2dConfig::new([cin, cout], [k, k])
+                .with_stride([k, k])
+                .init(&device);
+            let x =
+                Tensor::<4>::random([2, cin, 6, 12], Distribution::Default, &device).require_grad();
+            for (fast, reference, w) in [
+                (
+                    conv2d(&conv, x.clone()),
+                    conv.forward(x.clone()),
+                    conv.weight.clone(),
+                ),
+                (
+                    conv_transpose2d(&convt, x.clone()),
+                    convt.forward(x.clone()),
+                    convt.weight.clone(),
+                ),
+            ] {
+                assert_eq!(fast.dims(), reference.dims());
+                assert!(max_diff(fast.clone(), reference.clone()) < 1e-5);
+                let probe = Tensor::<4>::random(fast.dims(), Distribution::Default, &device);
+                let gf = (fast * probe.clone()).sum().backward();
+                let gr = (reference * probe).sum().backward();
+                assert!(max_diff(x.grad(&gf).unwrap(), x.grad(&gr).unwrap()) < 1e-5);
+                assert!(max_diff(w.grad(&gf).unwrap(), w.grad(&gr).unwrap()) < 1e-5);
+            }
+        }
+    }
+
     #[test]
     fn other_shapes_fall_back() {
         let device = crate::backend::default_device();
@@ -380,6 +494,7 @@ mod tests {
             .with_stride([2, 2])
             .init(&device);
         let x = Tensor::<4>::random([1, 2, 8, 8], Distribution::Default, &device);
-        assert!(max_diff(conv2d(&conv, x.clone()), conv.forward(x)) == 0.0);
+        let diff = max_diff(conv2d(&conv, x.clone()), conv.forward(x));
+        assert!(diff < 1e-6, "{diff}");
     }
 }

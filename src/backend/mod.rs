@@ -7,7 +7,9 @@
 //! [`set_default_device`] (the CLI's `--device`, or the `DEFED_DEVICE` environment variable).
 
 pub mod conv;
+pub mod filter;
 pub mod kernels;
+pub mod norm;
 
 use std::str::FromStr;
 use std::sync::OnceLock;

@@ -7,6 +7,8 @@ use burn::tensor::Tensor;
 
 use super::blocks::{Cbp, CbpT};
 use crate::backend::Device;
+use crate::backend::conv;
+use crate::backend::norm::batch_norm_prelu;
 
 /// A `CBP` wrapped in a module with one field `conv` (the original's `body.N.conv.*`).
 #[derive(Module, Debug)]
@@ -109,12 +111,12 @@ impl BaseNet {
         let b = &self.body;
         let h = self.head.forward(x);
         let h = b.l0.conv.forward(h);
-        let h = b.l3.forward(b.l2.forward(b.l1.forward(h)));
+        let h = batch_norm_prelu(&b.l2, &b.l3, conv::conv2d(&b.l1, h));
         let h = b.l4.conv.forward(h);
-        let h = b.l7.forward(b.l6.forward(b.l5.forward(h)));
-        let h = b.l10.forward(b.l9.forward(b.l8.forward(h)));
+        let h = batch_norm_prelu(&b.l6, &b.l7, conv::conv2d(&b.l5, h));
+        let h = batch_norm_prelu(&b.l9, &b.l10, conv::conv_transpose2d(&b.l8, h));
         let h = b.l11.conv.forward(h);
-        let h = b.l14.forward(b.l13.forward(b.l12.forward(h)));
+        let h = batch_norm_prelu(&b.l13, &b.l14, conv::conv_transpose2d(&b.l12, h));
         let h = b.l15.conv.forward(h);
         self.tail.forward(h)
     }

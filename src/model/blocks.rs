@@ -12,6 +12,7 @@ use burn::tensor::Tensor;
 use super::filters::{self, EdgeMethod};
 use crate::backend::Device;
 use crate::backend::conv;
+use crate::backend::norm::batch_norm_prelu;
 
 /// A 3x3 convolution, stride 1, padding 1, with bias.
 pub fn conv3x3(cin: usize, cout: usize, device: &Device) -> Conv2d {
@@ -56,7 +57,7 @@ impl Cbp {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.l2.forward(self.l1.forward(conv::conv2d(&self.l0, x)))
+        batch_norm_prelu(&self.l1, &self.l2, conv::conv2d(&self.l0, x))
     }
 }
 
@@ -163,7 +164,7 @@ impl EfeDown {
         let b = self.blur_conv.forward(filters::gaussian_blur(x.clone()));
         let e = self.edge_conv.forward(filters::edge(x.clone(), self.edge));
         let o = self.orign_conv.forward(x);
-        self.conv.forward(b + e + o)
+        conv::conv2d(&self.conv, b + e + o)
     }
 }
 
@@ -199,6 +200,6 @@ impl EfeUp {
         let b = self.blur_conv.forward(filters::gaussian_blur(x.clone()));
         let e = self.edge_conv.forward(filters::edge(x.clone(), self.edge));
         let o = self.orign_conv.forward(x);
-        self.conv.forward(b + e + o)
+        conv::conv2d(&self.conv, b + e + o)
     }
 }

@@ -9,6 +9,8 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::filter::{Border, filter3x3};
+
 /// Which edge detector the EFE block's edge branch uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +61,15 @@ fn gaussian_taps() -> [f32; 3] {
 /// Cross-correlates every channel of `x` with the same 3x3 `kernel` (depthwise), after padding
 /// the input by one pixel on each side with `pad`.
 fn depthwise3x3(x: Tensor<4>, kernel: [f32; 9], pad: PadMode) -> Tensor<4> {
+    let border = match pad {
+        PadMode::Edge => Border::Replicate,
+        _ => Border::Reflect,
+    };
+    filter3x3(x, kernel, border, |x| depthwise3x3_composed(x, kernel, pad))
+}
+
+/// The same filter from burn's pad and grouped convolution (devices without the fused op).
+fn depthwise3x3_composed(x: Tensor<4>, kernel: [f32; 9], pad: PadMode) -> Tensor<4> {
     let [_, c, _, _] = x.dims();
     let device = x.device();
     let weights: Vec<f32> = (0..c).flat_map(|_| kernel).collect();
@@ -105,5 +116,40 @@ pub fn edge(x: Tensor<4>, method: EdgeMethod) -> Tensor<4> {
     match method {
         EdgeMethod::Laplacian => laplacian(x),
         EdgeMethod::Sobel => sobel(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The fused filter equals burn's pad + grouped convolution, forward and backward.
+    #[test]
+    fn fused_filters_equal_composition() {
+        let device = crate::backend::autodiff_device();
+        let x = Tensor::<4>::random([2, 3, 9, 7], Distribution::Default, &device).require_grad();
+        let probe = Tensor::<4>::random([2, 3, 9, 7], Distribution::Default, &device);
+        assert!(
+            crate::backend::conv::on_flex(&x),
+            "the fused op must be the one under test"
+        );
+        let mut k = [0f32; 9];
+        for (i, v) in k.iter_mut().enumerate() {
+            *v = (i as f32 - 3.0) * 0.37;
+        }
+        for pad in [PadMode::Reflect, PadMode::Edge] {
+            let fast = depthwise3x3(x.clone(), k, pad);
+            let reference = depthwise3x3_composed(x.clone(), k, pad);
+            let diff: f32 = (fast.clone() - reference.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-5, "{pad:?} forward {diff}");
+            let gf = (fast * probe.clone()).sum().backward();
+            let gr = (reference * probe.clone()).sum().backward();
+            let diff: f32 = (x.grad(&gf).unwrap() - x.grad(&gr).unwrap())
+                .abs()
+                .max()
+                .into_scalar();
+            assert!(diff < 1e-5, "{pad:?} backward {diff}");
+        }
     }
 }

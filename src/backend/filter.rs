@@ -1,0 +1,257 @@
+//! The EFE blocks' fixed 3x3 filters (Gaussian blur, Laplacian, Sobel), per channel with
+//! reflect or replicate padding, as one fused burn backend extension op.
+//!
+//! burn composes them from a pad and a grouped convolution, whose backward passes dominate a
+//! Defed training step on the CPU. Here the forward is a direct stencil over each plane and the
+//! backward its exact adjoint: the full correlation of the output gradient with the kernel,
+//! then the padded border folded back onto the pixels it was copied from. On devices other
+//! than `flex` the high-level function keeps burn's composition.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::conv::{flex_tensor, on_flex, values};
+
+/// How the border is padded before filtering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Border {
+    /// Mirror without repeating the edge (`[2, 1 | 0, 1, 2]`), PyTorch's `reflect`.
+    Reflect,
+    /// Repeat the edge pixel, PyTorch's `replicate`.
+    Replicate,
+}
+
+impl Border {
+    /// Source index of padded position `p` (0..n+2) along an axis of length `n`.
+    fn source(self, p: usize, n: usize) -> usize {
+        match (self, p) {
+            (Border::Reflect, 0) => 1.min(n - 1),
+            (Border::Replicate, 0) => 0,
+            (Border::Reflect, p) if p == n + 1 => n.saturating_sub(2),
+            (Border::Replicate, p) if p == n + 1 => n - 1,
+            (_, p) => p - 1,
+        }
+    }
+}
+
+/// Backends with the fused per-channel 3x3 filter and its adjoint.
+#[backend_extension(Flex, Autodiff)]
+pub trait Filter3x3Backend: Backend {
+    /// Filters every channel of `x` (`[n, c, h, w]`) with `kernel` (row-major 3x3) after
+    /// padding by one pixel (`replicate`: edge copy, else reflect).
+    fn filter3x3(x: FloatTensor<Self>, kernel: [f32; 9], replicate: bool) -> FloatTensor<Self>;
+    /// The adjoint of [`filter3x3`](Filter3x3Backend::filter3x3): the input gradient.
+    fn filter3x3_backward(
+        grad: FloatTensor<Self>,
+        kernel: [f32; 9],
+        replicate: bool,
+    ) -> FloatTensor<Self>;
+}
+
+fn border(replicate: bool) -> Border {
+    if replicate {
+        Border::Replicate
+    } else {
+        Border::Reflect
+    }
+}
+
+/// Forward stencil over planes of `h x w`.
+pub fn filter_planes(x: &[f32], (h, w): (usize, usize), k: [f32; 9], b: Border) -> Vec<f32> {
+    let (hp, wp) = (h + 2, w + 2);
+    let rows: Vec<usize> = (0..hp).map(|p| b.source(p, h)).collect();
+    let cols: Vec<usize> = (0..wp).map(|p| b.source(p, w)).collect();
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w))
+        .for_each_init(
+            || vec![0f32; hp * wp],
+            |pad, (dst, src)| {
+                for (pr, &r) in rows.iter().enumerate() {
+                    for (pc, &c) in cols.iter().enumerate() {
+                        pad[pr * wp + pc] = src[r * w + c];
+                    }
+                }
+                for y in 0..h {
+                    let row = &mut dst[y * w..(y + 1) * w];
+                    for ky in 0..3 {
+                        let line = &pad[(y + ky) * wp..(y + ky + 1) * wp];
+                        let (k0, k1, k2) = (k[ky * 3], k[ky * 3 + 1], k[ky * 3 + 2]);
+                        for (x, o) in row.iter_mut().enumerate() {
+                            *o += k0 * line[x] + k1 * line[x + 1] + k2 * line[x + 2];
+                        }
+                    }
+                }
+            },
+        );
+    out
+}
+
+/// Adjoint of [`filter_planes`]: scatter each output gradient over its 3x3 padded window, then
+/// add every padded position into the pixel it was copied from.
+pub fn filter_planes_adjoint(
+    dy: &[f32],
+    (h, w): (usize, usize),
+    k: [f32; 9],
+    b: Border,
+) -> Vec<f32> {
+    let (hp, wp) = (h + 2, w + 2);
+    let rows: Vec<usize> = (0..hp).map(|p| b.source(p, h)).collect();
+    let cols: Vec<usize> = (0..wp).map(|p| b.source(p, w)).collect();
+    let mut out = vec![0f32; dy.len()];
+    out.par_chunks_mut(h * w)
+        .zip(dy.par_chunks(h * w))
+        .for_each_init(
+            || vec![0f32; hp * wp],
+            |pad, (dst, src)| {
+                pad.iter_mut().for_each(|v| *v = 0.0);
+                for y in 0..h {
+                    let g = &src[y * w..(y + 1) * w];
+                    for ky in 0..3 {
+                        let line = &mut pad[(y + ky) * wp..(y + ky + 1) * wp];
+                        for kx in 0..3 {
+                            let kv = k[ky * 3 + kx];
+                            for (o, gv) in line[kx..kx + w].iter_mut().zip(g) {
+                                *o += kv * gv;
+                            }
+                        }
+                    }
+                }
+                // Interior: a straight copy; border rows and columns fold onto their sources.
+                for y in 0..h {
+                    dst[y * w..(y + 1) * w]
+                        .copy_from_slice(&pad[(y + 1) * wp + 1..(y + 1) * wp + 1 + w]);
+                }
+                for (pr, &r) in rows.iter().enumerate() {
+                    for (pc, &c) in cols.iter().enumerate() {
+                        if pr == 0 || pc == 0 || pr == hp - 1 || pc == wp - 1 {
+                            dst[r * w + c] += pad[pr * wp + pc];
+                        }
+                    }
+                }
+            },
+        );
+    out
+}
+
+impl Filter3x3Backend for Flex {
+    fn filter3x3(x: FloatTensor<Self>, kernel: [f32; 9], replicate: bool) -> FloatTensor<Self> {
+        let shape = x.shape().to_vec();
+        assert_eq!(x.dtype(), DType::F32, "filter3x3: f32 only");
+        let out = filter_planes(&values(&x), (shape[2], shape[3]), kernel, border(replicate));
+        flex_tensor(out, shape)
+    }
+
+    fn filter3x3_backward(
+        grad: FloatTensor<Self>,
+        kernel: [f32; 9],
+        replicate: bool,
+    ) -> FloatTensor<Self> {
+        let shape = grad.shape().to_vec();
+        let out = filter_planes_adjoint(
+            &values(&grad),
+            (shape[2], shape[3]),
+            kernel,
+            border(replicate),
+        );
+        flex_tensor(out, shape)
+    }
+}
+
+#[derive(Debug)]
+struct FilterGrad;
+
+impl<B: Backend + Filter3x3Backend> Backward<B, 1> for FilterGrad {
+    type State = ([f32; 9], bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (kernel, replicate) = ops.state;
+        if let Some(node) = node {
+            grads.register::<B>(node.id, B::filter3x3_backward(grad, kernel, replicate));
+        }
+    }
+}
+
+impl<B: Backend + Filter3x3Backend, C: CheckpointStrategy> Filter3x3Backend for Autodiff<B, C> {
+    fn filter3x3(x: FloatTensor<Self>, kernel: [f32; 9], replicate: bool) -> FloatTensor<Self> {
+        match FilterGrad
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (kernel, replicate),
+                B::filter3x3(x.into_primitive(), kernel, replicate),
+            ),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::filter3x3(x.into_primitive(), kernel, replicate))
+            }
+        }
+    }
+
+    fn filter3x3_backward(
+        grad: FloatTensor<Self>,
+        kernel: [f32; 9],
+        replicate: bool,
+    ) -> FloatTensor<Self> {
+        // Double backward: the adjoint is linear, its own adjoint is the forward filter.
+        match AdjointGrad
+            .prepare::<C>([grad.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (kernel, replicate),
+                B::filter3x3_backward(grad.into_primitive(), kernel, replicate),
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(B::filter3x3_backward(
+                grad.into_primitive(),
+                kernel,
+                replicate,
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AdjointGrad;
+
+impl<B: Backend + Filter3x3Backend> Backward<B, 1> for AdjointGrad {
+    type State = ([f32; 9], bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (kernel, replicate) = ops.state;
+        if let Some(node) = node {
+            grads.register::<B>(node.id, B::filter3x3(grad, kernel, replicate));
+        }
+    }
+}
+
+/// Filters each channel of `x` with a 3x3 `kernel` after one pixel of `border` padding, on
+/// the fused kernel where the device has it (flex) and through `fallback` elsewhere.
+pub fn filter3x3(
+    x: Tensor<4>,
+    kernel: [f32; 9],
+    border: Border,
+    fallback: impl FnOnce(Tensor<4>) -> Tensor<4>,
+) -> Tensor<4> {
+    if !on_flex(&x) || x.dtype() != DType::F32 {
+        return fallback(x);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as Filter3x3Backend>::filter3x3(
+        x.into_dispatch(),
+        kernel,
+        border == Border::Replicate,
+    ))
+}

@@ -1,0 +1,488 @@
+//! Batch normalisation followed by PReLU, fused, as a burn backend extension.
+//!
+//! Every Defed and BaseNet block ends in `BatchNorm -> PReLU`. burn composes the training-mode
+//! batch norm and the PReLU from a dozen whole-tensor passes forward and more backward; here
+//! the forward is two passes (statistics, then normalise + affine + PReLU) and the backward
+//! two (per-channel sums, then the input gradient), per channel and in parallel over channels.
+//! The running statistics are updated exactly as burn's `BatchNorm` does (biased variance,
+//! `running = (1 - momentum) * running + momentum * batch`). Inference folds the running
+//! statistics into one affine map per channel. Devices other than `flex`, and inference under
+//! autodiff (attacks through a frozen denoiser), keep burn's own layers.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
+use burn::nn::{BatchNorm, PRelu};
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::conv::{flex_tensor, on_flex, values};
+
+/// Backends with the fused batch-norm + PReLU operations.
+#[backend_extension(Flex, Autodiff)]
+pub trait NormBackend: Backend {
+    /// Per-channel mean and biased variance of `x` (`[n, c, ...]`), as `[2, c]`. Not
+    /// differentiated: the statistics feed the running averages and the fused op's state.
+    fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `prelu(gamma * (x - mean) / sqrt(var + epsilon) + beta, alpha)` with `stats` from
+    /// [`channel_stats`](NormBackend::channel_stats).
+    fn bn_prelu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+    /// Gradients of [`bn_prelu_train`](NormBackend::bn_prelu_train) with respect to `x`,
+    /// `gamma`, `beta` and `alpha`, given the output gradient.
+    #[allow(clippy::type_complexity)]
+    fn bn_prelu_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        grad: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+    /// `prelu(x * scale + shift, alpha)` per channel: batch norm at inference, folded.
+    fn affine_prelu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// A raw pointer shared by per-channel tasks that write disjoint planes.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// `[n, c, rest]` sizes of a tensor shape.
+fn ncp(shape: &[usize]) -> (usize, usize, usize) {
+    let n = shape[0];
+    let c = shape[1];
+    (n, c, shape[2..].iter().product())
+}
+
+fn alpha_at(alpha: &[f32], c: usize) -> f32 {
+    if alpha.len() == 1 { alpha[0] } else { alpha[c] }
+}
+
+/// Mean and biased variance per channel, two-pass in f64.
+pub fn stats(x: &[f32], (n, c, p): (usize, usize, usize)) -> Vec<f32> {
+    let per: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(move |i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
+            let count = (n * p) as f64;
+            let mean = planes()
+                .map(|s| s.iter().map(|&v| v as f64).sum::<f64>())
+                .sum::<f64>()
+                / count;
+            let var = planes()
+                .map(|s| s.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / count;
+            (mean as f32, var as f32)
+        })
+        .collect();
+    per.iter()
+        .map(|m| m.0)
+        .chain(per.iter().map(|m| m.1))
+        .collect()
+}
+
+/// `prelu(x * k[c] + b[c])` into a new buffer.
+fn affine_prelu_values(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    k: &[f32],
+    b: &[f32],
+    alpha: &[f32],
+) -> Vec<f32> {
+    let (_, c, p) = dims;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(p)
+        .zip(x.par_chunks(p))
+        .enumerate()
+        .for_each(|(i, (dst, src))| {
+            let ch = i % c;
+            let (kc, bc, a) = (k[ch], b[ch], alpha_at(alpha, ch));
+            for (o, &v) in dst.iter_mut().zip(src) {
+                let z = v * kc + bc;
+                *o = if z > 0.0 { z } else { a * z };
+            }
+        });
+    out
+}
+
+/// The train-mode affine map per channel: `k = gamma / sqrt(var + eps)`, `b = beta - mean * k`.
+fn train_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    st: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = gamma.len();
+    let inv: Vec<f32> = (0..c)
+        .map(|i| (1.0 / (st[c + i] as f64 + eps).sqrt()) as f32)
+        .collect();
+    let k: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
+    let b: Vec<f32> = (0..c).map(|i| beta[i] - st[i] * k[i]).collect();
+    (k, b, inv)
+}
+
+/// Gradients `(dx, dgamma, dbeta, dalpha)` of the fused train-mode op.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_prelu_backward_values(
+    x: &[f32],
+    dy: &[f32],
+    dims: (usize, usize, usize),
+    gamma: &[f32],
+    beta: &[f32],
+    alpha: &[f32],
+    st: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (n, c, p) = dims;
+    let (k, b, inv) = train_affine(gamma, beta, st, eps);
+    let mut dx = vec![0f32; x.len()];
+    let out = SendPtr(dx.as_mut_ptr());
+    let count = (n * p) as f64;
+    let sums: Vec<(f32, f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let out = out;
+            let (kc, bc, a, m, s) = (k[ch], b[ch], alpha_at(alpha, ch), st[ch], inv[ch]);
+            let (mut sdz, mut sdzx, mut sda) = (0f64, 0f64, 0f64);
+            for i in 0..n {
+                let r = (i * c + ch) * p..(i * c + ch + 1) * p;
+                for (&xv, &g) in x[r.clone()].iter().zip(&dy[r]) {
+                    let z = xv * kc + bc;
+                    let (dz, neg) = if z > 0.0 { (g, 0.0) } else { (a * g, z) };
+                    sdz += dz as f64;
+                    sdzx += (dz * (xv - m) * s) as f64;
+                    sda += (g * neg) as f64;
+                }
+            }
+            let coef = gamma[ch] * s / count as f32;
+            let (dbeta, dgamma) = (sdz as f32, sdzx as f32);
+            for i in 0..n {
+                let r = (i * c + ch) * p..(i * c + ch + 1) * p;
+                // SAFETY: channel `ch` owns these planes of dx; no other task writes them.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r.start), p) };
+                for ((o, &xv), &g) in dst.iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
+                    let z = xv * kc + bc;
+                    let dz = if z > 0.0 { g } else { a * g };
+                    let xhat = (xv - m) * s;
+                    *o = coef * (count as f32 * dz - dbeta - xhat * dgamma);
+                }
+            }
+            (dgamma, dbeta, sda as f32)
+        })
+        .collect();
+    let dgamma = sums.iter().map(|t| t.0).collect();
+    let dbeta = sums.iter().map(|t| t.1).collect();
+    let dalpha = if alpha.len() == 1 {
+        vec![sums.iter().map(|t| t.2).sum()]
+    } else {
+        sums.iter().map(|t| t.2).collect()
+    };
+    (dx, dgamma, dbeta, dalpha)
+}
+
+impl NormBackend for Flex {
+    fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let dims = ncp(&x.shape());
+        flex_tensor(stats(&values(&x), dims), vec![2, dims.1])
+    }
+
+    fn bn_prelu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let shape = x.shape().to_vec();
+        let (k, b, _) = train_affine(&values(&gamma), &values(&beta), &values(&stats), epsilon);
+        let y = affine_prelu_values(&values(&x), ncp(&shape), &k, &b, &values(&alpha));
+        flex_tensor(y, shape)
+    }
+
+    fn bn_prelu_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        grad: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let shape = x.shape().to_vec();
+        let (c, na) = (shape[1], alpha.shape()[0]);
+        let (dx, dg, db, da) = bn_prelu_backward_values(
+            &values(&x),
+            &values(&grad),
+            ncp(&shape),
+            &values(&gamma),
+            &values(&beta),
+            &values(&alpha),
+            &values(&stats),
+            epsilon,
+        );
+        (
+            flex_tensor(dx, shape),
+            flex_tensor(dg, vec![c]),
+            flex_tensor(db, vec![c]),
+            flex_tensor(da, vec![na]),
+        )
+    }
+
+    fn affine_prelu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let shape = x.shape().to_vec();
+        let y = affine_prelu_values(
+            &values(&x),
+            ncp(&shape),
+            &values(&scale),
+            &values(&shift),
+            &values(&alpha),
+        );
+        flex_tensor(y, shape)
+    }
+}
+
+#[derive(Debug)]
+struct NoGrad;
+
+impl<B: Backend> Backward<B, 0> for NoGrad {
+    type State = ();
+    fn backward(self, _: Ops<(), 0>, _: &mut Gradients, _: &mut Checkpointer) {}
+}
+
+#[derive(Debug)]
+struct BnPreluGrad;
+
+impl<B: Backend + NormBackend> Backward<B, 4> for BnPreluGrad {
+    type State = (
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        f64,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, gamma, beta, alpha, stats, eps) = ops.state;
+        let (dx, dg, db, da) = B::bn_prelu_train_backward(x, gamma, beta, alpha, stats, eps, grad);
+        for (node, g) in ops.parents.into_iter().zip([dx, dg, db, da]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: Backend + NormBackend, C: CheckpointStrategy> NormBackend for Autodiff<B, C> {
+    fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = B::channel_stats(x.into_primitive());
+        NoGrad.prepare::<C>([]).compute_bound().stateless(out)
+    }
+
+    fn bn_prelu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let prep = BnPreluGrad
+            .prepare::<C>([x.node(), gamma.node(), beta.node(), alpha.node()])
+            .compute_bound()
+            .stateful();
+        let (x, g, b, a, s) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            alpha.into_primitive(),
+            stats.into_primitive(),
+        );
+        let y = B::bn_prelu_train(
+            x.clone(),
+            g.clone(),
+            b.clone(),
+            a.clone(),
+            s.clone(),
+            epsilon,
+        );
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, g, b, a, s, epsilon), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn bn_prelu_train_backward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _alpha: FloatTensor<Self>,
+        _stats: FloatTensor<Self>,
+        _epsilon: f64,
+        _grad: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        // Never routed here: the high-level function calls the backward only through the
+        // autodiff graph, on the inner backend.
+        unreachable!("bn_prelu_train_backward is an inner-backend operation")
+    }
+
+    fn affine_prelu(
+        _x: FloatTensor<Self>,
+        _scale: FloatTensor<Self>,
+        _shift: FloatTensor<Self>,
+        _alpha: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("affine_prelu runs on plain (inference) devices only")
+    }
+}
+
+type D = burn::backend::Dispatch;
+
+/// `act.forward(bn.forward(x))`, fused on the `flex` CPU backend (training and inference) and
+/// burn's own layers elsewhere. Updates the running statistics in training mode, as burn does.
+pub fn batch_norm_prelu(bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    if !on_flex(&x) || x.dtype() != DType::F32 {
+        return act.forward(bn.forward(x));
+    }
+    let channels = x.dims()[1];
+    let alpha = act.alpha.val();
+    // Parameters on an autodiff device make the whole op an autodiff one, whatever x is.
+    let autodiff = device.is_autodiff()
+        || bn.gamma.val().device().is_autodiff()
+        || alpha.device().is_autodiff();
+    if autodiff && bn.training.is_enabled() {
+        let stats: Tensor<2> =
+            Tensor::from_dispatch(<D as NormBackend>::channel_stats(x.clone().into_dispatch()));
+        let mean = stats.clone().slice([0..1]).reshape([channels]);
+        let var = stats.clone().slice([1..2]).reshape([channels]);
+        let m = bn.momentum;
+        let rm = bn.running_mean.value_sync().to_device(&device);
+        let rv = bn.running_var.value_sync().to_device(&device);
+        bn.running_mean
+            .update((rm.mul_scalar(1.0 - m) + mean.mul_scalar(m)).detach());
+        bn.running_var
+            .update((rv.mul_scalar(1.0 - m) + var.mul_scalar(m)).detach());
+        Tensor::from_dispatch(<D as NormBackend>::bn_prelu_train(
+            x.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            alpha.into_dispatch(),
+            stats.into_dispatch(),
+            bn.epsilon,
+        ))
+    } else if autodiff {
+        act.forward(bn.forward(x))
+    } else {
+        let var = bn.running_var.value().to_device(&device);
+        let mean = bn.running_mean.value().to_device(&device);
+        let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+        let shift = bn.beta.val() - mean * scale.clone();
+        Tensor::from_dispatch(<D as NormBackend>::affine_prelu(
+            x.into_dispatch(),
+            scale.into_dispatch(),
+            shift.into_dispatch(),
+            alpha.into_dispatch(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Module;
+    use burn::nn::{BatchNormConfig, PReluConfig};
+    use burn::tensor::Distribution;
+
+    fn rel_diff<const K: usize>(a: Tensor<K>, b: Tensor<K>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// The fused path equals burn's BatchNorm + PReLU: outputs, all four gradients, running
+    /// statistics, and the inference output afterwards, to 1e-5.
+    #[test]
+    fn fused_equals_burn_layers() {
+        let device = crate::backend::autodiff_device();
+        for alphas in [1, 6] {
+            let bn = BatchNormConfig::new(6).init(&device);
+            let act = PReluConfig::new()
+                .with_num_parameters(alphas)
+                .with_alpha(0.2)
+                .init(&device);
+            let reference_bn = bn.clone();
+            let x = Tensor::<4>::random([4, 6, 5, 7], Distribution::Normal(0.3, 2.0), &device)
+                .require_grad();
+            assert!(on_flex(&x));
+            let probe = Tensor::<4>::random([4, 6, 5, 7], Distribution::Default, &device);
+            let fast = batch_norm_prelu(&bn, &act, x.clone());
+            let slow = act.forward(reference_bn.forward(x.clone()));
+            assert!(rel_diff(fast.clone(), slow.clone()) < 1e-5);
+            let gf = (fast * probe.clone()).sum().backward();
+            let gs = (slow * probe).sum().backward();
+            assert!(rel_diff(x.grad(&gf).unwrap(), x.grad(&gs).unwrap()) < 1e-5);
+            for (p, name) in [
+                (&bn.gamma, "gamma"),
+                (&bn.beta, "beta"),
+                (&act.alpha, "alpha"),
+            ] {
+                let d = rel_diff(p.grad(&gf).unwrap(), p.grad(&gs).unwrap());
+                assert!(d < 1e-5, "{name}: {d}");
+            }
+            let d = rel_diff(bn.running_mean.value(), reference_bn.running_mean.value());
+            assert!(d < 1e-6, "running mean {d}");
+            let d = rel_diff(bn.running_var.value(), reference_bn.running_var.value());
+            assert!(d < 1e-6, "running var {d}");
+
+            let plain = crate::backend::default_device();
+            let (bn, act) = (bn.valid(), act.valid());
+            let x = Tensor::<4>::random([2, 6, 3, 3], Distribution::Default, &plain);
+            let d = rel_diff(
+                batch_norm_prelu(&bn, &act, x.clone()),
+                act.forward(bn.forward(x)),
+            );
+            assert!(d < 1e-5, "inference {d}");
+        }
+    }
+}
