@@ -59,9 +59,11 @@ fn main() {
         conv::conv_transpose2d(&up, x32.clone())
     });
     let bn = BatchNormConfig::new(16).init(&d);
-    time("batchnorm 16 28", &|| bn.forward(x16.clone()));
     let pr = PReluConfig::new().init(&d);
-    time("prelu 16 28", &|| pr.forward(x16.clone()));
+    time("bn+prelu burn 16 28", &|| pr.forward(bn.forward(x16.clone())));
+    time("bn+prelu fused 16 28", &|| {
+        defed::backend::norm::batch_norm_prelu(&bn, &pr, x16.clone())
+    });
     time("blur 16 28", &|| filters::gaussian_blur(x16.clone()));
     time("laplacian 16 28", &|| filters::laplacian(x16.clone()));
     time("add3 16 28", &|| x16.clone() + x16.clone() + x16.clone());

@@ -2,28 +2,40 @@
 Defed + LeNet training step, Defed + LeNet inference, LeNet input gradient, and the
 defender's latency for one image (3 denoisers). Prints images/second as JSON.
 
-    python scripts/bench_pytorch.py [THREADS]     (from the repository root)"""
+    python scripts/bench_pytorch.py [THREADS] [--device cuda]     (from the repository root)"""
 import json, sys, time
 import torch, torch.nn.functional as F
 from torch_defed import ERN, lenet, embedded_digits
 
-torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads())
+args = [a for a in sys.argv[1:] if not a.startswith('--device')]
+dev = 'cuda' if any(a.startswith('--device') for a in sys.argv[1:]) and torch.cuda.is_available() else 'cpu'
+if '--device=cpu' in sys.argv or ('--device' in sys.argv and sys.argv[sys.argv.index('--device') + 1] == 'cpu'):
+    dev = 'cpu'
+args = [a for a in args if a not in ('cuda', 'cpu')]
+torch.set_num_threads(int(args[0]) if args else torch.get_num_threads())
 torch.manual_seed(0)
 X, Y = embedded_digits()
-x, y = X[:64], Y[:64]
-clf = lenet()
+x, y = X[:64].to(dev), Y[:64].to(dev)
+clf = lenet().to(dev)
+
+
+def sync():
+    if dev == 'cuda':
+        torch.cuda.synchronize()
 
 
 def rate(fn, images, seconds=5.0):
     fn()
+    sync()
     n, t0 = 0, time.time()
     while time.time() - t0 < seconds:
         fn()
         n += 1
+    sync()
     return images * n / (time.time() - t0)
 
 
-net = ERN()
+net = ERN().to(dev)
 opt = torch.optim.Adam(net.parameters(), 1e-3)
 xn = (x + torch.randn_like(x) * 40 / 255).clamp(0, 1)
 
@@ -36,7 +48,7 @@ def train_step():
     opt.step()
 
 
-den = ERN().eval()
+den = ERN().eval().to(dev)
 
 
 def inference():
@@ -49,7 +61,7 @@ def input_grad():
     F.cross_entropy(clf(xi), y, reduction='sum').backward()
 
 
-dens = [ERN().eval() for _ in range(3)]
+dens = [ERN().eval().to(dev) for _ in range(3)]
 one = x[:1]
 
 
@@ -62,6 +74,7 @@ def defender():
 
 
 print(json.dumps({
+    'device': dev,
     'threads': torch.get_num_threads(),
     'defed_train_step_img_per_s': rate(train_step, 64),
     'defed_lenet_inference_img_per_s': rate(inference, 64),

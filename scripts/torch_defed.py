@@ -9,10 +9,10 @@ Training comparison with `defed train denoiser`, from the repository root
 Prints per epoch: steps, the original LeNet's accuracy and the PSNR on the first 2,000 real
 MNIST test images with sigma = 40 noise (the quality bar of the training issue).
 `scripts/bench_pytorch.py` imports the networks from here."""
-import gzip, sys, time, math, json
+import gzip, os, sys, time, math, json
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 
-CKPT = '../shared/reference/checkpoints/pytorch/'
+CKPT = os.environ.get('DEFED_CKPT_DIR', '../shared/reference/checkpoints/pytorch/')
 
 
 def idx(path):

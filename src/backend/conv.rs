@@ -1,7 +1,7 @@
-//! A faster 3x3 stride-1 convolution, as a burn backend extension.
+//! Faster square (3x3, 5x5) stride-1 convolutions, as a burn backend extension.
 //!
-//! [`conv3x3`] is a drop-in for `burn::tensor::module::conv2d` with a 3x3 kernel, stride 1,
-//! dilation 1 and one group. On the `flex` CPU backend it runs the SIMD kernels of
+//! [`fast_conv`] is a drop-in for `burn::tensor::module::conv2d` with a 3x3 or 5x5 kernel,
+//! stride 1, dilation 1 and one group. On the `flex` CPU backend it runs the SIMD kernels of
 //! [`kernels`](super::kernels) (forward, input gradient and weight gradient); on other
 //! devices (the GPU backends) it is burn's own `conv2d`. Under autodiff a custom backward node calls the same fast
 //! kernels, so models and training code are unchanged apart from which function the layer
@@ -23,25 +23,32 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::kernels::{self, Geometry};
 
-/// Backends that provide the 3x3 stride-1 convolution and its two gradients.
+/// Backends that provide the square stride-1 convolution and its two gradients.
 #[backend_extension(Flex, Autodiff)]
-pub trait Conv3x3Backend: Backend {
-    /// `conv2d` with a `[cout, cin, 3, 3]` kernel, stride 1, the given zero padding, plus bias.
-    fn conv3x3(
+pub trait FastConvBackend: Backend {
+    /// `conv2d` with a `[cout, cin, k, k]` kernel (k = 3 or 5), stride 1, the given zero
+    /// padding, plus bias.
+    fn fast_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self>;
-    /// Gradient of [`conv3x3`](Conv3x3Backend::conv3x3) with respect to `x`.
-    fn conv3x3_x_backward(
+    /// Gradient of [`fast_conv`](FastConvBackend::fast_conv) with respect to `x`.
+    fn fast_conv_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self>;
-    /// Gradient of [`conv3x3`](Conv3x3Backend::conv3x3) with respect to `weight`.
-    fn conv3x3_weight_backward(
+    /// Gradient of [`fast_conv`](FastConvBackend::fast_conv) with respect to `bias`.
+    fn fast_conv_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// Gradient of [`fast_conv`](FastConvBackend::fast_conv) with respect to `weight`.
+    fn fast_conv_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -64,7 +71,7 @@ fn options(padding: [usize; 2]) -> ConvOptions<2> {
     ConvOptions::new([1, 1], padding, [1, 1], 1)
 }
 
-/// The geometry of a conv3x3 call from the input and weight shapes.
+/// The geometry of a fast_conv call from the input and weight shapes.
 fn geometry(x: &[usize], w: &[usize], padding: [usize; 2]) -> Geometry {
     Geometry {
         batch: x[0],
@@ -74,6 +81,7 @@ fn geometry(x: &[usize], w: &[usize], padding: [usize; 2]) -> Geometry {
         w: x[3],
         pad_h: padding[0],
         pad_w: padding[1],
+        k: w[2],
     }
 }
 
@@ -96,55 +104,68 @@ fn all_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
-impl Conv3x3Backend for Flex {
-    fn conv3x3(
+impl FastConvBackend for Flex {
+    fn fast_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
         let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported() || !all_f32(&[&x, &weight, &bias]) {
+        if !g.supported() || weight.shape()[2] != weight.shape()[3] || !all_f32(&[&x, &weight, &bias]) {
             return Self::conv2d(x, weight, Some(bias), options(padding));
         }
-        let out = kernels::conv3x3(&g, &values(&x), &values(&weight), Some(&values(&bias)));
+        let out = kernels::conv(&g, &values(&x), &values(&weight), Some(&values(&bias)));
         flex_tensor(out, vec![g.batch, g.cout, g.ho(), g.wo()])
     }
 
-    fn conv3x3_x_backward(
+    fn fast_conv_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
         let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported() || !all_f32(&[&x, &weight, &grad]) {
+        if !g.supported() || weight.shape()[2] != weight.shape()[3] || !all_f32(&[&x, &weight, &grad]) {
             return Self::conv2d_x_backward(x, weight, grad, options(padding));
         }
-        let out = kernels::conv3x3_input_grad(&g, &values(&grad), &values(&weight));
+        let out = kernels::conv_input_grad(&g, &values(&grad), &values(&weight));
         flex_tensor(out, vec![g.batch, g.cin, g.h, g.w])
     }
 
-    fn conv3x3_weight_backward(
+    fn fast_conv_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if grad.dtype() != DType::F32 {
+            return Self::conv2d_bias_backward(x, bias, grad);
+        }
+        let shape = grad.shape();
+        let out = kernels::bias_grad(shape[0], shape[1], &values(&grad));
+        flex_tensor(out, vec![shape[1]])
+    }
+
+    fn fast_conv_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
         let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported() || !all_f32(&[&x, &weight, &grad]) {
+        if !g.supported() || weight.shape()[2] != weight.shape()[3] || !all_f32(&[&x, &weight, &grad]) {
             return Self::conv2d_weight_backward(x, weight, grad, options(padding));
         }
-        let out = kernels::conv3x3_weight_grad(&g, &values(&x), &values(&grad));
-        flex_tensor(out, vec![g.cout, g.cin, 3, 3])
+        let out = kernels::conv_weight_grad(&g, &values(&x), &values(&grad));
+        flex_tensor(out, vec![g.cout, g.cin, g.k, g.k])
     }
 }
 
 /// The backward node: input, weight and bias gradients from the inner backend's kernels.
 #[derive(Debug)]
-struct Conv3x3Grad;
+struct FastConvGrad;
 
-impl<B: Backend + Conv3x3Backend> Backward<B, 3> for Conv3x3Grad {
+impl<B: Backend + FastConvBackend> Backward<B, 3> for FastConvGrad {
     type State = (
         B::FloatTensorPrimitive,
         B::FloatTensorPrimitive,
@@ -157,21 +178,21 @@ impl<B: Backend + Conv3x3Backend> Backward<B, 3> for Conv3x3Grad {
         let grad = grads.consume::<B>(&ops.node);
         let (x, weight, bias, padding) = ops.state;
         if let Some(node) = node_x {
-            let g = B::conv3x3_x_backward(x.clone(), weight.clone(), grad.clone(), padding);
+            let g = B::fast_conv_x_backward(x.clone(), weight.clone(), grad.clone(), padding);
             grads.register::<B>(node.id, g);
         }
         if let Some(node) = node_w {
-            let g = B::conv3x3_weight_backward(x.clone(), weight, grad.clone(), padding);
+            let g = B::fast_conv_weight_backward(x.clone(), weight, grad.clone(), padding);
             grads.register::<B>(node.id, g);
         }
         if let Some(node) = node_b {
-            grads.register::<B>(node.id, B::conv2d_bias_backward(x, bias, grad));
+            grads.register::<B>(node.id, B::fast_conv_bias_backward(x, bias, grad));
         }
     }
 }
 
-impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C> {
-    fn conv3x3(
+impl<B: Backend + FastConvBackend, C: CheckpointStrategy> FastConvBackend for Autodiff<B, C> {
+    fn fast_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -179,7 +200,7 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
     ) -> FloatTensor<Self> {
         // The state keeps the input primitives themselves (no recomputation): the forward
         // pass has them anyway and they are what the gradients need.
-        match Conv3x3Grad
+        match FastConvGrad
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful()
@@ -190,10 +211,10 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
                     weight.into_primitive(),
                     bias.into_primitive(),
                 );
-                let out = B::conv3x3(x.clone(), w.clone(), b.clone(), padding);
+                let out = B::fast_conv(x.clone(), w.clone(), b.clone(), padding);
                 prep.finish((x, w, b, padding), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(
+            OpsKind::UnTracked(prep) => prep.finish(B::fast_conv(
                 x.into_primitive(),
                 weight.into_primitive(),
                 bias.into_primitive(),
@@ -202,7 +223,7 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
         }
     }
 
-    fn conv3x3_x_backward(
+    fn fast_conv_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -211,7 +232,15 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
         Self::conv2d_x_backward(x, weight, grad, options(padding))
     }
 
-    fn conv3x3_weight_backward(
+    fn fast_conv_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_bias_backward(x, bias, grad)
+    }
+
+    fn fast_conv_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -221,13 +250,13 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
     }
 }
 
-/// 3x3 stride-1 convolution of `x` (`[n, cin, h, w]`) with `weight` (`[cout, cin, 3, 3]`),
+/// Stride-1 convolution of `x` (`[n, cin, h, w]`) with `weight` (`[cout, cin, k, k]`),
 /// `bias` (`[cout]`) and zero `padding`, through the fastest kernel the device has.
-pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, padding: [usize; 2]) -> Tensor<4> {
+pub fn fast_conv(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, padding: [usize; 2]) -> Tensor<4> {
     if !on_flex(&x) {
         return burn::tensor::module::conv2d(x, weight, Some(bias), options(padding));
     }
-    Tensor::from_dispatch(<burn::backend::Dispatch as Conv3x3Backend>::conv3x3(
+    Tensor::from_dispatch(<burn::backend::Dispatch as FastConvBackend>::fast_conv(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
@@ -239,21 +268,25 @@ fn bias_or_zeros(bias: Option<Tensor<1>>, channels: usize, like: &Tensor<4>) -> 
     bias.unwrap_or_else(|| Tensor::zeros([channels], &like.device()))
 }
 
-/// `conv.forward(x)`, through [`conv3x3`] when the layer is a 3x3, stride-1, undilated,
-/// ungrouped convolution with symmetric padding of at most 2 (else burn's own `forward`).
+/// `conv.forward(x)`, through [`fast_conv`] when the layer is a 3x3 or 5x5, stride-1,
+/// undilated, ungrouped convolution with symmetric padding below the kernel size; through one
+/// matrix product for patchify layers under autodiff; else burn's own `forward`.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     use burn::nn::PaddingConfig2d;
+    let [kh, kw] = conv.kernel_size;
     let padding = match conv.padding {
         PaddingConfig2d::Valid => Some([0, 0]),
-        PaddingConfig2d::Same => Some([1, 1]),
-        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r && t <= 2 && l <= 2 => {
-            Some([t, l])
-        }
+        PaddingConfig2d::Same if kh % 2 == 1 && kw % 2 == 1 => Some([kh / 2, kw / 2]),
+        PaddingConfig2d::Same => None,
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
         PaddingConfig2d::Explicit(..) => None,
     };
     match padding {
         Some(p)
-            if conv.kernel_size == [3, 3]
+            if (kh == 3 || kh == 5)
+                && kh == kw
+                && p[0] < kh
+                && p[1] < kh
                 && conv.stride == [1, 1]
                 && conv.dilation == [1, 1]
                 && conv.groups == 1 =>
@@ -261,18 +294,11 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             let weight = conv.weight.val();
             let cout = weight.dims()[0];
             let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, &x);
-            conv3x3(x, weight, bias, p)
+            fast_conv(x, weight, bias, p)
         }
         // Under autodiff only: burn's forward is as fast, its backward is what is slow.
         _ if x.device().is_autodiff()
-            && patchify(
-                conv.kernel_size,
-                conv.stride,
-                padding,
-                conv.dilation,
-                conv.groups,
-                &x,
-            ) =>
+            && patchify(conv.kernel_size, conv.stride, padding, conv.dilation, conv.groups, &x) =>
         {
             patch_conv(conv, x)
         }
@@ -351,23 +377,25 @@ fn patch_conv_transpose(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// `conv.forward(x)` for a transposed convolution, through [`conv3x3`] when it is 3x3,
-/// stride 1, undilated, ungrouped, with no output padding: such a layer is a convolution with
-/// the kernel flipped and its channel axes swapped, and padding `2 - padding`.
+/// `conv.forward(x)` for a transposed convolution, through [`fast_conv`] when it is 3x3 or
+/// 5x5, stride 1, undilated, ungrouped, with no output padding: such a layer is a convolution
+/// with the kernel flipped and its channel axes swapped, and padding `k - 1 - padding`.
 pub fn conv_transpose2d(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     let [ph, pw] = conv.padding;
-    if conv.kernel_size == [3, 3]
+    let [kh, kw] = conv.kernel_size;
+    if (kh == 3 || kh == 5)
+        && kh == kw
         && conv.stride == [1, 1]
         && conv.dilation == [1, 1]
         && conv.groups == 1
         && conv.padding_out == [0, 0]
-        && ph <= 2
-        && pw <= 2
+        && ph < kh
+        && pw < kh
     {
         let weight = conv.weight.val().swap_dims(0, 1).flip([2, 3]);
         let cout = weight.dims()[0];
         let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, &x);
-        conv3x3(x, weight, bias, [2 - ph, 2 - pw])
+        fast_conv(x, weight, bias, [kh - 1 - ph, kw - 1 - pw])
     } else if x.device().is_autodiff()
         && conv.kernel_size == conv.stride
         && conv.padding == [0, 0]
@@ -398,13 +426,15 @@ mod tests {
     #[test]
     fn fast_path_equals_reference() {
         let device = crate::backend::autodiff_device();
-        for (cin, cout, hw, pad) in [
-            (16, 16, 28, 1),
-            (1, 16, 14, 1),
-            (32, 32, 7, 0),
-            (3, 5, 9, 2),
+        for (k, cin, cout, hw, pad) in [
+            (3, 16, 16, 28, 1),
+            (3, 1, 16, 14, 1),
+            (3, 32, 32, 7, 0),
+            (3, 3, 5, 9, 2),
+            (5, 1, 6, 28, 0),
+            (5, 6, 16, 12, 3),
         ] {
-            let conv = Conv2dConfig::new([cin, cout], [3, 3])
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .init(&device);
             let x =
@@ -431,7 +461,7 @@ mod tests {
                 "{cin}->{cout}: {dx} {dw} {db}"
             );
 
-            let convt = ConvTranspose2dConfig::new([cin, cout], [3, 3])
+            let convt = ConvTranspose2dConfig::new([cin, cout], [k, k])
                 .with_padding([pad.min(1), pad.min(1)])
                 .init(&device);
             let fast = conv_transpose2d(&convt, x.clone());

@@ -1,4 +1,5 @@
-//! SIMD kernels for the 3x3, stride-1 convolutions that dominate Defed's cost.
+//! SIMD kernels for the square (3x3, 5x5), stride-1 convolutions that dominate Defed's and
+//! LeNet's cost.
 //!
 //! Layout: every image channel is copied once into a zero-padded plane whose rows are
 //! `wp = w + 2 * pad_w` wide. An output pixel `(y, x)` is computed at the flat position
@@ -20,7 +21,7 @@ use rayon::prelude::*;
 /// the widest ISA (16). Planes are rounded up to a multiple of this so no block needs a tail.
 const PIX_ALIGN: usize = 16;
 
-/// The shape of one 3x3 stride-1 convolution and its padded-plane geometry.
+/// The shape of one k x k stride-1 convolution and its padded-plane geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     /// Images in the batch.
@@ -37,6 +38,8 @@ pub struct Geometry {
     pub pad_h: usize,
     /// Zero padding left and right.
     pub pad_w: usize,
+    /// Kernel size (square).
+    pub k: usize,
 }
 
 impl Geometry {
@@ -46,11 +49,11 @@ impl Geometry {
     }
     /// Output height.
     pub fn ho(&self) -> usize {
-        self.h + 2 * self.pad_h - 2
+        self.h + 2 * self.pad_h + 1 - self.k
     }
     /// Output width.
     pub fn wo(&self) -> usize {
-        self.wp() - 2
+        self.wp() + 1 - self.k
     }
     /// Flat output positions computed per channel (junk columns included), rounded up.
     pub fn grid(&self) -> usize {
@@ -59,7 +62,7 @@ impl Geometry {
     /// Length of one padded input plane: every tap of every computed position stays inside.
     pub fn plane(&self) -> usize {
         // + 128: a register tile may read up to 8 vectors of 16 past the last position.
-        let need = self.grid() + 2 * self.wp() + 2 + 128;
+        let need = self.grid() + (self.k - 1) * (self.wp() + 1) + 128;
         need.max((self.h + 2 * self.pad_h) * self.wp()).div_ceil(16) * 16
     }
     /// The geometry of the input-gradient convolution: output gradient in, input gradient out.
@@ -70,16 +73,19 @@ impl Geometry {
             cout: self.cin,
             h: self.ho(),
             w: self.wo(),
-            pad_h: 2 - self.pad_h,
-            pad_w: 2 - self.pad_w,
+            pad_h: self.k - 1 - self.pad_h,
+            pad_w: self.k - 1 - self.pad_w,
+            k: self.k,
         }
     }
-    /// Whether the kernels support this shape (output at least 1x1, padding at most 2).
+    /// Whether the kernels support this shape: k of 3 or 5, padding below k, output at least
+    /// 1x1.
     pub fn supported(&self) -> bool {
-        self.pad_h <= 2
-            && self.pad_w <= 2
-            && self.h + 2 * self.pad_h >= 3
-            && self.w + 2 * self.pad_w >= 3
+        (self.k == 3 || self.k == 5)
+            && self.pad_h < self.k
+            && self.pad_w < self.k
+            && self.h + 2 * self.pad_h >= self.k
+            && self.w + 2 * self.pad_w >= self.k
             && self.batch > 0
             && self.cin > 0
             && self.cout > 0
@@ -134,11 +140,11 @@ pub fn crop_planes(
     out
 }
 
-/// Forward convolution: `x` NCHW `[batch, cin, h, w]`, `weight` `[cout, cin, 3, 3]`, optional
+/// Forward convolution: `x` NCHW `[batch, cin, h, w]`, `weight` `[cout, cin, k, k]`, optional
 /// `bias` `[cout]`; returns NCHW `[batch, cout, ho, wo]`.
-pub fn conv3x3(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    assert_eq!(x.len(), g.batch * g.cin * g.h * g.w, "conv3x3: input size");
-    assert_eq!(weight.len(), g.cout * g.cin * 9, "conv3x3: weight size");
+pub fn conv(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(x.len(), g.batch * g.cin * g.h * g.w, "conv: input size");
+    assert_eq!(weight.len(), g.cout * g.cin * g.k * g.k, "conv: weight size");
     let xp = pad_planes(
         x,
         g.batch * g.cin,
@@ -151,24 +157,25 @@ pub fn conv3x3(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     crop_planes(&grid, g.batch * g.cout, g.grid(), g.wp(), (g.ho(), g.wo()))
 }
 
-/// Gradient of [`conv3x3`] with respect to its input, from the output gradient `dy`
+/// Gradient of [`conv`] with respect to its input, from the output gradient `dy`
 /// (NCHW `[batch, cout, ho, wo]`).
-pub fn conv3x3_input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+pub fn conv_input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let t = g.transposed();
-    // wt[ci][co][ky][kx] = w[co][ci][2 - ky][2 - kx]
+    let kk = g.k * g.k;
+    // wt[ci][co][ky][kx] = w[co][ci][k - 1 - ky][k - 1 - kx]
     let mut wt = vec![0f32; weight.len()];
     for co in 0..g.cout {
         for ci in 0..g.cin {
-            for k in 0..9 {
-                wt[(ci * g.cout + co) * 9 + (8 - k)] = weight[(co * g.cin + ci) * 9 + k];
+            for tap in 0..kk {
+                wt[(ci * g.cout + co) * kk + (kk - 1 - tap)] = weight[(co * g.cin + ci) * kk + tap];
             }
         }
     }
-    conv3x3(&t, dy, &wt, None)
+    conv(&t, dy, &wt, None)
 }
 
-/// Gradient of [`conv3x3`] with respect to its weight, `[cout, cin, 3, 3]`.
-pub fn conv3x3_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+/// Gradient of [`conv`] with respect to its weight, `[cout, cin, k, k]`.
+pub fn conv_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(
         x.len(),
         g.batch * g.cin * g.h * g.w,
@@ -190,7 +197,7 @@ pub fn conv3x3_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     );
     // The output gradient on the same grid, zero in the junk columns so they add nothing.
     let dyg = pad_planes(dy, g.batch * g.cout, (g.ho(), g.wo()), (0, 0), wp, grid);
-    let per = g.cout * g.cin * 9;
+    let per = g.cout * g.cin * g.k * g.k;
     let chunk = g.batch.div_ceil(rayon::current_num_threads() * 2).max(1);
     let partials: Vec<Vec<f32>> = (0..g.batch)
         .step_by(chunk)
@@ -215,7 +222,7 @@ pub fn conv3x3_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Gradient of [`conv3x3`] with respect to its bias: the output gradient summed per channel.
+/// Gradient of [`conv`] with respect to its bias: the output gradient summed per channel.
 pub fn bias_grad(batch: usize, cout: usize, dy: &[f32]) -> Vec<f32> {
     let per = dy.len() / (batch * cout).max(1);
     let mut out = vec![0f32; cout];
@@ -379,17 +386,17 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
     p1: usize,
     out: *mut f32,
 ) {
-    let (cin, wp, plane, grid) = (g.cin, g.wp(), g.plane(), g.grid());
+    let (cin, wp, plane, grid, kk) = (g.cin, g.wp(), g.plane(), g.grid(), g.k * g.k);
     // Weights for this channel block as [ci][tap][c], so one tap's CB weights are adjacent.
-    let mut wb = vec![0f32; cin * 9 * CB];
+    let mut wb = vec![0f32; cin * kk * CB];
     for c in 0..CB {
         for ci in 0..cin {
-            for k in 0..9 {
-                wb[(ci * 9 + k) * CB + c] = weight[((c0 + c) * cin + ci) * 9 + k];
+            for t in 0..kk {
+                wb[(ci * kk + t) * CB + c] = weight[((c0 + c) * cin + ci) * kk + t];
             }
         }
     }
-    let offsets: [usize; 9] = std::array::from_fn(|k| (k / 3) * wp + k % 3);
+    let offsets: Vec<usize> = (0..kk).map(|t| (t / g.k) * wp + t % g.k).collect();
     let step = PV * S::LANES;
     let mut p = p0;
     while p < p1 {
@@ -410,7 +417,7 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
                     // Loads past the tile's end stay inside the plane's slack (see `plane`).
                     let xv: [S::V; PV] =
                         std::array::from_fn(|v| S::load(xc.add(off + v * S::LANES)));
-                    let wk = wptr.add((ci * 9 + k) * CB);
+                    let wk = wptr.add((ci * kk + k) * CB);
                     for (c, row) in acc.iter_mut().enumerate() {
                         let wv = S::splat(*wk.add(c));
                         for v in 0..PV {
@@ -429,11 +436,11 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
     }
 }
 
-/// Weight gradient of one image, added into `acc` (`[cout, cin, 9]`).
+/// Weight gradient of one image, added into `acc` (`[cout, cin, k, k]`).
 #[inline(always)]
 unsafe fn weight_image<S: Simd>(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
-    let (cin, cout, wp, plane, grid) = (g.cin, g.cout, g.wp(), g.plane(), g.grid());
-    let offsets: [usize; 9] = std::array::from_fn(|k| (k / 3) * wp + k % 3);
+    let (cin, cout, wp, plane, grid, k) = (g.cin, g.cout, g.wp(), g.plane(), g.grid(), g.k);
+    let kk = k * k;
     let mut co = 0;
     while co < cout {
         let pair = cout - co >= 2;
@@ -442,28 +449,59 @@ unsafe fn weight_image<S: Simd>(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut 
                 let xc = xs.as_ptr().add(ci * plane);
                 let d0 = ds.as_ptr().add(co * grid);
                 let d1 = if pair { d0.add(grid) } else { d0 };
-                let mut a0 = [S::zero(); 9];
-                let mut a1 = [S::zero(); 9];
-                let mut p = 0;
-                while p < grid {
-                    let y0 = S::load(d0.add(p));
-                    let y1 = S::load(d1.add(p));
-                    for k in 0..9 {
-                        let xv = S::load(xc.add(p + offsets[k]));
-                        a0[k] = S::fma(xv, y0, a0[k]);
-                        a1[k] = S::fma(xv, y1, a1[k]);
-                    }
-                    p += S::LANES;
-                }
-                for k in 0..9 {
-                    acc[(co * cin + ci) * 9 + k] += S::hsum(a0[k]);
+                let mut put = |tap: usize, a0: S::V, a1: S::V| {
+                    acc[(co * cin + ci) * kk + tap] += S::hsum(a0);
                     if pair {
-                        acc[((co + 1) * cin + ci) * 9 + k] += S::hsum(a1[k]);
+                        acc[((co + 1) * cin + ci) * kk + tap] += S::hsum(a1);
+                    }
+                };
+                if k == 3 {
+                    // All 9 taps in one sweep: 18 accumulators.
+                    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
+                    let (a0, a1) = weight_sweep::<S, 9>(xc, d0, d1, grid, offs);
+                    for t in 0..9 {
+                        put(t, a0[t], a1[t]);
+                    }
+                } else {
+                    // One kernel row per sweep: 2 x 5 accumulators.
+                    for ky in 0..k {
+                        let offs: [usize; 5] = std::array::from_fn(|kx| ky * wp + kx);
+                        let (a0, a1) = weight_sweep::<S, 5>(xc, d0, d1, grid, offs);
+                        for kx in 0..5 {
+                            put(ky * k + kx, a0[kx], a1[kx]);
+                        }
                     }
                 }
             }
         }
         co += if pair { 2 } else { 1 };
+    }
+}
+
+/// Sums `x[p + off[t]] * dy0[p]` and `* dy1[p]` over all grid positions, per tap.
+#[inline(always)]
+unsafe fn weight_sweep<S: Simd, const T: usize>(
+    xc: *const f32,
+    d0: *const f32,
+    d1: *const f32,
+    grid: usize,
+    offs: [usize; T],
+) -> ([S::V; T], [S::V; T]) {
+    unsafe {
+        let mut a0 = [S::zero(); T];
+        let mut a1 = [S::zero(); T];
+        let mut p = 0;
+        while p < grid {
+            let y0 = S::load(d0.add(p));
+            let y1 = S::load(d1.add(p));
+            for t in 0..T {
+                let xv = S::load(xc.add(p + offs[t]));
+                a0[t] = S::fma(xv, y0, a0[t]);
+                a1[t] = S::fma(xv, y1, a1[t]);
+            }
+            p += S::LANES;
+        }
+        (a0, a1)
     }
 }
 
@@ -591,8 +629,8 @@ mod tests {
                     for xx in 0..wo {
                         let mut s = b.map_or(0.0, |b| b[co] as f64);
                         for ci in 0..g.cin {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
+                            for ky in 0..g.k {
+                                for kx in 0..g.k {
                                     let iy = (y + ky) as isize - g.pad_h as isize;
                                     let ix = (xx + kx) as isize - g.pad_w as isize;
                                     if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
@@ -602,7 +640,7 @@ mod tests {
                                     let xv = x[((n * g.cin + ci) * g.h + iy as usize) * g.w
                                         + ix as usize];
                                     s +=
-                                        xv as f64 * w[((co * g.cin + ci) * 3 + ky) * 3 + kx] as f64;
+                                        xv as f64 * w[((co * g.cin + ci) * g.k + ky) * g.k + kx] as f64;
                                 }
                             }
                         }
@@ -646,6 +684,7 @@ mod tests {
                 w: 7,
                 pad_h: 1,
                 pad_w: 1,
+                k: 3,
             },
             Geometry {
                 batch: 1,
@@ -655,6 +694,7 @@ mod tests {
                 w: 28,
                 pad_h: 1,
                 pad_w: 1,
+                k: 3,
             },
             Geometry {
                 batch: 3,
@@ -664,6 +704,27 @@ mod tests {
                 w: 14,
                 pad_h: 0,
                 pad_w: 2,
+                k: 3,
+            },
+            Geometry {
+                batch: 2,
+                cin: 1,
+                cout: 6,
+                h: 28,
+                w: 28,
+                pad_h: 0,
+                pad_w: 0,
+                k: 5,
+            },
+            Geometry {
+                batch: 3,
+                cin: 6,
+                cout: 16,
+                h: 12,
+                w: 12,
+                pad_h: 4,
+                pad_w: 1,
+                k: 5,
             },
             Geometry {
                 batch: 2,
@@ -673,20 +734,21 @@ mod tests {
                 w: 11,
                 pad_h: 2,
                 pad_w: 0,
+                k: 3,
             },
         ] {
             let x = data(g.batch * g.cin * g.h * g.w, 1);
-            let w = data(g.cout * g.cin * 9, 2);
+            let w = data(g.cout * g.cin * g.k * g.k, 2);
             let b = data(g.cout, 3);
             close(
-                &conv3x3(&g, &x, &w, Some(&b)),
+                &conv(&g, &x, &w, Some(&b)),
                 &naive(&g, &x, &w, Some(&b)),
                 1e-5,
             );
             // Gradients against the adjoint identity <dy, conv(x)> = <dx, x> = <dw, w>.
             let dy = data(g.batch * g.cout * g.ho() * g.wo(), 4);
-            let dx = conv3x3_input_grad(&g, &dy, &w);
-            let dw = conv3x3_weight_grad(&g, &x, &dy);
+            let dx = conv_input_grad(&g, &dy, &w);
+            let dw = conv_weight_grad(&g, &x, &dy);
             let y = naive(&g, &x, &w, None);
             let dot = |a: &[f32], b: &[f32]| {
                 a.iter()
@@ -709,8 +771,8 @@ mod tests {
             for n in 0..g.batch {
                 for co in 0..g.cout {
                     for ci in 0..g.cin {
-                        for k in 0..9 {
-                            let (ky, kx) = (k / 3, k % 3);
+                        for k in 0..g.k * g.k {
+                            let (ky, kx) = (k / g.k, k % g.k);
                             for yy in 0..ho {
                                 for xx in 0..wo {
                                     let iy = (yy + ky) as isize - g.pad_h as isize;
@@ -719,7 +781,7 @@ mod tests {
                                     {
                                         continue;
                                     }
-                                    dw_ref[(co * g.cin + ci) * 9 + k] +=
+                                    dw_ref[(co * g.cin + ci) * g.k * g.k + k] +=
                                         dy[((n * g.cout + co) * ho + yy) * wo + xx] as f64
                                             * x[((n * g.cin + ci) * g.h + iy as usize) * g.w
                                                 + ix as usize]
@@ -755,6 +817,7 @@ mod speed {
                 w: hw,
                 pad_h: 1,
                 pad_w: 1,
+                k: 3,
             };
             let x = vec![0.5f32; 64 * cin * hw * hw];
             let w = vec![0.1f32; cout * cin * 9];
@@ -767,9 +830,9 @@ mod speed {
                 }
                 t.elapsed().as_secs_f64() * 100.0
             };
-            let f = time(&|| drop(conv3x3(&g, &x, &w, None)));
-            let dx = time(&|| drop(conv3x3_input_grad(&g, &dy, &w)));
-            let dw = time(&|| drop(conv3x3_weight_grad(&g, &x, &dy)));
+            let f = time(&|| drop(conv(&g, &x, &w, None)));
+            let dx = time(&|| drop(conv_input_grad(&g, &dy, &w)));
+            let dw = time(&|| drop(conv_weight_grad(&g, &x, &dy)));
             let pad = time(&|| {
                 drop(pad_planes(
                     &x,

@@ -1,6 +1,7 @@
 //! Command definitions and dispatch.
 
 mod attack;
+mod bench;
 mod classify;
 mod data;
 mod defense;
@@ -63,6 +64,9 @@ enum Command {
         #[command(subcommand)]
         command: serve::ClientCommand,
     },
+    /// Time the performance workloads (training step, inference, input gradient, defender
+    /// latency) on the selected device.
+    Bench(bench::Args),
     /// Data sets: download and cache.
     Data {
         #[command(subcommand)]
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pipeline(a) => pipeline::run_cmd(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Benign(a) => attack::benign(a),
         Command::Attack(a) => attack::attack(a),

@@ -1,6 +1,7 @@
 //! Evaluation: image-quality metrics and accuracy.
 
 pub mod adaptive;
+pub mod bench;
 pub mod detection;
 pub mod metrics;
 pub mod plots;

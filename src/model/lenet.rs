@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
 use crate::backend::Device;
+use crate::backend::conv;
 
 /// LeNet-5 for 1 x 28 x 28 images, 10 classes.
 #[derive(Module, Debug)]
@@ -40,8 +41,8 @@ impl LeNet {
 
     /// Logits for a batch of `N x 1 x 28 x 28` images.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let h = self.pool.forward(relu(self.conv1.forward(x)));
-        let h = self.pool.forward(relu(self.conv2.forward(h)));
+        let h = self.pool.forward(relu(conv::conv2d(&self.conv1, x)));
+        let h = self.pool.forward(relu(conv::conv2d(&self.conv2, h)));
         let h: Tensor<2> = h.flatten(1, 3);
         let h = relu(self.fc1.forward(h));
         let h = relu(self.fc2.forward(h));

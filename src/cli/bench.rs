@@ -1,0 +1,42 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use defed::eval::bench::Workloads;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds to time each workload (after one warm-up call).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Also write the measurements as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Times the performance workloads on the selected `--device`.
+pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(
+        a.seconds.is_finite() && a.seconds > 0.0,
+        "--seconds must be a positive number"
+    );
+    let device = defed::default_device();
+    let mut w = Workloads::new(&device)?;
+    let results = w.measure_all(a.seconds)?;
+    println!("{:24} {:>12} {:>12} {:>8}", "workload", "images/s", "ms/call", "calls");
+    for m in &results {
+        println!(
+            "{:24} {:>12.1} {:>12.2} {:>8}",
+            m.name, m.images_per_second, m.ms_per_call, m.calls
+        );
+    }
+    if let Some(path) = &a.json {
+        let body = serde_json::to_vec_pretty(&serde_json::json!({
+            "device": format!("{device:?}"),
+            "threads": rayon::current_num_threads(),
+            "workloads": results,
+        }))?;
+        defed::util::write_atomic(path, &body)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
