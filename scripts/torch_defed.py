@@ -33,7 +33,7 @@ def cbn(c, o):
 
 def fixed(x, k, pad):
     c = x.shape[1]
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode=pad), k.expand(c, 1, 3, 3), groups=c)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode=pad), k.to(x.device).expand(c, 1, 3, 3), groups=c)
 
 
 _g = torch.exp(-torch.tensor([1., 0., 1.]) / 2)

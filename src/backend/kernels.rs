@@ -153,8 +153,7 @@ pub fn conv(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
         g.wp(),
         g.plane(),
     );
-    let grid = forward_grid(g, &xp, weight, bias);
-    crop_planes(&grid, g.batch * g.cout, g.grid(), g.wp(), (g.ho(), g.wo()))
+    forward_grid(g, &xp, weight, bias)
 }
 
 /// Gradient of [`conv`] with respect to its input, from the output gradient `dy`
@@ -233,9 +232,18 @@ pub fn bias_grad(batch: usize, cout: usize, dy: &[f32]) -> Vec<f32> {
 }
 
 /// Forward kernel over padded planes; returns `[batch, cout, grid]`.
+/// Forward kernel over padded planes, writing NCHW `[batch, cout, ho, wo]` directly (junk
+/// columns are never stored).
 fn forward_grid(g: &Geometry, xp: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let grid = g.grid();
-    let mut out = vec![0f32; g.batch * g.cout * grid];
+    let out_plane = g.ho() * g.wo();
+    let mut out = Vec::with_capacity(g.batch * g.cout * out_plane);
+    // SAFETY: every (image, channel, y, x < wo) is written exactly once below before any read;
+    // f32 has no invalid bit patterns.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        out.set_len(g.batch * g.cout * out_plane)
+    };
     let optr = SendPtr(out.as_mut_ptr());
     // Tasks: (image, block of 8 output channels or a single channel, pixel range).
     let blocks: Vec<(usize, usize)> = {
@@ -261,7 +269,7 @@ fn forward_grid(g: &Geometry, xp: &[f32], weight: &[f32], bias: Option<&[f32]>) 
         let optr = optr;
         // SAFETY: each task writes channels c0..c0+n of image b, positions p0..p1 only.
         unsafe {
-            let o = optr.0.add((b * g.cout + c0) * grid);
+            let o = optr.0.add((b * g.cout + c0) * out_plane);
             dispatch_forward(g, xs, weight, bias, c0, n, p0, p1, o);
         }
     });
@@ -386,7 +394,9 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
     p1: usize,
     out: *mut f32,
 ) {
-    let (cin, wp, plane, grid, kk) = (g.cin, g.wp(), g.plane(), g.grid(), g.k * g.k);
+    let (cin, wp, plane, kk) = (g.cin, g.wp(), g.plane(), g.k * g.k);
+    let (ho, wo) = (g.ho(), g.wo());
+    let out_plane = ho * wo;
     // Weights for this channel block as [ci][tap][c], so one tap's CB weights are adjacent.
     let mut wb = vec![0f32; cin * kk * CB];
     for c in 0..CB {
@@ -426,13 +436,35 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
                     }
                 }
             }
+            let mut tmp = [0f32; 16];
             for (c, row) in acc.iter().enumerate() {
+                let dst = out.add(c * out_plane);
                 for (v, val) in row.iter().enumerate().take(pv) {
-                    S::store(out.add(c * grid + p + v * S::LANES), *val);
+                    S::store(tmp.as_mut_ptr(), *val);
+                    scatter(&tmp[..S::LANES], p + v * S::LANES, wp, wo, ho, dst);
                 }
             }
         }
         p += step.min(pv * S::LANES);
+    }
+}
+
+/// Copies computed grid values starting at flat position `q` (rows `wp` long) to the NCHW
+/// plane `dst` (`ho x wo`), skipping junk columns and positions past the last row.
+#[inline(always)]
+unsafe fn scatter(vals: &[f32], q: usize, wp: usize, wo: usize, ho: usize, dst: *mut f32) {
+    let (mut y, mut x) = (q / wp, q % wp);
+    let mut i = 0;
+    while i < vals.len() && y < ho {
+        let run = (wp - x).min(vals.len() - i);
+        if x < wo {
+            let n = run.min(wo - x);
+            // SAFETY: y < ho and x + n <= wo, inside the plane.
+            unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr().add(i), dst.add(y * wo + x), n) };
+        }
+        i += run;
+        x = 0;
+        y += 1;
     }
 }
 
