@@ -78,10 +78,10 @@ impl Geometry {
             k: self.k,
         }
     }
-    /// Whether the kernels support this shape: k of 3 or 5, padding below k, output at least
-    /// 1x1.
+    /// Whether the kernels support this shape: k of 1, 3 or 5, padding below k, output at
+    /// least 1x1.
     pub fn supported(&self) -> bool {
-        (self.k == 3 || self.k == 5)
+        (self.k == 1 || self.k == 3 || self.k == 5)
             && self.pad_h < self.k
             && self.pad_w < self.k
             && self.h + 2 * self.pad_h >= self.k
@@ -487,7 +487,10 @@ unsafe fn weight_image<S: Simd>(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut 
                         acc[((co + 1) * cin + ci) * kk + tap] += S::hsum(a1);
                     }
                 };
-                if k == 3 {
+                if k == 1 {
+                    let (a0, a1) = weight_sweep::<S, 1>(xc, d0, d1, grid, [0]);
+                    put(0, a0[0], a1[0]);
+                } else if k == 3 {
                     // All 9 taps in one sweep: 18 accumulators.
                     let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
                     let (a0, a1) = weight_sweep::<S, 9>(xc, d0, d1, grid, offs);
@@ -737,6 +740,16 @@ mod tests {
                 pad_h: 0,
                 pad_w: 2,
                 k: 3,
+            },
+            Geometry {
+                batch: 2,
+                cin: 32,
+                cout: 17,
+                h: 6,
+                w: 10,
+                pad_h: 0,
+                pad_w: 0,
+                k: 1,
             },
             Geometry {
                 batch: 2,
