@@ -114,6 +114,9 @@ static DEFAULT: OnceLock<Device> = OnceLock::new();
 /// call with another device is an error (tensors already made would live on the first).
 pub fn set_default_device(spec: DeviceSpec) -> Result<()> {
     let device = spec.device()?;
+    if spec != DeviceSpec::Cpu {
+        probe(spec, &device)?;
+    }
     let chosen = DEFAULT.get_or_init(|| device.clone());
     if *chosen != device {
         return Err(Error::Invalid(format!(
@@ -121,6 +124,23 @@ pub fn set_default_device(spec: DeviceSpec) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Opens a GPU device with one tiny tensor: burn's runtimes panic when no driver or adapter is
+/// found, which becomes an error here instead of a crash in the middle of a job.
+fn probe(spec: DeviceSpec, device: &Device) -> Result<()> {
+    let d = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(move || {
+        burn::tensor::Tensor::<1>::zeros([1], &d).into_data();
+    });
+    std::panic::set_hook(hook);
+    opened.map_err(|_| {
+        Error::Invalid(format!(
+            "device {spec} could not be opened (no GPU, driver or Vulkan loader found?)"
+        ))
+    })
 }
 
 /// The default compute device: the one [`set_default_device`] chose, else burn's pure-Rust
