@@ -60,7 +60,9 @@ fn main() {
     });
     let bn = BatchNormConfig::new(16).init(&d);
     let pr = PReluConfig::new().init(&d);
-    time("bn+prelu burn 16 28", &|| pr.forward(bn.forward(x16.clone())));
+    time("bn+prelu burn 16 28", &|| {
+        pr.forward(bn.forward(x16.clone()))
+    });
     time("bn+prelu fused 16 28", &|| {
         defed::backend::norm::batch_norm_prelu(&bn, &pr, x16.clone())
     });

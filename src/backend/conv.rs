@@ -112,7 +112,10 @@ impl FastConvBackend for Flex {
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
         let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported() || weight.shape()[2] != weight.shape()[3] || !all_f32(&[&x, &weight, &bias]) {
+        if !g.supported()
+            || weight.shape()[2] != weight.shape()[3]
+            || !all_f32(&[&x, &weight, &bias])
+        {
             return Self::conv2d(x, weight, Some(bias), options(padding));
         }
         let out = kernels::conv(&g, &values(&x), &values(&weight), Some(&values(&bias)));
@@ -126,7 +129,10 @@ impl FastConvBackend for Flex {
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
         let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported() || weight.shape()[2] != weight.shape()[3] || !all_f32(&[&x, &weight, &grad]) {
+        if !g.supported()
+            || weight.shape()[2] != weight.shape()[3]
+            || !all_f32(&[&x, &weight, &grad])
+        {
             return Self::conv2d_x_backward(x, weight, grad, options(padding));
         }
         let out = kernels::conv_input_grad(&g, &values(&grad), &values(&weight));
@@ -153,7 +159,10 @@ impl FastConvBackend for Flex {
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
         let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported() || weight.shape()[2] != weight.shape()[3] || !all_f32(&[&x, &weight, &grad]) {
+        if !g.supported()
+            || weight.shape()[2] != weight.shape()[3]
+            || !all_f32(&[&x, &weight, &grad])
+        {
             return Self::conv2d_weight_backward(x, weight, grad, options(padding));
         }
         let out = kernels::conv_weight_grad(&g, &values(&x), &values(&grad));
@@ -252,7 +261,12 @@ impl<B: Backend + FastConvBackend, C: CheckpointStrategy> FastConvBackend for Au
 
 /// Stride-1 convolution of `x` (`[n, cin, h, w]`) with `weight` (`[cout, cin, k, k]`),
 /// `bias` (`[cout]`) and zero `padding`, through the fastest kernel the device has.
-pub fn fast_conv(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, padding: [usize; 2]) -> Tensor<4> {
+pub fn fast_conv(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    padding: [usize; 2],
+) -> Tensor<4> {
     if !on_flex(&x) {
         return burn::tensor::module::conv2d(x, weight, Some(bias), options(padding));
     }
@@ -298,7 +312,14 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         }
         // Under autodiff only: burn's forward is as fast, its backward is what is slow.
         _ if x.device().is_autodiff()
-            && patchify(conv.kernel_size, conv.stride, padding, conv.dilation, conv.groups, &x) =>
+            && patchify(
+                conv.kernel_size,
+                conv.stride,
+                padding,
+                conv.dilation,
+                conv.groups,
+                &x,
+            ) =>
         {
             patch_conv(conv, x)
         }

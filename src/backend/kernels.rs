@@ -98,6 +98,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer; a method so that closures capture the whole (Send) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Copies NCHW `x` (`channels` planes of `h x w`) into zero-padded planes of length `plane`,
 /// rows `row` long, the image starting at row `top`, column `left`.
 pub fn pad_planes(
@@ -144,7 +151,11 @@ pub fn crop_planes(
 /// `bias` `[cout]`; returns NCHW `[batch, cout, ho, wo]`.
 pub fn conv(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(x.len(), g.batch * g.cin * g.h * g.w, "conv: input size");
-    assert_eq!(weight.len(), g.cout * g.cin * g.k * g.k, "conv: weight size");
+    assert_eq!(
+        weight.len(),
+        g.cout * g.cin * g.k * g.k,
+        "conv: weight size"
+    );
     let xp = pad_planes(
         x,
         g.batch * g.cin,
@@ -266,10 +277,9 @@ fn forward_grid(g: &Geometry, xp: &[f32], weight: &[f32], bias: Option<&[f32]>) 
     tasks.into_par_iter().for_each(|(b, c0, n, p0)| {
         let p1 = (p0 + span).min(grid);
         let xs = &xp[b * g.cin * g.plane()..(b + 1) * g.cin * g.plane()];
-        let optr = optr;
         // SAFETY: each task writes channels c0..c0+n of image b, positions p0..p1 only.
         unsafe {
-            let o = optr.0.add((b * g.cout + c0) * out_plane);
+            let o = optr.get().add((b * g.cout + c0) * out_plane);
             dispatch_forward(g, xs, weight, bias, c0, n, p0, p1, o);
         }
     });
@@ -674,8 +684,8 @@ mod tests {
                                     }
                                     let xv = x[((n * g.cin + ci) * g.h + iy as usize) * g.w
                                         + ix as usize];
-                                    s +=
-                                        xv as f64 * w[((co * g.cin + ci) * g.k + ky) * g.k + kx] as f64;
+                                    s += xv as f64
+                                        * w[((co * g.cin + ci) * g.k + ky) * g.k + kx] as f64;
                                 }
                             }
                         }

@@ -70,6 +70,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer; a method so that closures capture the whole (Send) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `[n, c, rest]` sizes of a tensor shape.
 fn ncp(shape: &[usize]) -> (usize, usize, usize) {
     let n = shape[0];
@@ -165,7 +172,6 @@ pub fn bn_prelu_backward_values(
     let sums: Vec<(f32, f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let out = out;
             let (kc, bc, a, m, s) = (k[ch], b[ch], alpha_at(alpha, ch), st[ch], inv[ch]);
             let (mut sdz, mut sdzx, mut sda) = (0f64, 0f64, 0f64);
             for i in 0..n {
@@ -183,7 +189,7 @@ pub fn bn_prelu_backward_values(
             for i in 0..n {
                 let r = (i * c + ch) * p..(i * c + ch + 1) * p;
                 // SAFETY: channel `ch` owns these planes of dx; no other task writes them.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r.start), p) };
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(r.start), p) };
                 for ((o, &xv), &g) in dst.iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
                     let z = xv * kc + bc;
                     let dz = if z > 0.0 { g } else { a * g };
@@ -395,8 +401,8 @@ pub fn batch_norm_prelu(bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> 
     if autodiff && bn.training.is_enabled() {
         let stats: Tensor<2> =
             Tensor::from_dispatch(<D as NormBackend>::channel_stats(x.clone().into_dispatch()));
-        let mean = stats.clone().slice([0..1]).reshape([channels]);
-        let var = stats.clone().slice([1..2]).reshape([channels]);
+        let mean = stats.clone().narrow(0, 0, 1).reshape([channels]);
+        let var = stats.clone().narrow(0, 1, 1).reshape([channels]);
         let m = bn.momentum;
         let rm = bn.running_mean.value_sync().to_device(&device);
         let rv = bn.running_var.value_sync().to_device(&device);

@@ -22,7 +22,10 @@ pub fn run(a: Args) -> Result<()> {
     let device = defed::default_device();
     let mut w = Workloads::new(&device)?;
     let results = w.measure_all(a.seconds)?;
-    println!("{:24} {:>12} {:>12} {:>8}", "workload", "images/s", "ms/call", "calls");
+    println!(
+        "{:24} {:>12} {:>12} {:>8}",
+        "workload", "images/s", "ms/call", "calls"
+    );
     for m in &results {
         println!(
             "{:24} {:>12.1} {:>12.2} {:>8}",
