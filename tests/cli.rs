@@ -399,3 +399,47 @@ fn strong_suite_and_adaptive_evaluation() {
     ]);
     assert!(!ok && err.contains("norm:eps"), "{err}");
 }
+
+#[test]
+fn bench_writes_every_workload_and_devices_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let (ok, stdout, stderr) = defed(&[
+        "bench",
+        "--seconds",
+        "0.1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = v["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "defed_train_step",
+            "defed_lenet_inference",
+            "lenet_input_gradient",
+            "defender_latency"
+        ]
+    );
+    for w in v["workloads"].as_array().unwrap() {
+        let rate = w["images_per_second"].as_f64().unwrap();
+        assert!(rate.is_finite() && rate > 0.0, "{w}");
+    }
+    assert!(stdout.contains("defender_latency"));
+
+    let (ok, _, stderr) = defed(&["--device", "tpu", "bench"]);
+    assert!(!ok && stderr.contains("unknown device"), "{stderr}");
+    if !cfg!(feature = "cuda") {
+        let (ok, _, stderr) = defed(&["--device", "cuda:0", "bench"]);
+        assert!(!ok && stderr.contains("--features cuda"), "{stderr}");
+    }
+    let (ok, _, stderr) = defed(&["bench", "--seconds=0"]);
+    assert!(!ok && stderr.contains("positive"), "{stderr}");
+}
