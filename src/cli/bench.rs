@@ -11,6 +11,10 @@ pub struct Args {
     /// Also write the measurements as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only these workloads (defed_train_step, defed_lenet_inference, lenet_input_gradient,
+    /// defender_latency); all by default.
+    #[arg(long, num_args = 1..)]
+    only: Vec<String>,
 }
 
 /// Times the performance workloads on the selected `--device`.
@@ -19,9 +23,21 @@ pub fn run(a: Args) -> Result<()> {
         a.seconds.is_finite() && a.seconds > 0.0,
         "--seconds must be a positive number"
     );
+    for name in &a.only {
+        anyhow::ensure!(
+            Workloads::NAMES.contains(&name.as_str()),
+            "unknown workload {name:?} (expected one of {})",
+            Workloads::NAMES.join(", ")
+        );
+    }
     let device = defed::default_device();
     let mut w = Workloads::new(&device)?;
-    let results = w.measure_all(a.seconds)?;
+    let results = if a.only.is_empty() {
+        w.measure_all(a.seconds)?
+    } else {
+        let names: Vec<&str> = a.only.iter().map(String::as_str).collect();
+        w.measure(&names, a.seconds)?
+    };
     println!(
         "{:24} {:>12} {:>12} {:>8}",
         "workload", "images/s", "ms/call", "calls"

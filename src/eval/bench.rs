@@ -114,22 +114,42 @@ impl Workloads {
         Ok(())
     }
 
+    /// The workload names, in the order [`measure`](Self::measure) runs them.
+    pub const NAMES: [&'static str; 4] = [
+        "defed_train_step",
+        "defed_lenet_inference",
+        "lenet_input_gradient",
+        "defender_latency",
+    ];
+
     /// Times every workload for about `seconds` each (after one warm-up call).
     pub fn measure_all(&mut self, seconds: f64) -> Result<Vec<Measurement>> {
+        self.measure(&Self::NAMES, seconds)
+    }
+
+    /// Times the named workloads (see [`NAMES`](Self::NAMES)) for about `seconds` each.
+    pub fn measure(&mut self, names: &[&str], seconds: f64) -> Result<Vec<Measurement>> {
         let mut out = Vec::new();
-        out.push(self.time("defed_train_step", BATCH, seconds, |w| {
-            w.train_step();
-            Ok(())
-        })?);
-        out.push(self.time("defed_lenet_inference", BATCH, seconds, |w| {
-            w.inference();
-            Ok(())
-        })?);
-        out.push(self.time("lenet_input_gradient", BATCH, seconds, |w| {
-            w.input_gradient();
-            Ok(())
-        })?);
-        out.push(self.time("defender_latency", 1, seconds, |w| w.defend_one())?);
+        for &name in &Self::NAMES {
+            if !names.contains(&name) {
+                continue;
+            }
+            out.push(match name {
+                "defed_train_step" => self.time(name, BATCH, seconds, |w| {
+                    w.train_step();
+                    Ok(())
+                })?,
+                "defed_lenet_inference" => self.time(name, BATCH, seconds, |w| {
+                    w.inference();
+                    Ok(())
+                })?,
+                "lenet_input_gradient" => self.time(name, BATCH, seconds, |w| {
+                    w.input_gradient();
+                    Ok(())
+                })?,
+                _ => self.time(name, 1, seconds, |w| w.defend_one())?,
+            });
+        }
         Ok(out)
     }
 

@@ -99,8 +99,7 @@ impl CbpT {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.l2
-            .forward(self.l1.forward(conv::conv_transpose2d(&self.l0, x)))
+        batch_norm_prelu(&self.l1, &self.l2, conv::conv_transpose2d(&self.l0, x))
     }
 }
 
