@@ -215,11 +215,10 @@ pub fn conv_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .into_par_iter()
         .map(|b0| {
             let mut acc = vec![0f32; per];
-            for b in b0..(b0 + chunk).min(g.batch) {
-                let xs = &xp[b * g.cin * plane..(b + 1) * g.cin * plane];
-                let ds = &dyg[b * g.cout * grid..(b + 1) * g.cout * grid];
-                dispatch_weight(g, xs, ds, &mut acc);
-            }
+            let b1 = (b0 + chunk).min(g.batch);
+            let xs = &xp[b0 * g.cin * plane..b1 * g.cin * plane];
+            let ds = &dyg[b0 * g.cout * grid..b1 * g.cout * grid];
+            dispatch_weight(g, b1 - b0, xs, ds, &mut acc);
             acc
         })
         .collect();
@@ -310,17 +309,17 @@ unsafe fn dispatch_forward(
     unsafe { forward_block::<Portable>(g, xs, weight, bias, c0, n, p0, p1, out) }
 }
 
-fn dispatch_weight(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
+fn dispatch_weight(g: &Geometry, images: usize, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
-            return unsafe { x86::weight_avx512(g, xs, ds, acc) };
+            return unsafe { x86::weight_avx512(g, images, xs, ds, acc) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return unsafe { x86::weight_avx2(g, xs, ds, acc) };
+            return unsafe { x86::weight_avx2(g, images, xs, ds, acc) };
         }
     }
-    unsafe { weight_image::<Portable>(g, xs, ds, acc) }
+    unsafe { weight_images::<Portable>(g, images, xs, ds, acc) }
 }
 
 /// The few vector operations the kernels need.
@@ -478,42 +477,64 @@ unsafe fn scatter(vals: &[f32], q: usize, wp: usize, wo: usize, ho: usize, dst: 
     }
 }
 
-/// Weight gradient of one image, added into `acc` (`[cout, cin, k, k]`).
+/// Weight gradient of `images` consecutive images, added into `acc` (`[cout, cin, k, k]`).
+/// The vector accumulators run over all the images before one horizontal sum.
 #[inline(always)]
-unsafe fn weight_image<S: Simd>(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
+unsafe fn weight_images<S: Simd>(
+    g: &Geometry,
+    images: usize,
+    xs: &[f32],
+    ds: &[f32],
+    acc: &mut [f32],
+) {
     let (cin, cout, wp, plane, grid, k) = (g.cin, g.cout, g.wp(), g.plane(), g.grid(), g.k);
     let kk = k * k;
     let mut co = 0;
     while co < cout {
         let pair = cout - co >= 2;
         for ci in 0..cin {
-            unsafe {
-                let xc = xs.as_ptr().add(ci * plane);
-                let d0 = ds.as_ptr().add(co * grid);
+            let planes = |b: usize| unsafe {
+                let xc = xs.as_ptr().add((b * cin + ci) * plane);
+                let d0 = ds.as_ptr().add((b * cout + co) * grid);
                 let d1 = if pair { d0.add(grid) } else { d0 };
-                let mut put = |tap: usize, a0: S::V, a1: S::V| {
-                    acc[(co * cin + ci) * kk + tap] += S::hsum(a0);
-                    if pair {
-                        acc[((co + 1) * cin + ci) * kk + tap] += S::hsum(a1);
-                    }
-                };
+                (xc, d0, d1)
+            };
+            let mut put = |tap: usize, a0: S::V, a1: S::V| unsafe {
+                acc[(co * cin + ci) * kk + tap] += S::hsum(a0);
+                if pair {
+                    acc[((co + 1) * cin + ci) * kk + tap] += S::hsum(a1);
+                }
+            };
+            unsafe {
                 if k == 1 {
-                    let (a0, a1) = weight_sweep::<S, 1>(xc, d0, d1, grid, [0]);
-                    put(0, a0[0], a1[0]);
+                    let mut a = ([S::zero(); 1], [S::zero(); 1]);
+                    for b in 0..images {
+                        let (xc, d0, d1) = planes(b);
+                        a = weight_sweep::<S, 1>(xc, d0, d1, grid, [0], a);
+                    }
+                    put(0, a.0[0], a.1[0]);
                 } else if k == 3 {
                     // All 9 taps in one sweep: 18 accumulators.
                     let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
-                    let (a0, a1) = weight_sweep::<S, 9>(xc, d0, d1, grid, offs);
+                    let mut a = ([S::zero(); 9], [S::zero(); 9]);
+                    for b in 0..images {
+                        let (xc, d0, d1) = planes(b);
+                        a = weight_sweep::<S, 9>(xc, d0, d1, grid, offs, a);
+                    }
                     for t in 0..9 {
-                        put(t, a0[t], a1[t]);
+                        put(t, a.0[t], a.1[t]);
                     }
                 } else {
                     // One kernel row per sweep: 2 x 5 accumulators.
                     for ky in 0..k {
                         let offs: [usize; 5] = std::array::from_fn(|kx| ky * wp + kx);
-                        let (a0, a1) = weight_sweep::<S, 5>(xc, d0, d1, grid, offs);
+                        let mut a = ([S::zero(); 5], [S::zero(); 5]);
+                        for b in 0..images {
+                            let (xc, d0, d1) = planes(b);
+                            a = weight_sweep::<S, 5>(xc, d0, d1, grid, offs, a);
+                        }
                         for kx in 0..5 {
-                            put(ky * k + kx, a0[kx], a1[kx]);
+                            put(ky * k + kx, a.0[kx], a.1[kx]);
                         }
                     }
                 }
@@ -531,10 +552,9 @@ unsafe fn weight_sweep<S: Simd, const T: usize>(
     d1: *const f32,
     grid: usize,
     offs: [usize; T],
+    (mut a0, mut a1): ([S::V; T], [S::V; T]),
 ) -> ([S::V; T], [S::V; T]) {
     unsafe {
-        let mut a0 = [S::zero(); T];
-        let mut a1 = [S::zero(); T];
         let mut p = 0;
         while p < grid {
             let y0 = S::load(d0.add(p));
@@ -552,7 +572,7 @@ unsafe fn weight_sweep<S: Simd, const T: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Geometry, Simd, forward_block, weight_image};
+    use super::{Geometry, Simd, forward_block, weight_images};
     use std::arch::x86_64::*;
 
     pub struct Avx512;
@@ -650,13 +670,25 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn weight_avx512(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
-        unsafe { weight_image::<Avx512>(g, xs, ds, acc) }
+    pub unsafe fn weight_avx512(
+        g: &Geometry,
+        images: usize,
+        xs: &[f32],
+        ds: &[f32],
+        acc: &mut [f32],
+    ) {
+        unsafe { weight_images::<Avx512>(g, images, xs, ds, acc) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weight_avx2(g: &Geometry, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
-        unsafe { weight_image::<Avx2>(g, xs, ds, acc) }
+    pub unsafe fn weight_avx2(
+        g: &Geometry,
+        images: usize,
+        xs: &[f32],
+        ds: &[f32],
+        acc: &mut [f32],
+    ) {
+        unsafe { weight_images::<Avx2>(g, images, xs, ds, acc) }
     }
 }
 
