@@ -233,10 +233,24 @@ pub fn conv_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 
 /// Gradient of [`conv`] with respect to its bias: the output gradient summed per channel.
 pub fn bias_grad(batch: usize, cout: usize, dy: &[f32]) -> Vec<f32> {
-    let per = dy.len() / (batch * cout).max(1);
+    let per = (dy.len() / (batch * cout).max(1)).max(1);
+    // Eight independent partial sums per plane, so the loop vectorises.
+    let plane_sums: Vec<f32> = dy
+        .par_chunks(per)
+        .map(|plane| {
+            let mut lanes = [0f32; 8];
+            let mut chunks = plane.chunks_exact(8);
+            for c in &mut chunks {
+                for (l, v) in lanes.iter_mut().zip(c) {
+                    *l += v;
+                }
+            }
+            lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+        })
+        .collect();
     let mut out = vec![0f32; cout];
-    for (i, plane) in dy.chunks(per).enumerate() {
-        out[i % cout] += plane.iter().sum::<f32>();
+    for (i, v) in plane_sums.iter().enumerate() {
+        out[i % cout] += v;
     }
     out
 }
