@@ -165,8 +165,49 @@ impl Filter3x3Backend for Flex {
     }
 }
 
+/// The backward node of the filter (`adjoint: false`) or of its adjoint (`adjoint: true`):
+/// both are linear and each is the other's adjoint.
 #[derive(Debug)]
-struct FilterGrad;
+struct FilterGrad {
+    adjoint: bool,
+}
+
+impl FilterGrad {
+    fn apply<B: Filter3x3Backend>(
+        adjoint: bool,
+        x: FloatTensor<B>,
+        kernel: [f32; 9],
+        replicate: bool,
+    ) -> FloatTensor<B> {
+        if adjoint {
+            B::filter3x3_backward(x, kernel, replicate)
+        } else {
+            B::filter3x3(x, kernel, replicate)
+        }
+    }
+
+    /// Runs the filter (or its adjoint) on the inner backend and records this node.
+    fn track<B: Backend + Filter3x3Backend, C: CheckpointStrategy>(
+        self,
+        x: FloatTensor<Autodiff<B, C>>,
+        kernel: [f32; 9],
+        replicate: bool,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let adjoint = self.adjoint;
+        match self.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(
+                (kernel, replicate),
+                Self::apply::<B>(adjoint, x.into_primitive(), kernel, replicate),
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(Self::apply::<B>(
+                adjoint,
+                x.into_primitive(),
+                kernel,
+                replicate,
+            )),
+        }
+    }
+}
 
 impl<B: Backend + Filter3x3Backend> Backward<B, 1> for FilterGrad {
     type State = ([f32; 9], bool);
@@ -176,26 +217,15 @@ impl<B: Backend + Filter3x3Backend> Backward<B, 1> for FilterGrad {
         let grad = grads.consume::<B>(&ops.node);
         let (kernel, replicate) = ops.state;
         if let Some(node) = node {
-            grads.register::<B>(node.id, B::filter3x3_backward(grad, kernel, replicate));
+            let g = Self::apply::<B>(!self.adjoint, grad, kernel, replicate);
+            grads.register::<B>(node.id, g);
         }
     }
 }
 
 impl<B: Backend + Filter3x3Backend, C: CheckpointStrategy> Filter3x3Backend for Autodiff<B, C> {
     fn filter3x3(x: FloatTensor<Self>, kernel: [f32; 9], replicate: bool) -> FloatTensor<Self> {
-        match FilterGrad
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                (kernel, replicate),
-                B::filter3x3(x.into_primitive(), kernel, replicate),
-            ),
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::filter3x3(x.into_primitive(), kernel, replicate))
-            }
-        }
+        FilterGrad { adjoint: false }.track::<B, C>(x, kernel, replicate)
     }
 
     fn filter3x3_backward(
@@ -203,38 +233,7 @@ impl<B: Backend + Filter3x3Backend, C: CheckpointStrategy> Filter3x3Backend for 
         kernel: [f32; 9],
         replicate: bool,
     ) -> FloatTensor<Self> {
-        // Double backward: the adjoint is linear, its own adjoint is the forward filter.
-        match AdjointGrad
-            .prepare::<C>([grad.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                (kernel, replicate),
-                B::filter3x3_backward(grad.into_primitive(), kernel, replicate),
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(B::filter3x3_backward(
-                grad.into_primitive(),
-                kernel,
-                replicate,
-            )),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct AdjointGrad;
-
-impl<B: Backend + Filter3x3Backend> Backward<B, 1> for AdjointGrad {
-    type State = ([f32; 9], bool);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let (kernel, replicate) = ops.state;
-        if let Some(node) = node {
-            grads.register::<B>(node.id, B::filter3x3(grad, kernel, replicate));
-        }
+        FilterGrad { adjoint: true }.track::<B, C>(grad, kernel, replicate)
     }
 }
 

@@ -21,6 +21,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::conv::{flex_tensor, on_flex, values};
+use super::kernels::SendPtr;
 
 /// Backends with the fused batch-norm + PReLU operations.
 #[backend_extension(Flex, Autodiff)]
@@ -62,19 +63,6 @@ pub trait NormBackend: Backend {
         shift: FloatTensor<Self>,
         alpha: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-}
-
-/// A raw pointer shared by per-channel tasks that write disjoint planes.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer; a method so that closures capture the whole (Send) wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// `[n, c, rest]` sizes of a tensor shape.
