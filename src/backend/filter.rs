@@ -39,6 +39,11 @@ impl Border {
             (_, p) => p - 1,
         }
     }
+
+    /// Source index of every padded position along an axis of length `n`.
+    fn sources(self, n: usize) -> Vec<usize> {
+        (0..n + 2).map(|p| self.source(p, n)).collect()
+    }
 }
 
 /// Backends with the fused per-channel 3x3 filter and its adjoint.
@@ -66,8 +71,7 @@ fn border(replicate: bool) -> Border {
 /// Forward stencil over planes of `h x w`.
 pub fn filter_planes(x: &[f32], (h, w): (usize, usize), k: [f32; 9], b: Border) -> Vec<f32> {
     let (hp, wp) = (h + 2, w + 2);
-    let rows: Vec<usize> = (0..hp).map(|p| b.source(p, h)).collect();
-    let cols: Vec<usize> = (0..wp).map(|p| b.source(p, w)).collect();
+    let (rows, cols) = (b.sources(h), b.sources(w));
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w))
@@ -103,8 +107,7 @@ pub fn filter_planes_adjoint(
     b: Border,
 ) -> Vec<f32> {
     let (hp, wp) = (h + 2, w + 2);
-    let rows: Vec<usize> = (0..hp).map(|p| b.source(p, h)).collect();
-    let cols: Vec<usize> = (0..wp).map(|p| b.source(p, w)).collect();
+    let (rows, cols) = (b.sources(h), b.sources(w));
     let mut out = vec![0f32; dy.len()];
     out.par_chunks_mut(h * w)
         .zip(dy.par_chunks(h * w))

@@ -127,26 +127,6 @@ pub fn pad_planes(
     out
 }
 
-/// Crops computed grids (`planes` of length `grid`, rows `row` long) to NCHW `ho x wo`.
-pub fn crop_planes(
-    g: &[f32],
-    planes: usize,
-    grid: usize,
-    row: usize,
-    (ho, wo): (usize, usize),
-) -> Vec<f32> {
-    let mut out = vec![0f32; planes * ho * wo];
-    out.par_chunks_mut(ho * wo)
-        .zip(g.par_chunks(grid))
-        .for_each(|(dst, src)| {
-            for y in 0..ho {
-                dst[y * wo..(y + 1) * wo].copy_from_slice(&src[y * row..y * row + wo]);
-            }
-        });
-    debug_assert_eq!(out.len(), planes * ho * wo);
-    out
-}
-
 /// Forward convolution: `x` NCHW `[batch, cin, h, w]`, `weight` `[cout, cin, k, k]`, optional
 /// `bias` `[cout]`; returns NCHW `[batch, cout, ho, wo]`.
 pub fn conv(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
