@@ -54,6 +54,15 @@ pub trait FastConvBackend: Backend {
         grad: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self>;
+    /// [`fast_conv`](FastConvBackend::fast_conv) then PReLU with one slope per output channel
+    /// (`alpha`, `[cout]`), applied in the kernel's epilogue. Inference only: plain devices.
+    fn fast_conv_prelu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
 }
 
 /// Whether a tensor lives on the `flex` CPU backend, where the SIMD kernels apply.
@@ -168,6 +177,40 @@ impl FastConvBackend for Flex {
         let out = kernels::conv_weight_grad(&g, &values(&x), &values(&grad));
         flex_tensor(out, vec![g.cout, g.cin, g.k, g.k])
     }
+
+    fn fast_conv_prelu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let g = geometry(&x.shape(), &weight.shape(), padding);
+        let alpha = values(&alpha).into_owned();
+        if !g.supported()
+            || weight.shape()[2] != weight.shape()[3]
+            || !all_f32(&[&x, &weight, &bias])
+        {
+            let y = Self::conv2d(x, weight, Some(bias), options(padding));
+            let shape = y.shape().to_vec();
+            let per: usize = shape[2..].iter().product::<usize>().max(1);
+            let mut v = values(&y).into_owned();
+            for (i, z) in v.iter_mut().enumerate() {
+                if *z <= 0.0 {
+                    *z *= alpha[(i / per) % shape[1]];
+                }
+            }
+            return flex_tensor(v, shape);
+        }
+        let out = kernels::conv_prelu(
+            &g,
+            &values(&x),
+            &values(&weight),
+            Some(&values(&bias)),
+            Some(&alpha),
+        );
+        flex_tensor(out, vec![g.batch, g.cout, g.ho(), g.wo()])
+    }
 }
 
 /// The backward node: input, weight and bias gradients from the inner backend's kernels.
@@ -257,6 +300,17 @@ impl<B: Backend + FastConvBackend, C: CheckpointStrategy> FastConvBackend for Au
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, grad, options(padding))
     }
+
+    fn fast_conv_prelu(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _bias: FloatTensor<Self>,
+        _alpha: FloatTensor<Self>,
+        _padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        // Never routed here: `norm::conv_bn_prelu` fuses only on plain (inference) devices.
+        unreachable!("fast_conv_prelu runs on plain (inference) devices only")
+    }
 }
 
 /// Stride-1 convolution of `x` (`[n, cin, h, w]`) with `weight` (`[cout, cin, k, k]`),
@@ -282,48 +336,114 @@ fn bias_or_zeros(bias: Option<Tensor<1>>, channels: usize, like: &Tensor<4>) -> 
     bias.unwrap_or_else(|| Tensor::zeros([channels], &like.device()))
 }
 
+/// A layer in the fast kernels' form: the weights of an equivalent stride-1 forward
+/// convolution (`[cout, cin, k, k]`), its bias and its zero padding.
+pub(crate) struct FastForm {
+    pub(crate) weight: Tensor<4>,
+    pub(crate) bias: Tensor<1>,
+    pub(crate) padding: [usize; 2],
+}
+
+/// A convolution's padding as `[vertical, horizontal]` when it is the same on both sides.
+fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
+    use burn::nn::PaddingConfig2d;
+    let [kh, kw] = conv.kernel_size;
+    match conv.padding {
+        PaddingConfig2d::Valid => Some([0, 0]),
+        PaddingConfig2d::Same if kh % 2 == 1 && kw % 2 == 1 => Some([kh / 2, kw / 2]),
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
+        _ => None,
+    }
+}
+
+/// `conv` as a [`FastForm`] when it is a 3x3 or 5x5, stride-1, undilated, ungrouped
+/// convolution with symmetric padding below the kernel size.
+pub(crate) fn conv_form(conv: &Conv2d, x: &Tensor<4>) -> Option<FastForm> {
+    let [kh, kw] = conv.kernel_size;
+    let padding = symmetric_padding(conv)?;
+    if !((kh == 3 || kh == 5)
+        && kh == kw
+        && padding[0] < kh
+        && padding[1] < kh
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1)
+    {
+        return None;
+    }
+    let weight = conv.weight.val();
+    let cout = weight.dims()[0];
+    let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, x);
+    Some(FastForm {
+        weight,
+        bias,
+        padding,
+    })
+}
+
+/// A transposed convolution as a [`FastForm`] when it is 3x3 or 5x5, stride 1, undilated,
+/// ungrouped, with no output padding: such a layer is a convolution with the kernel flipped and
+/// its channel axes swapped, and padding `k - 1 - padding`.
+pub(crate) fn conv_transpose_form(conv: &ConvTranspose2d, x: &Tensor<4>) -> Option<FastForm> {
+    let [ph, pw] = conv.padding;
+    let [kh, kw] = conv.kernel_size;
+    if !((kh == 3 || kh == 5)
+        && kh == kw
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && conv.padding_out == [0, 0]
+        && ph < kh
+        && pw < kh)
+    {
+        return None;
+    }
+    let weight = conv.weight.val().swap_dims(0, 1).flip([2, 3]);
+    let cout = weight.dims()[0];
+    let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, x);
+    Some(FastForm {
+        weight,
+        bias,
+        padding: [kh - 1 - ph, kw - 1 - pw],
+    })
+}
+
+/// `prelu(conv(x))` for a layer in [`FastForm`] with one PReLU slope per output channel
+/// (`[cout]`), fused on `flex`. Inference only: `x` and the form must not be on an autodiff
+/// device (callers check).
+pub(crate) fn fast_conv_prelu(x: Tensor<4>, form: FastForm, alpha: Tensor<1>) -> Tensor<4> {
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as FastConvBackend>::fast_conv_prelu(
+            x.into_dispatch(),
+            form.weight.into_dispatch(),
+            form.bias.into_dispatch(),
+            alpha.into_dispatch(),
+            form.padding,
+        ),
+    )
+}
+
 /// `conv.forward(x)`, through [`fast_conv`] when the layer is a 3x3 or 5x5, stride-1,
 /// undilated, ungrouped convolution with symmetric padding below the kernel size; through one
 /// matrix product for patchify layers under autodiff; else burn's own `forward`.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    use burn::nn::PaddingConfig2d;
-    let [kh, kw] = conv.kernel_size;
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => Some([0, 0]),
-        PaddingConfig2d::Same if kh % 2 == 1 && kw % 2 == 1 => Some([kh / 2, kw / 2]),
-        PaddingConfig2d::Same => None,
-        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
-        PaddingConfig2d::Explicit(..) => None,
-    };
-    match padding {
-        Some(p)
-            if (kh == 3 || kh == 5)
-                && kh == kw
-                && p[0] < kh
-                && p[1] < kh
-                && conv.stride == [1, 1]
-                && conv.dilation == [1, 1]
-                && conv.groups == 1 =>
-        {
-            let weight = conv.weight.val();
-            let cout = weight.dims()[0];
-            let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, &x);
-            fast_conv(x, weight, bias, p)
-        }
-        // Under autodiff only: burn's forward is as fast, its backward is what is slow.
-        _ if x.device().is_autodiff()
-            && patchify(
-                conv.kernel_size,
-                conv.stride,
-                padding,
-                conv.dilation,
-                conv.groups,
-                &x,
-            ) =>
-        {
-            patch_conv(conv, x)
-        }
-        _ => conv.forward(x),
+    if let Some(f) = conv_form(conv, &x) {
+        return fast_conv(x, f.weight, f.bias, f.padding);
+    }
+    // Under autodiff only: burn's forward is as fast, its backward is what is slow.
+    if x.device().is_autodiff()
+        && patchify(
+            conv.kernel_size,
+            conv.stride,
+            symmetric_padding(conv),
+            conv.dilation,
+            conv.groups,
+            &x,
+        )
+    {
+        patch_conv(conv, x)
+    } else {
+        conv.forward(x)
     }
 }
 
@@ -398,25 +518,12 @@ fn patch_conv_transpose(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// `conv.forward(x)` for a transposed convolution, through [`fast_conv`] when it is 3x3 or
-/// 5x5, stride 1, undilated, ungrouped, with no output padding: such a layer is a convolution
-/// with the kernel flipped and its channel axes swapped, and padding `k - 1 - padding`.
+/// `conv.forward(x)` for a transposed convolution, through [`fast_conv`] when
+/// [`conv_transpose_form`] applies, as one matrix product for patchify layers under autodiff,
+/// else burn's own `forward`.
 pub fn conv_transpose2d(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
-    let [ph, pw] = conv.padding;
-    let [kh, kw] = conv.kernel_size;
-    if (kh == 3 || kh == 5)
-        && kh == kw
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && conv.padding_out == [0, 0]
-        && ph < kh
-        && pw < kh
-    {
-        let weight = conv.weight.val().swap_dims(0, 1).flip([2, 3]);
-        let cout = weight.dims()[0];
-        let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, &x);
-        fast_conv(x, weight, bias, [kh - 1 - ph, kw - 1 - pw])
+    if let Some(f) = conv_transpose_form(conv, &x) {
+        fast_conv(x, f.weight, f.bias, f.padding)
     } else if x.device().is_autodiff()
         && conv.kernel_size == conv.stride
         && conv.padding == [0, 0]

@@ -16,11 +16,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PRelu};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv::{flex_tensor, on_flex, values};
+use super::conv::{self, FastForm, flex_tensor, on_flex, values};
 use super::kernels::SendPtr;
 
 /// Backends with the fused batch-norm + PReLU operations.
@@ -422,6 +423,63 @@ pub fn batch_norm_prelu(bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> 
     }
 }
 
+/// `act.forward(bn.forward(conv.forward(x)))`: at inference on `flex` (nothing on an autodiff
+/// device) with a 3x3 or 5x5 stride-1 layer, one kernel pass with batch norm folded into the
+/// convolution's weights and bias and PReLU in the kernel's epilogue; else the convolution
+/// through [`conv::conv2d`] then [`batch_norm_prelu`].
+pub fn conv_bn_prelu(conv: &Conv2d, bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> {
+    fused_inference(conv::conv_form(conv, &x), bn, act, &x)
+        .unwrap_or_else(|| batch_norm_prelu(bn, act, conv::conv2d(conv, x)))
+}
+
+/// [`conv_bn_prelu`] for a transposed convolution.
+pub fn conv_transpose_bn_prelu(
+    conv: &ConvTranspose2d,
+    bn: &BatchNorm,
+    act: &PRelu,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    fused_inference(conv::conv_transpose_form(conv, &x), bn, act, &x)
+        .unwrap_or_else(|| batch_norm_prelu(bn, act, conv::conv_transpose2d(conv, x)))
+}
+
+/// The fused inference path, or `None` when it does not apply.
+fn fused_inference(
+    form: Option<FastForm>,
+    bn: &BatchNorm,
+    act: &PRelu,
+    x: &Tensor<4>,
+) -> Option<Tensor<4>> {
+    let form = form?;
+    let alpha = act.alpha.val();
+    let device = x.device();
+    let plain = on_flex(x)
+        && x.dtype() == DType::F32
+        && !device.is_autodiff()
+        && !form.weight.device().is_autodiff()
+        && !bn.gamma.val().device().is_autodiff()
+        && !alpha.device().is_autodiff();
+    if !plain {
+        return None;
+    }
+    let var = bn.running_var.value().to_device(&device);
+    let mean = bn.running_mean.value().to_device(&device);
+    let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+    let shift = bn.beta.val() - mean * scale.clone();
+    let cout = scale.dims()[0];
+    let alpha = if alpha.dims()[0] == 1 {
+        alpha.expand([cout])
+    } else {
+        alpha
+    };
+    let folded = FastForm {
+        weight: form.weight * scale.clone().reshape([cout, 1, 1, 1]),
+        bias: form.bias * scale + shift,
+        padding: form.padding,
+    };
+    Some(conv::fast_conv_prelu(x.clone(), folded, alpha))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +536,75 @@ mod tests {
             );
             assert!(d < 1e-5, "inference {d}");
         }
+    }
+
+    /// At inference, conv + batch norm + PReLU as one kernel (batch norm folded into the
+    /// weights, PReLU in the epilogue) equals burn's three layers to 1e-5, for forward and
+    /// transposed 3x3 layers and shared or per-channel slopes; other layers fall back; NaN
+    /// inputs stay NaN.
+    #[test]
+    fn conv_fused_at_inference_equals_layers() {
+        use burn::nn::PaddingConfig2d;
+        use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+        let train = crate::backend::autodiff_device();
+        let plain = crate::backend::default_device();
+        for alphas in [1, 5] {
+            let bn = BatchNormConfig::new(5).init(&train);
+            // Non-trivial running statistics: a few training passes.
+            for i in 0..3 {
+                let x =
+                    Tensor::<4>::random([8, 5, 4, 4], Distribution::Normal(i as f64, 3.0), &train);
+                let _ = bn.forward(x);
+            }
+            let act = PReluConfig::new()
+                .with_num_parameters(alphas)
+                .with_alpha(0.15)
+                .init(&plain);
+            let bn = bn.valid();
+            let conv = Conv2dConfig::new([3, 5], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&plain);
+            let convt = ConvTranspose2dConfig::new([3, 5], [3, 3])
+                .with_padding([1, 1])
+                .init(&plain);
+            let x = Tensor::<4>::random([3, 3, 9, 11], Distribution::Normal(0.0, 2.0), &plain);
+            assert!(fused_inference(conv::conv_form(&conv, &x), &bn, &act, &x).is_some());
+            let d = rel_diff(
+                conv_bn_prelu(&conv, &bn, &act, x.clone()),
+                act.forward(bn.forward(conv.forward(x.clone()))),
+            );
+            assert!(d < 1e-5, "conv, {alphas} slopes: {d}");
+            let form = conv::conv_transpose_form(&convt, &x);
+            assert!(fused_inference(form, &bn, &act, &x).is_some());
+            let d = rel_diff(
+                conv_transpose_bn_prelu(&convt, &bn, &act, x.clone()),
+                act.forward(bn.forward(convt.forward(x.clone()))),
+            );
+            assert!(d < 1e-5, "transposed, {alphas} slopes: {d}");
+
+            let down = Conv2dConfig::new([3, 5], [2, 2])
+                .with_stride([2, 2])
+                .init(&plain);
+            let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &plain);
+            assert!(fused_inference(conv::conv_form(&down, &x), &bn, &act, &x).is_none());
+            let d = rel_diff(
+                conv_bn_prelu(&down, &bn, &act, x.clone()),
+                act.forward(bn.forward(down.forward(x))),
+            );
+            assert!(d < 1e-5, "fallback: {d}");
+        }
+        let conv = Conv2dConfig::new([1, 2], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&plain);
+        let bn = BatchNormConfig::new(2).init(&plain);
+        let act = PReluConfig::new().init(&plain);
+        let mut v = vec![0.5f32; 25];
+        v[12] = f32::NAN;
+        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, 5, 5]), &plain);
+        let y: Vec<f32> = conv_bn_prelu(&conv, &bn, &act, x)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert!(y[12].is_nan() && y[25 + 12].is_nan() && !y[0].is_nan());
     }
 }

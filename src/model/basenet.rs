@@ -7,8 +7,7 @@ use burn::tensor::Tensor;
 
 use super::blocks::{Cbp, CbpT};
 use crate::backend::Device;
-use crate::backend::conv;
-use crate::backend::norm::batch_norm_prelu;
+use crate::backend::norm::{conv_bn_prelu, conv_transpose_bn_prelu};
 
 /// A `CBP` wrapped in a module with one field `conv` (the original's `body.N.conv.*`).
 #[derive(Module, Debug)]
@@ -111,12 +110,12 @@ impl BaseNet {
         let b = &self.body;
         let h = self.head.forward(x);
         let h = b.l0.conv.forward(h);
-        let h = batch_norm_prelu(&b.l2, &b.l3, conv::conv2d(&b.l1, h));
+        let h = conv_bn_prelu(&b.l1, &b.l2, &b.l3, h);
         let h = b.l4.conv.forward(h);
-        let h = batch_norm_prelu(&b.l6, &b.l7, conv::conv2d(&b.l5, h));
-        let h = batch_norm_prelu(&b.l9, &b.l10, conv::conv_transpose2d(&b.l8, h));
+        let h = conv_bn_prelu(&b.l5, &b.l6, &b.l7, h);
+        let h = conv_transpose_bn_prelu(&b.l8, &b.l9, &b.l10, h);
         let h = b.l11.conv.forward(h);
-        let h = batch_norm_prelu(&b.l13, &b.l14, conv::conv_transpose2d(&b.l12, h));
+        let h = conv_transpose_bn_prelu(&b.l12, &b.l13, &b.l14, h);
         let h = b.l15.conv.forward(h);
         self.tail.forward(h)
     }

@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 use super::filters::{self, EdgeMethod};
 use crate::backend::Device;
 use crate::backend::conv;
-use crate::backend::norm::batch_norm_prelu;
+use crate::backend::norm::{conv_bn_prelu, conv_transpose_bn_prelu};
 
 /// A 3x3 convolution, stride 1, padding 1, with bias.
 pub fn conv3x3(cin: usize, cout: usize, device: &Device) -> Conv2d {
@@ -57,7 +57,7 @@ impl Cbp {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        batch_norm_prelu(&self.l1, &self.l2, conv::conv2d(&self.l0, x))
+        conv_bn_prelu(&self.l0, &self.l1, &self.l2, x)
     }
 }
 
@@ -99,7 +99,7 @@ impl CbpT {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        batch_norm_prelu(&self.l1, &self.l2, conv::conv_transpose2d(&self.l0, x))
+        conv_transpose_bn_prelu(&self.l0, &self.l1, &self.l2, x)
     }
 }
 
