@@ -35,6 +35,7 @@ fn main() {
     let c = Conv2dConfig::new([16, 16], [3, 3])
         .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
         .init(&d);
+    time("scale (baseline) 16 28", &|| x16.clone().mul_scalar(2.0));
     time("conv3x3 16 28 fast", &|| conv::conv2d(&c, x16.clone()));
     time("conv3x3 16 28 burn", &|| c.forward(x16.clone()));
     let ct = ConvTranspose2dConfig::new([16, 16], [3, 3])

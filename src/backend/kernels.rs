@@ -356,7 +356,7 @@ fn dispatch_weight(g: &Geometry, images: usize, xs: &[f32], ds: &[f32], acc: &mu
             return unsafe { x86::weight_avx2(g, images, xs, ds, acc) };
         }
     }
-    unsafe { weight_images::<Portable>(g, images, xs, ds, acc) }
+    unsafe { weight_images::<Portable, 2>(g, images, xs, ds, acc) }
 }
 
 /// The few vector operations the kernels need.
@@ -564,95 +564,119 @@ unsafe fn copy_short(src: *const f32, dst: *mut f32, n: usize) {
 }
 
 /// Weight gradient of `images` consecutive images, added into `acc` (`[cout, cin, k, k]`).
-/// The vector accumulators run over all the images before one horizontal sum.
+/// The vector accumulators run over all the images before one horizontal sum. Output channels
+/// go in blocks of `CO` (the last block smaller): each input load feeds `CO` FMAs, so larger
+/// blocks need fewer loads per FMA, as many as the register file allows (`CO * taps`
+/// accumulators).
 #[inline(always)]
-unsafe fn weight_images<S: Simd>(
+unsafe fn weight_images<S: Simd, const CO: usize>(
     g: &Geometry,
     images: usize,
     xs: &[f32],
     ds: &[f32],
     acc: &mut [f32],
 ) {
-    let (cin, cout, wp, plane, grid, k) = (g.cin, g.cout, g.wp(), g.plane(), g.grid(), g.k);
-    let kk = k * k;
     let mut co = 0;
-    while co < cout {
-        let pair = cout - co >= 2;
-        for ci in 0..cin {
-            let planes = |b: usize| unsafe {
-                let xc = xs.as_ptr().add((b * cin + ci) * plane);
-                let d0 = ds.as_ptr().add((b * cout + co) * grid);
-                let d1 = if pair { d0.add(grid) } else { d0 };
-                (xc, d0, d1)
-            };
-            let mut put = |tap: usize, a0: S::V, a1: S::V| unsafe {
-                acc[(co * cin + ci) * kk + tap] += S::hsum(a0);
-                if pair {
-                    acc[((co + 1) * cin + ci) * kk + tap] += S::hsum(a1);
-                }
-            };
-            unsafe {
-                if k == 1 {
-                    let mut a = ([S::zero(); 1], [S::zero(); 1]);
-                    for b in 0..images {
-                        let (xc, d0, d1) = planes(b);
-                        a = weight_sweep::<S, 1>(xc, d0, d1, grid, [0], a);
-                    }
-                    put(0, a.0[0], a.1[0]);
-                } else if k == 3 {
-                    // All 9 taps in one sweep: 18 accumulators.
-                    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
-                    let mut a = ([S::zero(); 9], [S::zero(); 9]);
-                    for b in 0..images {
-                        let (xc, d0, d1) = planes(b);
-                        a = weight_sweep::<S, 9>(xc, d0, d1, grid, offs, a);
-                    }
-                    for t in 0..9 {
-                        put(t, a.0[t], a.1[t]);
-                    }
-                } else {
-                    // One kernel row per sweep: 2 x 5 accumulators.
-                    for ky in 0..k {
-                        let offs: [usize; 5] = std::array::from_fn(|kx| ky * wp + kx);
-                        let mut a = ([S::zero(); 5], [S::zero(); 5]);
-                        for b in 0..images {
-                            let (xc, d0, d1) = planes(b);
-                            a = weight_sweep::<S, 5>(xc, d0, d1, grid, offs, a);
-                        }
-                        for kx in 0..5 {
-                            put(ky * k + kx, a.0[kx], a.1[kx]);
-                        }
+    while co < g.cout {
+        let n = (g.cout - co).min(CO);
+        unsafe {
+            match n {
+                3 => weight_block::<S, 3>(g, images, xs, ds, acc, co),
+                2 => weight_block::<S, 2>(g, images, xs, ds, acc, co),
+                _ => {
+                    for c in co..co + n {
+                        weight_block::<S, 1>(g, images, xs, ds, acc, c)
                     }
                 }
             }
         }
-        co += if pair { 2 } else { 1 };
+        co += n;
     }
 }
 
-/// Sums `x[p + off[t]] * dy0[p]` and `* dy1[p]` over all grid positions, per tap.
+/// [`weight_images`] for output channels `co..co + C`.
 #[inline(always)]
-unsafe fn weight_sweep<S: Simd, const T: usize>(
+unsafe fn weight_block<S: Simd, const C: usize>(
+    g: &Geometry,
+    images: usize,
+    xs: &[f32],
+    ds: &[f32],
+    acc: &mut [f32],
+    co: usize,
+) {
+    let (cin, cout, wp, plane, grid, k) = (g.cin, g.cout, g.wp(), g.plane(), g.grid(), g.k);
+    let kk = k * k;
+    for ci in 0..cin {
+        let planes = |b: usize| unsafe {
+            let xc = xs.as_ptr().add((b * cin + ci) * plane);
+            let d: [*const f32; C] =
+                std::array::from_fn(|c| ds.as_ptr().add((b * cout + co + c) * grid));
+            (xc, d)
+        };
+        let mut put = |tap: usize, a: &[S::V; C]| unsafe {
+            for (c, v) in a.iter().enumerate() {
+                acc[((co + c) * cin + ci) * kk + tap] += S::hsum(*v);
+            }
+        };
+        unsafe {
+            if k == 1 {
+                let mut a = [[S::zero(); 1]; C];
+                for b in 0..images {
+                    let (xc, d) = planes(b);
+                    a = weight_sweep::<S, C, 1>(xc, d, grid, [0], a);
+                }
+                put(0, &std::array::from_fn(|c| a[c][0]));
+            } else if k == 3 {
+                // All 9 taps in one sweep.
+                let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
+                let mut a = [[S::zero(); 9]; C];
+                for b in 0..images {
+                    let (xc, d) = planes(b);
+                    a = weight_sweep::<S, C, 9>(xc, d, grid, offs, a);
+                }
+                for t in 0..9 {
+                    put(t, &std::array::from_fn(|c| a[c][t]));
+                }
+            } else {
+                // One kernel row per sweep.
+                for ky in 0..k {
+                    let offs: [usize; 5] = std::array::from_fn(|kx| ky * wp + kx);
+                    let mut a = [[S::zero(); 5]; C];
+                    for b in 0..images {
+                        let (xc, d) = planes(b);
+                        a = weight_sweep::<S, C, 5>(xc, d, grid, offs, a);
+                    }
+                    for kx in 0..5 {
+                        put(ky * k + kx, &std::array::from_fn(|c| a[c][kx]));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sums `x[p + off[t]] * dy_c[p]` over all grid positions, per output channel `c` and tap `t`.
+#[inline(always)]
+unsafe fn weight_sweep<S: Simd, const C: usize, const T: usize>(
     xc: *const f32,
-    d0: *const f32,
-    d1: *const f32,
+    d: [*const f32; C],
     grid: usize,
     offs: [usize; T],
-    (mut a0, mut a1): ([S::V; T], [S::V; T]),
-) -> ([S::V; T], [S::V; T]) {
+    mut a: [[S::V; T]; C],
+) -> [[S::V; T]; C] {
     unsafe {
         let mut p = 0;
         while p < grid {
-            let y0 = S::load(d0.add(p));
-            let y1 = S::load(d1.add(p));
+            let y: [S::V; C] = std::array::from_fn(|c| S::load(d[c].add(p)));
             for t in 0..T {
                 let xv = S::load(xc.add(p + offs[t]));
-                a0[t] = S::fma(xv, y0, a0[t]);
-                a1[t] = S::fma(xv, y1, a1[t]);
+                for c in 0..C {
+                    a[c][t] = S::fma(xv, y[c], a[c][t]);
+                }
             }
             p += S::LANES;
         }
-        (a0, a1)
+        a
     }
 }
 
@@ -777,7 +801,7 @@ mod x86 {
         ds: &[f32],
         acc: &mut [f32],
     ) {
-        unsafe { weight_images::<Avx512>(g, images, xs, ds, acc) }
+        unsafe { weight_images::<Avx512, 3>(g, images, xs, ds, acc) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -788,7 +812,7 @@ mod x86 {
         ds: &[f32],
         acc: &mut [f32],
     ) {
-        unsafe { weight_images::<Avx2>(g, images, xs, ds, acc) }
+        unsafe { weight_images::<Avx2, 2>(g, images, xs, ds, acc) }
     }
 }
 
@@ -1011,19 +1035,27 @@ mod speed {
     #[test]
     #[ignore]
     fn print_timings() {
-        for (cin, cout, hw) in [(16, 16, 28), (32, 32, 14), (1, 16, 28), (16, 1, 28)] {
+        for (cin, cout, hw, k) in [
+            (16, 16, 28, 3),
+            (32, 32, 14, 3),
+            (1, 16, 28, 3),
+            (16, 1, 28, 3),
+            (16, 16, 28, 1),
+            (32, 32, 14, 1),
+        ] {
+            let p = k / 2;
             let g = Geometry {
                 batch: 64,
                 cin,
                 cout,
                 h: hw,
                 w: hw,
-                pad_h: 1,
-                pad_w: 1,
-                k: 3,
+                pad_h: p,
+                pad_w: p,
+                k,
             };
             let x = vec![0.5f32; 64 * cin * hw * hw];
-            let w = vec![0.1f32; cout * cin * 9];
+            let w = vec![0.1f32; cout * cin * k * k];
             let dy = vec![0.2f32; 64 * cout * hw * hw];
             let time = |f: &dyn Fn()| {
                 f();
@@ -1041,12 +1073,12 @@ mod speed {
                     &x,
                     64 * cin,
                     (hw, hw),
-                    (1, 1),
-                    hw + 2,
+                    (p, p),
+                    g.wp(),
                     g.plane(),
                 ))
             });
-            let xp = pad_planes(&x, 64 * cin, (hw, hw), (1, 1), hw + 2, g.plane());
+            let xp = pad_planes(&x, 64 * cin, (hw, hw), (p, p), g.wp(), g.plane());
             let grid = time(&|| {
                 drop(forward_grid(
                     &g,
@@ -1059,9 +1091,9 @@ mod speed {
                 ))
             });
             println!("pad {pad:.2} grid {grid:.2}");
-            let gf = 2.0 * 9.0 * (cin * cout * hw * hw * 64) as f64 / 1e6;
+            let gf = 2.0 * (k * k * cin * cout * hw * hw * 64) as f64 / 1e6;
             println!(
-                "{cin}->{cout} {hw}x{hw}: fwd {f:.2} ms ({:.0} GFLOP/s), dx {dx:.2}, dw {dw:.2}",
+                "{k}x{k} {cin}->{cout} {hw}x{hw}: fwd {f:.2} ms ({:.0} GFLOP/s), dx {dx:.2}, dw {dw:.2}",
                 gf / f
             );
         }
