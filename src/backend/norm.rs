@@ -77,28 +77,57 @@ fn alpha_at(alpha: &[f32], c: usize) -> f32 {
     if alpha.len() == 1 { alpha[0] } else { alpha[c] }
 }
 
-/// Mean and biased variance per channel, two-pass in f64.
+/// Partial sums per reduction: 16 f32 lanes (vectorised on any ISA, the same order on every
+/// CPU), combined in f64 per plane.
+const LANES: usize = 16;
+
+/// `sum(f(v))` over `s`: 16 f32 partial sums, then f64.
+#[inline(always)]
+fn lane_sum(s: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = s.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += f(v);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v) as f64).sum();
+    lanes.iter().map(|&l| l as f64).sum::<f64>() + tail
+}
+
+/// Mean and biased variance per channel, two-pass: per plane in f32 lanes, across planes in
+/// f64.
 pub fn stats(x: &[f32], (n, c, p): (usize, usize, usize)) -> Vec<f32> {
     let per: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let planes = || (0..n).map(move |i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
             let count = (n * p) as f64;
-            let mean = planes()
-                .map(|s| s.iter().map(|&v| v as f64).sum::<f64>())
-                .sum::<f64>()
-                / count;
+            let mean = planes().map(|s| lane_sum(s, |v| v)).sum::<f64>() / count;
+            let m = mean as f32;
             let var = planes()
-                .map(|s| s.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .map(|s| lane_sum(s, |v| (v - m) * (v - m)))
                 .sum::<f64>()
                 / count;
-            (mean as f32, var as f32)
+            (m, var as f32)
         })
         .collect();
     per.iter()
         .map(|m| m.0)
         .chain(per.iter().map(|m| m.1))
         .collect()
+}
+
+/// A vector of `len` floats that the caller assigns in full before reading.
+fn uninit(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns; every caller writes all `len` elements before
+    // any read.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
 }
 
 /// `prelu(x * k[c] + b[c])` into a new buffer.
@@ -110,7 +139,7 @@ fn affine_prelu_values(
     alpha: &[f32],
 ) -> Vec<f32> {
     let (_, c, p) = dims;
-    let mut out = vec![0f32; x.len()];
+    let mut out = uninit(x.len());
     out.par_chunks_mut(p)
         .zip(x.par_chunks(p))
         .enumerate()
@@ -141,6 +170,36 @@ fn train_affine(
     (k, b, inv)
 }
 
+/// For one plane of the train-mode op: the sums of `dz`, `dz * xhat` and `dy * min(z, 0)`,
+/// where `z = x * k + b`, `dz = dy * prelu'(z)`, `xhat = (x - mean) * inv_std`.
+#[inline(always)]
+fn plane_sums(x: &[f32], dy: &[f32], (k, b, a, mean, inv): (f32, f32, f32, f32, f32)) -> [f64; 3] {
+    let term = |xv: f32, g: f32| {
+        let z = xv * k + b;
+        let (dz, neg) = if z > 0.0 { (g, 0.0) } else { (a * g, z) };
+        (dz, dz * (xv - mean) * inv, g * neg)
+    };
+    let (mut l0, mut l1, mut l2) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let (xs, gs) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
+    let (xr, gr) = (xs.remainder(), gs.remainder());
+    for (xc, gc) in xs.zip(gs) {
+        for i in 0..LANES {
+            let (t0, t1, t2) = term(xc[i], gc[i]);
+            l0[i] += t0;
+            l1[i] += t1;
+            l2[i] += t2;
+        }
+    }
+    let mut out = [l0, l1, l2].map(|l| l.iter().map(|&v| v as f64).sum::<f64>());
+    for (&xv, &g) in xr.iter().zip(gr) {
+        let (t0, t1, t2) = term(xv, g);
+        out[0] += t0 as f64;
+        out[1] += t1 as f64;
+        out[2] += t2 as f64;
+    }
+    out
+}
+
 /// Gradients `(dx, dgamma, dbeta, dalpha)` of the fused train-mode op.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_prelu_backward_values(
@@ -155,7 +214,7 @@ pub fn bn_prelu_backward_values(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let (n, c, p) = dims;
     let (k, b, inv) = train_affine(gamma, beta, st, eps);
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = uninit(x.len());
     let out = SendPtr(dx.as_mut_ptr());
     let count = (n * p) as f64;
     let sums: Vec<(f32, f32, f32)> = (0..c)
@@ -165,13 +224,10 @@ pub fn bn_prelu_backward_values(
             let (mut sdz, mut sdzx, mut sda) = (0f64, 0f64, 0f64);
             for i in 0..n {
                 let r = (i * c + ch) * p..(i * c + ch + 1) * p;
-                for (&xv, &g) in x[r.clone()].iter().zip(&dy[r]) {
-                    let z = xv * kc + bc;
-                    let (dz, neg) = if z > 0.0 { (g, 0.0) } else { (a * g, z) };
-                    sdz += dz as f64;
-                    sdzx += (dz * (xv - m) * s) as f64;
-                    sda += (g * neg) as f64;
-                }
+                let sums = plane_sums(&x[r.clone()], &dy[r], (kc, bc, a, m, s));
+                sdz += sums[0];
+                sdzx += sums[1];
+                sda += sums[2];
             }
             let coef = gamma[ch] * s / count as f32;
             let (dbeta, dgamma) = (sdz as f32, sdzx as f32);
