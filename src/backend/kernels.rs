@@ -105,6 +105,44 @@ impl SendPtr {
     }
 }
 
+/// The instruction sets the kernels are compiled for; [`Isa::best`] is what the CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Plain Rust arrays (any CPU).
+    Portable,
+    /// AVX2 with FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// The widest instruction set this CPU has.
+    pub(crate) fn best() -> Isa {
+        *Isa::available()
+            .last()
+            .expect("portable is always available")
+    }
+
+    /// Every instruction set this CPU can run, narrowest first.
+    pub(crate) fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+}
+
 /// Copies NCHW `x` (`channels` planes of `h x w`) into zero-padded planes of length `plane`,
 /// rows `row` long, the image starting at row `top`, column `left`.
 pub fn pad_planes(
@@ -155,6 +193,18 @@ pub fn conv_prelu(
     bias: Option<&[f32]>,
     prelu: Option<&[f32]>,
 ) -> Vec<f32> {
+    conv_prelu_on(Isa::best(), g, x, weight, bias, prelu)
+}
+
+/// [`conv_prelu`] on the given instruction set.
+pub(crate) fn conv_prelu_on(
+    isa: Isa,
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    prelu: Option<&[f32]>,
+) -> Vec<f32> {
     assert_eq!(x.len(), g.batch * g.cin * g.h * g.w, "conv: input size");
     if let Some(a) = prelu {
         assert_eq!(a.len(), g.cout, "conv: one PReLU slope per output channel");
@@ -173,6 +223,7 @@ pub fn conv_prelu(
         g.plane(),
     );
     forward_grid(
+        isa,
         g,
         &xp,
         Params {
@@ -202,6 +253,11 @@ pub fn conv_input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
 
 /// Gradient of [`conv`] with respect to its weight, `[cout, cin, k, k]`.
 pub fn conv_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    conv_weight_grad_on(Isa::best(), g, x, dy)
+}
+
+/// [`conv_weight_grad`] on the given instruction set.
+pub(crate) fn conv_weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(
         x.len(),
         g.batch * g.cin * g.h * g.w,
@@ -234,7 +290,7 @@ pub fn conv_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let b1 = (b0 + chunk).min(g.batch);
             let xs = &xp[b0 * g.cin * plane..b1 * g.cin * plane];
             let ds = &dyg[b0 * g.cout * grid..b1 * g.cout * grid];
-            dispatch_weight(g, b1 - b0, xs, ds, &mut acc);
+            dispatch_weight(isa, g, b1 - b0, xs, ds, &mut acc);
             acc
         })
         .collect();
@@ -282,7 +338,7 @@ struct Params<'a> {
 
 /// Forward kernel over padded planes, writing NCHW `[batch, cout, ho, wo]` directly (junk
 /// columns are never stored).
-fn forward_grid(g: &Geometry, xp: &[f32], params: Params) -> Vec<f32> {
+fn forward_grid(isa: Isa, g: &Geometry, xp: &[f32], params: Params) -> Vec<f32> {
     let grid = g.grid();
     let out_plane = g.ho() * g.wo();
     let mut out = Vec::with_capacity(g.batch * g.cout * out_plane);
@@ -304,6 +360,24 @@ fn forward_grid(g: &Geometry, xp: &[f32], params: Params) -> Vec<f32> {
         }
         v
     };
+    // Weights re-laid per block as [ci][tap][c], so one tap's channels are adjacent; block
+    // `c0..c0 + n` starts at `c0 * cin * k * k`.
+    let kk = g.k * g.k;
+    let mut packed = vec![0f32; params.weight.len()];
+    for &(c0, n) in &blocks {
+        let dst = &mut packed[c0 * g.cin * kk..(c0 + n) * g.cin * kk];
+        for c in 0..n {
+            for ci in 0..g.cin {
+                for t in 0..kk {
+                    dst[(ci * kk + t) * n + c] = params.weight[((c0 + c) * g.cin + ci) * kk + t];
+                }
+            }
+        }
+    }
+    let params = Params {
+        weight: &packed,
+        ..params
+    };
     let work = g.batch * blocks.len();
     let splits = (rayon::current_num_threads() * 4).div_ceil(work).max(1);
     let span = (grid / PIX_ALIGN).div_ceil(splits) * PIX_ALIGN;
@@ -317,7 +391,7 @@ fn forward_grid(g: &Geometry, xp: &[f32], params: Params) -> Vec<f32> {
         // SAFETY: each task writes channels c0..c0+n of image b, positions p0..p1 only.
         unsafe {
             let o = optr.get().add((b * g.cout + c0) * out_plane);
-            dispatch_forward(g, xs, params, c0, n, p0, p1, o);
+            dispatch_forward(isa, g, xs, params, c0, n, p0, p1, o);
         }
     });
     out
@@ -325,6 +399,7 @@ fn forward_grid(g: &Geometry, xp: &[f32], params: Params) -> Vec<f32> {
 
 #[allow(clippy::too_many_arguments)]
 unsafe fn dispatch_forward(
+    isa: Isa,
     g: &Geometry,
     xs: &[f32],
     params: Params,
@@ -334,29 +409,28 @@ unsafe fn dispatch_forward(
     p1: usize,
     out: *mut f32,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return unsafe { x86::forward_avx512(g, xs, params, c0, n, p0, p1, out) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return unsafe { x86::forward_avx2(g, xs, params, c0, n, p0, p1, out) };
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::forward_avx512(g, xs, params, c0, n, p0, p1, out),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::forward_avx2(g, xs, params, c0, n, p0, p1, out),
+            Isa::Portable => forward_block::<Portable>(g, xs, params, c0, n, p0, p1, out),
         }
     }
-    unsafe { forward_block::<Portable>(g, xs, params, c0, n, p0, p1, out) }
 }
 
-fn dispatch_weight(g: &Geometry, images: usize, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return unsafe { x86::weight_avx512(g, images, xs, ds, acc) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return unsafe { x86::weight_avx2(g, images, xs, ds, acc) };
+fn dispatch_weight(isa: Isa, g: &Geometry, images: usize, xs: &[f32], ds: &[f32], acc: &mut [f32]) {
+    // SAFETY: `isa` comes from `Isa::available`, so the CPU has its instructions.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::weight_avx512(g, images, xs, ds, acc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::weight_avx2(g, images, xs, ds, acc),
+            Isa::Portable => weight_images::<Portable, 2>(g, images, xs, ds, acc),
         }
     }
-    unsafe { weight_images::<Portable, 2>(g, images, xs, ds, acc) }
 }
 
 /// The few vector operations the kernels need.
@@ -366,10 +440,11 @@ trait Simd {
     unsafe fn zero() -> Self::V;
     unsafe fn splat(v: f32) -> Self::V;
     unsafe fn load(p: *const f32) -> Self::V;
-    unsafe fn store(p: *mut f32, v: Self::V);
     /// `a * b + c`
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn hsum(v: Self::V) -> f32;
+    /// Stores lanes `lo..hi` of `v` at `p + lo .. p + hi`, leaving the rest of memory alone.
+    unsafe fn store_lanes(p: *mut f32, v: Self::V, lo: usize, hi: usize);
     /// Lane-wise `max(v, 0)`, NaN kept (x86 `max` returns its second operand on NaN).
     unsafe fn max0(v: Self::V) -> Self::V;
     /// Lane-wise `min(v, 0)`, NaN kept.
@@ -395,16 +470,18 @@ impl Simd for Portable {
         unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) }
     }
     #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], v) }
-    }
-    #[inline(always)]
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         std::array::from_fn(|i| a[i] * b[i] + c[i])
     }
     #[inline(always)]
     unsafe fn hsum(v: Self::V) -> f32 {
         v.iter().sum()
+    }
+    #[inline(always)]
+    unsafe fn store_lanes(p: *mut f32, v: Self::V, lo: usize, hi: usize) {
+        for (j, &x) in v.iter().enumerate().take(hi).skip(lo) {
+            unsafe { *p.wrapping_add(j) = x };
+        }
     }
     #[inline(always)]
     unsafe fn max0(v: Self::V) -> Self::V {
@@ -450,6 +527,7 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
     p1: usize,
     out: *mut f32,
 ) {
+    // `params.weight` arrives block-packed (see `forward_grid`).
     let Params {
         weight,
         bias,
@@ -458,15 +536,7 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
     let (cin, wp, plane, kk) = (g.cin, g.wp(), g.plane(), g.k * g.k);
     let (ho, wo) = (g.ho(), g.wo());
     let out_plane = ho * wo;
-    // Weights for this channel block as [ci][tap][c], so one tap's CB weights are adjacent.
-    let mut wb = vec![0f32; cin * kk * CB];
-    for c in 0..CB {
-        for ci in 0..cin {
-            for t in 0..kk {
-                wb[(ci * kk + t) * CB + c] = weight[((c0 + c) * cin + ci) * kk + t];
-            }
-        }
-    }
+    let wb = &weight[c0 * cin * kk..(c0 + CB) * cin * kk];
     let offsets: Vec<usize> = (0..kk).map(|t| (t / g.k) * wp + t % g.k).collect();
     let step = PV * S::LANES;
     let mut p = p0;
@@ -497,7 +567,6 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
                     }
                 }
             }
-            let mut tmp = [0f32; 16];
             for (c, row) in acc.iter().enumerate() {
                 let dst = out.add(c * out_plane);
                 let slope = prelu.map(|a| S::splat(a[c0 + c]));
@@ -506,8 +575,7 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
                         Some(a) => S::fma(S::min0(*val), a, S::max0(*val)),
                         None => *val,
                     };
-                    S::store(tmp.as_mut_ptr(), val);
-                    scatter(&tmp[..S::LANES], p + v * S::LANES, wp, wo, ho, dst);
+                    store_grid::<S>(val, p + v * S::LANES, wp, wo, ho, dst);
                 }
             }
         }
@@ -515,51 +583,26 @@ unsafe fn forward_tile<S: Simd, const CB: usize, const PV: usize>(
     }
 }
 
-/// Copies computed grid values starting at flat position `q` (rows `wp` long) to the NCHW
-/// plane `dst` (`ho x wo`), skipping junk columns and positions past the last row.
+/// Stores a vector of grid values starting at flat position `q` (rows `wp` long) into the
+/// NCHW plane `dst` (`ho x wo`): one masked store per row piece, junk columns and positions
+/// past the last row left out.
 #[inline(always)]
-unsafe fn scatter(vals: &[f32], q: usize, wp: usize, wo: usize, ho: usize, dst: *mut f32) {
+unsafe fn store_grid<S: Simd>(v: S::V, q: usize, wp: usize, wo: usize, ho: usize, dst: *mut f32) {
     let (mut y, mut x) = (q / wp, q % wp);
     let mut i = 0;
-    while i < vals.len() && y < ho {
-        let run = (wp - x).min(vals.len() - i);
+    while i < S::LANES && y < ho {
+        let run = (wp - x).min(S::LANES - i);
         if x < wo {
             let n = run.min(wo - x);
-            // SAFETY: y < ho and x + n <= wo, inside the plane.
-            unsafe { copy_short(vals.as_ptr().add(i), dst.add(y * wo + x), n) };
+            // Lane i + j goes to (y, x + j): the base is where lane 0 would go, which may lie
+            // before `dst`, so it is formed with wrapping arithmetic; only lanes i..i + n,
+            // all inside the plane, are written.
+            let base = dst.wrapping_add(y * wo + x).wrapping_sub(i);
+            unsafe { S::store_lanes(base, v, i, i + n) };
         }
         i += run;
         x = 0;
         y += 1;
-    }
-}
-
-/// Copies `n <= 16` floats as fixed-size moves: a variable-length `copy_nonoverlapping` here
-/// became a libc `memmove` call per row piece, 7% of the inference time.
-#[inline(always)]
-unsafe fn copy_short(src: *const f32, dst: *mut f32, n: usize) {
-    debug_assert!(n <= 16);
-    let mut i = 0;
-    unsafe {
-        if n - i >= 8 {
-            std::ptr::copy_nonoverlapping(src, dst, 8);
-            i += 8;
-        }
-        if n - i >= 8 {
-            std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), 8);
-            i += 8;
-        }
-        if n - i >= 4 {
-            std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), 4);
-            i += 4;
-        }
-        if n - i >= 2 {
-            std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), 2);
-            i += 2;
-        }
-        if n - i >= 1 {
-            *dst.add(i) = *src.add(i);
-        }
     }
 }
 
@@ -702,16 +745,17 @@ mod x86 {
             unsafe { _mm512_loadu_ps(p) }
         }
         #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline(always)]
         unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
             unsafe { _mm512_fmadd_ps(a, b, c) }
         }
         #[inline(always)]
         unsafe fn hsum(v: __m512) -> f32 {
             unsafe { _mm512_reduce_add_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn store_lanes(p: *mut f32, v: __m512, lo: usize, hi: usize) {
+            let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16;
+            unsafe { _mm512_mask_storeu_ps(p, mask, v) }
         }
         #[inline(always)]
         unsafe fn max0(v: __m512) -> __m512 {
@@ -740,10 +784,6 @@ mod x86 {
             unsafe { _mm256_loadu_ps(p) }
         }
         #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
         unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
             unsafe { _mm256_fmadd_ps(a, b, c) }
         }
@@ -752,6 +792,15 @@ mod x86 {
             let mut a = [0f32; 8];
             unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
             a.iter().sum()
+        }
+        #[inline(always)]
+        unsafe fn store_lanes(p: *mut f32, v: __m256, lo: usize, hi: usize) {
+            unsafe {
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let ge_lo = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo as i32 - 1));
+                let lt_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(hi as i32), lane);
+                _mm256_maskstore_ps(p, _mm256_and_si256(ge_lo, lt_hi), v)
+            }
         }
         #[inline(always)]
         unsafe fn max0(v: __m256) -> __m256 {
@@ -976,6 +1025,21 @@ mod tests {
             let dy = data(g.batch * g.cout * g.ho() * g.wo(), 4);
             let dx = conv_input_grad(&g, &dy, &w);
             let dw = conv_weight_grad(&g, &x, &dy);
+            // Every instruction set this CPU has (the portable one included, which is what
+            // non-x86 machines run) gives the same results.
+            for isa in Isa::available() {
+                close(
+                    &conv_prelu_on(isa, &g, &x, &w, Some(&b), None),
+                    &reference,
+                    1e-5,
+                );
+                close(
+                    &conv_prelu_on(isa, &g, &x, &w, Some(&b), Some(&slopes)),
+                    &activated,
+                    1e-5,
+                );
+                close(&conv_weight_grad_on(isa, &g, &x, &dy), &dw, 1e-5);
+            }
             let y = naive(&g, &x, &w, None);
             let dot = |a: &[f32], b: &[f32]| {
                 a.iter()
@@ -1081,6 +1145,7 @@ mod speed {
             let xp = pad_planes(&x, 64 * cin, (hw, hw), (p, p), g.wp(), g.plane());
             let grid = time(&|| {
                 drop(forward_grid(
+                    Isa::best(),
                     &g,
                     &xp,
                     Params {
