@@ -639,6 +639,7 @@ unsafe fn weight_images<S: Simd, const CO: usize>(
 
 /// [`weight_images`] for output channels `co..co + C`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // taps index the accumulators' inner axis
 unsafe fn weight_block<S: Simd, const C: usize>(
     g: &Geometry,
     images: usize,
