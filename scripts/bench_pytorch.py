@@ -2,11 +2,22 @@
 Defed + LeNet training step, Defed + LeNet inference, LeNet input gradient, and the
 defender's latency for one image (3 denoisers). Prints images/second as JSON.
 
-    python scripts/bench_pytorch.py [THREADS] [--device cuda]     (from the repository root)"""
-import json, sys, time
+    python scripts/bench_pytorch.py [THREADS] [--device cuda]     (from the repository root)
+
+Interleaved with defed (the fair comparison on a machine whose speed drifts): each round runs
+every workload in defed (`DEFED bench --only W`) and then in PyTorch, back to back, and the
+ratio is taken per round; prints each round and the median ratio with its range.
+
+    python scripts/bench_pytorch.py THREADS --interleave DEFED_BINARY [ROUNDS] [SECONDS]"""
+import json, os, statistics, subprocess, sys, tempfile, time
 import torch, torch.nn.functional as F
 from torch_defed import ERN, lenet, embedded_digits
 
+interleave = None
+if '--interleave' in sys.argv:
+    i = sys.argv.index('--interleave')
+    interleave = sys.argv[i + 1:]
+    sys.argv = sys.argv[:i]
 args = [a for a in sys.argv[1:] if not a.startswith('--device')]
 dev = 'cuda' if any(a.startswith('--device') for a in sys.argv[1:]) and torch.cuda.is_available() else 'cpu'
 if '--device=cpu' in sys.argv or ('--device' in sys.argv and sys.argv[sys.argv.index('--device') + 1] == 'cpu'):
@@ -72,6 +83,39 @@ def defender():
             out = d(one).clamp(0, 1)
             F.cross_entropy(clf(out), pred) + ((one - out) ** 2).mean()
 
+
+WORKLOADS = {
+    'defed_train_step': (train_step, 64),
+    'defed_lenet_inference': (inference, 64),
+    'lenet_input_gradient': (input_grad, 64),
+    'defender_latency': (defender, 1),
+}
+
+
+def defed_rate(binary, name, seconds):
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, 'b.json')
+        subprocess.run([binary, 'bench', '--seconds', str(seconds), '--only', name, '--json', out],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.load(open(out))['workloads'][0]['images_per_second']
+
+
+if interleave:
+    binary = interleave[0]
+    rounds = int(interleave[1]) if len(interleave) > 1 else 5
+    seconds = float(interleave[2]) if len(interleave) > 2 else 3.0
+    ratios = {name: [] for name in WORKLOADS}
+    for r in range(rounds):
+        for name, (fn, images) in WORKLOADS.items():
+            d = defed_rate(binary, name, seconds)
+            p = rate(fn, images, seconds)
+            ratios[name].append(d / p)
+            print(f'round {r + 1} {name:24s} defed {d:10.1f}  pytorch {p:10.1f}  ratio {d / p:.2f}x',
+                  flush=True)
+    print('median ratio (range), defed / PyTorch; above 1 is defed faster:')
+    for name, v in ratios.items():
+        print(f'{name:24s} {statistics.median(v):.2f}x ({min(v):.2f}-{max(v):.2f})')
+    sys.exit(0)
 
 print(json.dumps({
     'device': dev,
