@@ -2,11 +2,13 @@
 //!
 //! [`fast_conv`] is a drop-in for `burn::tensor::module::conv2d` with a 3x3 or 5x5 kernel,
 //! stride 1, dilation 1 and one group. On the `flex` CPU backend it runs the SIMD kernels of
-//! [`kernels`](super::kernels) (forward, input gradient and weight gradient); on other
-//! devices (the GPU backends) it is burn's own `conv2d`. Under autodiff a custom backward node calls the same fast
-//! kernels, so models and training code are unchanged apart from which function the layer
-//! calls. [`FastConv2d`] and [`FastConvTranspose2d`] wrap burn's modules (same parameters, same
-//! checkpoints) and take this path whenever the shape allows.
+//! [`kernels`](super::kernels) (forward, input gradient and weight gradient); on other devices
+//! (the GPU backends) it is burn's own `conv2d`. Under autodiff a custom backward node calls the
+//! same fast kernels, so models and training code are unchanged apart from which function the
+//! layer calls: [`conv2d`] and [`conv_transpose2d`] take burn's modules (same parameters, same
+//! checkpoints) and use the fast path whenever the shape allows. At inference,
+//! `norm::conv_bn_prelu` folds a following batch norm into the weights and runs PReLU in the
+//! kernel's epilogue ([`FastConvBackend::fast_conv_prelu`]).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

@@ -5,15 +5,16 @@
 //! `wp = w + 2 * pad_w` wide. An output pixel `(y, x)` is computed at the flat position
 //! `p = y * wp + x`, and then every input tap `(ky, kx)` is the contiguous run starting at
 //! `p + ky * wp + kx`. So the inner loops are plain unaligned vector loads with no border tests;
-//! the price is computing `wp - wo` junk columns per row (7% at 28x28), which are cropped away.
+//! the price is computing `wp - wo` junk columns per row (7% at 28x28), which the masked stores
+//! of the epilogue leave out.
 //! Vectorising over pixels rather than channels makes one kernel serve every channel count
 //! (1, 16, 32 ...), and NCHW in and out means no layout transposes.
 //!
 //! The same forward kernel computes the input gradient (a full convolution of the output
 //! gradient with the flipped, transposed weights); the weight gradient is its own kernel (a
-//! register block of 2 output channels x 9 taps, summed over pixels). Each kernel is generic
-//! over a small [`Simd`] trait and compiled for AVX-512 and AVX2+FMA, picked at run time, with a
-//! portable fallback.
+//! register block of 3 output channels x 9 taps on AVX-512, 2 elsewhere, summed over
+//! pixels). Each kernel is generic over a small [`Simd`] trait and compiled for AVX-512 and
+//! AVX2+FMA, picked at run time ([`Isa`]), with a portable fallback.
 
 use rayon::prelude::*;
 
