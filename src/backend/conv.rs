@@ -115,6 +115,19 @@ fn all_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
+/// The kernels' geometry for `x` and a square `weight` when they take this call: a supported
+/// shape and every operand f32.
+fn kernel_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    other: &FlexTensor,
+    padding: [usize; 2],
+) -> Option<Geometry> {
+    let g = geometry(&x.shape(), &weight.shape(), padding);
+    let square = weight.shape()[2] == weight.shape()[3];
+    (g.supported() && square && all_f32(&[x, weight, other])).then_some(g)
+}
+
 impl FastConvBackend for Flex {
     fn fast_conv(
         x: FloatTensor<Self>,
@@ -122,13 +135,9 @@ impl FastConvBackend for Flex {
         bias: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported()
-            || weight.shape()[2] != weight.shape()[3]
-            || !all_f32(&[&x, &weight, &bias])
-        {
+        let Some(g) = kernel_geometry(&x, &weight, &bias, padding) else {
             return Self::conv2d(x, weight, Some(bias), options(padding));
-        }
+        };
         let out = kernels::conv(&g, &values(&x), &values(&weight), Some(&values(&bias)));
         flex_tensor(out, vec![g.batch, g.cout, g.ho(), g.wo()])
     }
@@ -139,13 +148,9 @@ impl FastConvBackend for Flex {
         grad: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported()
-            || weight.shape()[2] != weight.shape()[3]
-            || !all_f32(&[&x, &weight, &grad])
-        {
+        let Some(g) = kernel_geometry(&x, &weight, &grad, padding) else {
             return Self::conv2d_x_backward(x, weight, grad, options(padding));
-        }
+        };
         let out = kernels::conv_input_grad(&g, &values(&grad), &values(&weight));
         flex_tensor(out, vec![g.batch, g.cin, g.h, g.w])
     }
@@ -169,13 +174,9 @@ impl FastConvBackend for Flex {
         grad: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        let g = geometry(&x.shape(), &weight.shape(), padding);
-        if !g.supported()
-            || weight.shape()[2] != weight.shape()[3]
-            || !all_f32(&[&x, &weight, &grad])
-        {
+        let Some(g) = kernel_geometry(&x, &weight, &grad, padding) else {
             return Self::conv2d_weight_backward(x, weight, grad, options(padding));
-        }
+        };
         let out = kernels::conv_weight_grad(&g, &values(&x), &values(&grad));
         flex_tensor(out, vec![g.cout, g.cin, g.k, g.k])
     }
@@ -187,12 +188,8 @@ impl FastConvBackend for Flex {
         alpha: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        let g = geometry(&x.shape(), &weight.shape(), padding);
         let alpha = values(&alpha).into_owned();
-        if !g.supported()
-            || weight.shape()[2] != weight.shape()[3]
-            || !all_f32(&[&x, &weight, &bias])
-        {
+        let Some(g) = kernel_geometry(&x, &weight, &bias, padding) else {
             let y = Self::conv2d(x, weight, Some(bias), options(padding));
             let shape = y.shape().to_vec();
             let per: usize = shape[2..].iter().product::<usize>().max(1);
@@ -203,7 +200,7 @@ impl FastConvBackend for Flex {
                 }
             }
             return flex_tensor(v, shape);
-        }
+        };
         let out = kernels::conv_prelu(
             &g,
             &values(&x),
