@@ -24,6 +24,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Tensor, TensorData};
 
 use super::kernels::{self, Geometry};
+use super::norm::affine_prelu_values;
 
 /// Backends that provide the square stride-1 convolution and its two gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -192,13 +193,15 @@ impl FastConvBackend for Flex {
         let Some(g) = kernel_geometry(&x, &weight, &bias, padding) else {
             let y = Self::conv2d(x, weight, Some(bias), options(padding));
             let shape = y.shape().to_vec();
-            let per: usize = shape[2..].iter().product::<usize>().max(1);
-            let mut v = values(&y).into_owned();
-            for (i, z) in v.iter_mut().enumerate() {
-                if *z <= 0.0 {
-                    *z *= alpha[(i / per) % shape[1]];
-                }
-            }
+            let (n, c) = (shape[0], shape[1]);
+            let per = shape[2..].iter().product::<usize>().max(1);
+            let v = affine_prelu_values(
+                &values(&y),
+                (n, c, per),
+                &vec![1.0; c],
+                &vec![0.0; c],
+                &alpha,
+            );
             return flex_tensor(v, shape);
         };
         let out = kernels::conv_prelu(

@@ -18,6 +18,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::conv::{flex_tensor, on_flex, values};
+use super::kernels::uninit;
 
 /// How the border is padded before filtering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +72,8 @@ fn border(replicate: bool) -> Border {
 /// Forward stencil over planes of `h x w`.
 pub fn filter_planes(x: &[f32], (h, w): (usize, usize), k: [f32; 9], b: Border) -> Vec<f32> {
     let (rows, cols) = (b.sources(h), b.sources(w));
-    let mut out = Vec::with_capacity(x.len());
-    // SAFETY: `filter_plane` assigns every element of every plane before anything reads it;
-    // f32 has no invalid bit patterns.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        out.set_len(x.len())
-    };
+    // `filter_plane` assigns every element of every plane.
+    let mut out = uninit(x.len());
     out.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w))
         .for_each_init(

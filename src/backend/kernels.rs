@@ -106,6 +106,18 @@ impl SendPtr {
     }
 }
 
+/// A vector of `len` floats for a caller that assigns every element before reading any.
+pub(crate) fn uninit(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns; every caller writes all `len` elements before
+    // any read (each call site says how).
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
 /// The instruction sets the kernels are compiled for; [`Isa::best`] is what the CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
@@ -154,13 +166,8 @@ pub fn pad_planes(
     row: usize,
     plane: usize,
 ) -> Vec<f32> {
-    let mut out = Vec::with_capacity(planes * plane);
-    // SAFETY: every element is written below (border zeros, copied rows, tail zeros) before
-    // the vector is read; f32 has no invalid bit patterns.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        out.set_len(planes * plane)
-    };
+    // Every element is written below: border zeros, copied rows, tail zeros.
+    let mut out = uninit(planes * plane);
     out.par_chunks_mut(plane)
         .zip(x.par_chunks(h * w))
         .for_each(|(dst, src)| {
@@ -342,13 +349,8 @@ struct Params<'a> {
 fn forward_grid(isa: Isa, g: &Geometry, xp: &[f32], params: Params) -> Vec<f32> {
     let grid = g.grid();
     let out_plane = g.ho() * g.wo();
-    let mut out = Vec::with_capacity(g.batch * g.cout * out_plane);
-    // SAFETY: every (image, channel, y, x < wo) is written exactly once below before any read;
-    // f32 has no invalid bit patterns.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        out.set_len(g.batch * g.cout * out_plane)
-    };
+    // Every (image, channel, y, x < wo) is written exactly once below.
+    let mut out = uninit(g.batch * g.cout * out_plane);
     let optr = SendPtr(out.as_mut_ptr());
     // Tasks: (image, block of 8 output channels or a single channel, pixel range).
     let blocks: Vec<(usize, usize)> = {

@@ -22,7 +22,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::conv::{self, FastForm, flex_tensor, on_flex, values};
-use super::kernels::SendPtr;
+use super::kernels::{SendPtr, uninit};
 
 /// Backends with the fused batch-norm + PReLU operations.
 #[backend_extension(Flex, Autodiff)]
@@ -118,20 +118,8 @@ pub fn stats(x: &[f32], (n, c, p): (usize, usize, usize)) -> Vec<f32> {
         .collect()
 }
 
-/// A vector of `len` floats that the caller assigns in full before reading.
-fn uninit(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns; every caller writes all `len` elements before
-    // any read.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(len)
-    };
-    v
-}
-
 /// `prelu(x * k[c] + b[c])` into a new buffer.
-fn affine_prelu_values(
+pub(crate) fn affine_prelu_values(
     x: &[f32],
     dims: (usize, usize, usize),
     k: &[f32],
@@ -466,10 +454,7 @@ pub fn batch_norm_prelu(bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> 
     } else if autodiff {
         act.forward(bn.forward(x))
     } else {
-        let var = bn.running_var.value().to_device(&device);
-        let mean = bn.running_mean.value().to_device(&device);
-        let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
-        let shift = bn.beta.val() - mean * scale.clone();
+        let (scale, shift) = inference_affine(bn, &device);
         Tensor::from_dispatch(<D as NormBackend>::affine_prelu(
             x.into_dispatch(),
             scale.into_dispatch(),
@@ -477,6 +462,16 @@ pub fn batch_norm_prelu(bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> 
             alpha.into_dispatch(),
         ))
     }
+}
+
+/// Batch norm at inference as a per-channel affine map `(scale, shift)`:
+/// `scale = gamma / sqrt(running_var + eps)`, `shift = beta - running_mean * scale`.
+fn inference_affine(bn: &BatchNorm, device: &burn::tensor::Device) -> (Tensor<1>, Tensor<1>) {
+    let var = bn.running_var.value().to_device(device);
+    let mean = bn.running_mean.value().to_device(device);
+    let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+    let shift = bn.beta.val() - mean * scale.clone();
+    (scale, shift)
 }
 
 /// `act.forward(bn.forward(conv.forward(x)))`: at inference on `flex` (nothing on an autodiff
@@ -518,10 +513,7 @@ fn fused_inference(
     if !plain {
         return None;
     }
-    let var = bn.running_var.value().to_device(&device);
-    let mean = bn.running_mean.value().to_device(&device);
-    let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
-    let shift = bn.beta.val() - mean * scale.clone();
+    let (scale, shift) = inference_affine(bn, &device);
     let cout = scale.dims()[0];
     let alpha = if alpha.dims()[0] == 1 {
         alpha.expand([cout])
