@@ -1,13 +1,14 @@
-"""PyTorch reference for defed: the Defed-Laplacian denoiser (the network of the spec, with the
-key names of the original authors' checkpoints) and the original LeNet-5.
+"""PyTorch reference for defed: the Defed-Laplacian and BaseNet denoisers (the networks of the
+spec, with the key names of the original authors' checkpoints) and the original LeNet-5.
 
 Training comparison with `defed train denoiser`, from the repository root
 (pip install torch numpy):
     python scripts/torch_defed.py THREADS EPOCHS BATCH ALPHA [WARMUP [MILESTONES]]
     python scripts/torch_defed.py 1 12 32 1 0 8,11   # alpha 1, lr x0.1 after epochs 8 and 11
     python scripts/torch_defed.py 2 0                # evaluate the authors' noise-40 model
-Prints per epoch: steps, the original LeNet's accuracy and the PSNR on the first 2,000 real
-MNIST test images with sigma = 40 noise (the quality bar of the training issue).
+DEFED_ARCH=basenet selects BaseNet (default: defed). Prints per epoch: steps, the original
+LeNet's accuracy and the PSNR on the first 2,000 real MNIST test images with sigma = 40 noise
+(the quality bar of the training issue).
 `scripts/bench_pytorch.py` imports the networks from here."""
 import gzip, os, sys, time, math, json
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -90,6 +91,39 @@ class ERN(nn.Module):
         return s.tail(h) + s1
 
 
+class Wrap(nn.Module):
+    """A CBP inside the original BaseNet's `body` (its keys read `body.N.conv.*`)."""
+
+    def __init__(s, i, o, t):
+        super().__init__()
+        s.conv = cbp(i, o, t)
+
+    def forward(s, x):
+        return s.conv(x)
+
+
+class BaseNet(nn.Module):
+    """The ablation without edges or skips, with the original's key names."""
+
+    def __init__(s, C=1):
+        super().__init__()
+        s.head = cbp(C, 16)
+        s.body = nn.Sequential(
+            Wrap(16, 16, False), nn.Conv2d(16, 32, 2, 2), nn.BatchNorm2d(32), nn.PReLU(),
+            Wrap(32, 32, False), nn.Conv2d(32, 32, 2, 2), nn.BatchNorm2d(32), nn.PReLU(),
+            nn.ConvTranspose2d(32, 32, 2, 2), nn.BatchNorm2d(32), nn.PReLU(),
+            Wrap(32, 32, True), nn.ConvTranspose2d(32, 16, 2, 2), nn.BatchNorm2d(16), nn.PReLU(),
+            Wrap(16, 16, True))
+        s.tail = cbn(nn.ConvTranspose2d(16, C, 3, 1, 1), C)
+
+    def forward(s, x):
+        return s.tail(s.body(s.head(x)))
+
+
+ARCHS = {'defed': (ERN, 'mnist-laplacian-alpha=1-noise=40.pth'),
+         'basenet': (BaseNet, 'mnist-basenet-alpha=1-noise=40.pth')}
+
+
 class LeNet(nn.Module):
     def __init__(s):
         super().__init__()
@@ -148,13 +182,13 @@ def main():
         net.train()
         return correct / 2000, 10 * math.log10(2000 / mse)
 
+    arch, authors = ARCHS[os.environ.get('DEFED_ARCH', 'defed')]
     if epochs == 0:
-        net = ERN()
-        net.load_state_dict(torch.load(CKPT + 'mnist-laplacian-alpha=1-noise=40.pth',
-                                       map_location='cpu'))
+        net = arch()
+        net.load_state_dict(torch.load(CKPT + authors, map_location='cpu'))
         print('authors noise 40: accuracy %.4f, PSNR %.2f dB' % evaluate(net))
         return
-    net = ERN()
+    net = arch()
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     t0, step = time.time(), 0
     for ep in range(epochs):
