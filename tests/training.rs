@@ -226,13 +226,14 @@ fn grid_shards_split_the_work() {
     );
 }
 
-/// The training-quality bar: the Defed-Laplacian (alpha 1, noise 40) that `defed train
-/// denoiser` made from the embedded digits with the original LeNet (`models/`, command in
-/// `models/README.md`) denoises the real MNIST test split at sigma 40 to >= 98.5% accuracy of
-/// the original LeNet and >= 25 dB PSNR (the original authors' model: 100.0% / 26.8 dB on the
-/// same 2,000 images; the noisy images: 98.65% / 18.8 dB).
+/// The training-quality bar: the denoisers (alpha 1, noise 40) that `defed train denoiser`
+/// made from the embedded digits with the original LeNet (`models/`, commands in
+/// `models/README.md`) denoise the real MNIST test split at sigma 40 to >= 98.5% accuracy of
+/// the original LeNet and >= 25 dB PSNR (the original authors' models: 98.9-100.0% and
+/// 26.3-26.8 dB on the same 2,000 images; the noisy images: 98.65% / 18.8 dB). The bar is
+/// the for Defed-Laplacian; the Sobel and BaseNet models shipped beside it meet it too.
 #[test]
-fn trained_defed_meets_the_quality_bar_on_the_real_test_split() {
+fn trained_denoisers_meet_the_quality_bar_on_the_real_test_split() {
     let Some(sh) = common::shared() else { return };
     let device = defed::default_device();
     let (clf, _) = load_classifier(
@@ -240,10 +241,6 @@ fn trained_defed_meets_the_quality_bar_on_the_real_test_split() {
         &device,
     )
     .unwrap();
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/defed-laplacian-mnist-n40.safetensors");
-    let (den, meta) = defed::model::load_denoiser(&model, &device, &Default::default()).unwrap();
-    assert_eq!(meta.noise, Some(40.0));
     let d = sh.join("data/mnist");
     let set = defed::data::read_idx_pair(
         d.join("t10k-images-idx3-ubyte.gz"),
@@ -251,16 +248,28 @@ fn trained_defed_meets_the_quality_bar_on_the_real_test_split() {
     )
     .unwrap()
     .take(2000);
-    let q = defed::eval::denoiser_quality(&den, &clf, &set, 40.0, 0, 250, &device).unwrap();
-    eprintln!(
-        "denoised {:.2}% / {:.2} dB; noisy {:.2}% / {:.2} dB",
-        100.0 * q.accuracy,
-        q.psnr,
-        100.0 * q.noisy_accuracy,
-        q.noisy_psnr
-    );
-    assert!(q.accuracy >= 0.985, "accuracy {}", q.accuracy);
-    assert!(q.psnr >= 25.0, "PSNR {}", q.psnr);
-    // The denoiser must be doing the work: far above the noisy images' PSNR.
-    assert!(q.psnr > q.noisy_psnr + 5.0);
+    for name in QUALITY_MODELS {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(format!("{name}.safetensors"));
+        let (den, meta) =
+            defed::model::load_denoiser(&model, &device, &Default::default()).unwrap();
+        assert_eq!(meta.noise, Some(40.0), "{name}");
+        assert_eq!(meta.alpha, Some(1.0), "{name}");
+        let q = defed::eval::denoiser_quality(&den, &clf, &set, 40.0, 0, 250, &device).unwrap();
+        eprintln!(
+            "{name}: denoised {:.2}% / {:.2} dB; noisy {:.2}% / {:.2} dB",
+            100.0 * q.accuracy,
+            q.psnr,
+            100.0 * q.noisy_accuracy,
+            q.noisy_psnr
+        );
+        assert!(q.accuracy >= 0.985, "{name}: accuracy {}", q.accuracy);
+        assert!(q.psnr >= 25.0, "{name}: PSNR {}", q.psnr);
+        // The denoiser must be doing the work: far above the noisy images' PSNR.
+        assert!(q.psnr > q.noisy_psnr + 5.0, "{name}");
+    }
 }
+
+/// The trained quality models in `models/`.
+const QUALITY_MODELS: [&str; 2] = ["defed-laplacian-mnist-n40", "defed-sobel-mnist-n40"];

@@ -293,7 +293,10 @@ mod tests {
         let raw = vec![-0.7f32, -0.0, 0.0, 0.3, 1.0, 1.2, 5.0, 0.999];
         let expect_values: Vec<f32> = raw.iter().map(|v| v.clamp(0.0, 1.0)).collect();
         for (mode, expect_grad) in [
-            (ClampGradient::Zero, vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0]),
+            (
+                ClampGradient::Zero,
+                vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0],
+            ),
             (ClampGradient::StraightThrough, vec![1.0; 8]),
         ] {
             let x = crate::util::tensor4(raw.clone(), [1, 1, 2, 4], &device).require_grad();
