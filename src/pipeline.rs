@@ -266,7 +266,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
                 alpha: 1.0,
                 edge: Some(EdgeMethod::Laplacian),
                 alpha_warmup: 0,
-                clamp_gradient: Default::default(),
             };
             train_denoiser(
                 Defed::new(1, EdgeMethod::Laplacian, &ad),

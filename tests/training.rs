@@ -74,7 +74,6 @@ fn defed_denoises_after_a_short_training() {
         alpha: 0.0,
         edge: Some(EdgeMethod::Laplacian),
         alpha_warmup: 0,
-        clamp_gradient: Default::default(),
     };
     let mut o = opts(dir.path(), "d", 2);
     o.batch_size = 32;

@@ -3,9 +3,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use defed::data::load_train_val;
 use defed::model::{Architecture, BaseNet, Defed, EdgeMethod, LeNet, SvhnNet, load_classifier};
-use defed::train::{
-    ClampGradient, DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser,
-};
+use defed::train::{DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -68,15 +66,6 @@ pub struct ClassifierArgs {
     name: Option<String>,
 }
 
-/// `--clamp-grad` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ClampGradArg {
-    /// Zero outside [0, 1].
-    Zero,
-    /// The identity.
-    StraightThrough,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct DenoiserArgs {
     #[command(flatten)]
@@ -99,10 +88,6 @@ pub struct DenoiserArgs {
     /// Epochs over which the class-loss weight ramps from 0 up to alpha (0: none).
     #[arg(long, default_value_t = 0)]
     alpha_warmup: usize,
-    /// Training gradient of the output clamp: zero outside [0, 1] (as PyTorch's clamp), or
-    /// straight-through (keeps BaseNet from stalling with stroke pixels clamped to 0).
-    #[arg(long, value_enum, default_value = "zero")]
-    clamp_grad: ClampGradArg,
     /// Train only shard i of n of the (noise, alpha) grid, e.g. 0/4 (for parallel machines).
     #[arg(long, default_value = "0/1")]
     shard: String,
@@ -264,10 +249,6 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
             alpha,
             edge: (a.arch == Architecture::Defed).then_some(a.edge),
             alpha_warmup: a.alpha_warmup,
-            clamp_gradient: match a.clamp_grad {
-                ClampGradArg::Zero => ClampGradient::Zero,
-                ClampGradArg::StraightThrough => ClampGradient::StraightThrough,
-            },
         };
         let channels = train.shape[0];
         let progress = match a.arch {

@@ -28,37 +28,6 @@ pub struct DenoiserTrainConfig {
     /// ramp). Early in training the class loss dominates and stalls the vision loss; the ramp
     /// lets the denoiser learn to denoise first.
     pub alpha_warmup: usize,
-    /// The gradient of the output clamp during training.
-    pub clamp_gradient: ClampGradient,
-}
-
-/// The gradient that training passes back through the output clamp `clamp(D(x), 0, 1)`.
-/// The forward value is the clamp either way; only the training gradient differs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ClampGradient {
-    /// Zero where the raw output leaves [0, 1] (the spec's and PyTorch's clamp). A stroke pixel
-    /// driven below 0 then gets no vision-loss gradient back; a BaseNet (no skip path) can
-    /// stall with a quarter of its stroke pixels stuck there (see BENCHMARKS.md).
-    #[default]
-    Zero,
-    /// The identity (straight-through estimator): every output pixel keeps its gradient, so
-    /// the vision loss can pull a clamped stroke pixel back into range.
-    StraightThrough,
-}
-
-impl ClampGradient {
-    /// `clamp(d, 0, 1)` with this gradient. Straight-through returns `d + (clamp(d) - d)`
-    /// with the correction detached: exactly `d` in range, and the bound to within one
-    /// rounding step outside it.
-    pub fn clamp(self, d: Tensor<4>) -> Tensor<4> {
-        match self {
-            ClampGradient::Zero => d.clamp(0.0, 1.0),
-            ClampGradient::StraightThrough => {
-                let correction = (d.clone().clamp(0.0, 1.0) - d.clone()).detach();
-                d + correction
-            }
-        }
-    }
 }
 
 impl DenoiserTrainConfig {
@@ -177,7 +146,7 @@ pub fn train_denoiser<M: DenoiserNet>(
             let x = b.tensor(0, b.len(), device);
             let noise_seed = derive_seed(run.seed, epoch as u64, k as u64 + 1);
             let xn = add_gaussian_noise_tensor(x.clone(), cfg.noise, noise_seed);
-            let d = cfg.clamp_gradient.clamp(model.denoise_raw(xn));
+            let d = model.denoise_raw(xn).clamp(0.0, 1.0);
             let diff = x - d.clone();
             let vision = (diff.clone() * diff).mean();
             let target = one_hot(&b.labels, 10, device);
@@ -274,7 +243,6 @@ mod tests {
             alpha: 2.0,
             edge: None,
             alpha_warmup: 4,
-            clamp_gradient: ClampGradient::Zero,
         };
         let got: Vec<f32> = (0..6).map(|e| cfg.alpha_at(e)).collect();
         assert_eq!(got, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);
@@ -283,30 +251,5 @@ mod tests {
             ..cfg
         };
         assert_eq!(flat.alpha_at(0), 2.0);
-    }
-
-    /// Both clamps give the clamped values; the gradient is zero outside [0, 1] for `Zero`
-    /// and one everywhere for `StraightThrough`.
-    #[test]
-    fn clamp_gradients() {
-        let device = crate::backend::autodiff_device();
-        let raw = vec![-0.7f32, -0.0, 0.0, 0.3, 1.0, 1.2, 5.0, 0.999];
-        let expect_values: Vec<f32> = raw.iter().map(|v| v.clamp(0.0, 1.0)).collect();
-        for (mode, expect_grad) in [
-            (
-                ClampGradient::Zero,
-                vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0],
-            ),
-            (ClampGradient::StraightThrough, vec![1.0; 8]),
-        ] {
-            let x = crate::util::tensor4(raw.clone(), [1, 1, 2, 4], &device).require_grad();
-            let y = mode.clamp(x.clone());
-            let values = to_vec(y.clone());
-            for (v, e) in values.iter().zip(&expect_values) {
-                assert!((v - e).abs() <= f32::EPSILON * 8.0, "{mode:?}: {values:?}");
-            }
-            let g = to_vec(x.grad(&y.sum().backward()).unwrap());
-            assert_eq!(g, expect_grad, "{mode:?}");
-        }
     }
 }

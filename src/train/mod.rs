@@ -15,7 +15,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 pub use classifier::train_classifier;
-pub use denoiser::{ClampGradient, DenoiserTrainConfig, train_denoiser};
+pub use denoiser::{DenoiserTrainConfig, train_denoiser};
 
 use crate::model::{Architecture, BaseNet, Defed, LeNet, SvhnNet};
 
