@@ -6,7 +6,8 @@ Training comparison with `defed train denoiser`, from the repository root
     python scripts/torch_defed.py THREADS EPOCHS BATCH ALPHA [WARMUP [MILESTONES]]
     python scripts/torch_defed.py 1 12 32 1 0 8,11   # alpha 1, lr x0.1 after epochs 8 and 11
     python scripts/torch_defed.py 2 0                # evaluate the authors' noise-40 model
-DEFED_ARCH=basenet selects BaseNet (default: defed). Prints per epoch: steps, the original
+DEFED_ARCH=basenet selects BaseNet (default: defed), DEFED_SEED the seed (default 0),
+DEFED_INIT=FILE.pth the initial weights. Prints per epoch: steps, the original
 LeNet's accuracy and the PSNR on the first 2,000 real MNIST test images with sigma = 40 noise
 (the quality bar of the training issue).
 `scripts/bench_pytorch.py` imports the networks from here."""
@@ -158,7 +159,7 @@ def main():
     alpha = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
     warm = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     miles = [int(v) for v in sys.argv[6].split(',')] if len(sys.argv) > 6 and sys.argv[6] else []
-    torch.manual_seed(0)
+    torch.manual_seed(int(os.environ.get('DEFED_SEED', '0')))
     X, Y = embedded_digits()
     perm = torch.tensor(np.random.RandomState(0).permutation(10000))
     Xtr, Ytr = X[perm[:9000]], Y[perm[:9000]]
@@ -189,6 +190,8 @@ def main():
         print('authors noise 40: accuracy %.4f, PSNR %.2f dB' % evaluate(net))
         return
     net = arch()
+    if os.environ.get('DEFED_INIT'):
+        net.load_state_dict(torch.load(os.environ['DEFED_INIT'], map_location='cpu'))
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     t0, step = time.time(), 0
     for ep in range(epochs):

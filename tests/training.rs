@@ -271,4 +271,8 @@ fn trained_denoisers_meet_the_quality_bar_on_the_real_test_split() {
 }
 
 /// The trained quality models in `models/`.
-const QUALITY_MODELS: [&str; 2] = ["defed-laplacian-mnist-n40", "defed-sobel-mnist-n40"];
+const QUALITY_MODELS: [&str; 3] = [
+    "defed-laplacian-mnist-n40",
+    "defed-sobel-mnist-n40",
+    "basenet-mnist-n40",
+];
