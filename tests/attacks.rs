@@ -7,7 +7,7 @@ use defed::attack::{
     AdvSet, Attack, AttackModel, CwL2, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
     Square, Target, benign_set, run_attack,
 };
-use defed::data::{ImageSet, read_idx_pair};
+use defed::data::ImageSet;
 use defed::model::load_classifier;
 
 fn setup(n: usize) -> Option<(AttackModel, ImageSet)> {
@@ -19,12 +19,7 @@ fn setup(n: usize) -> Option<(AttackModel, ImageSet)> {
     )
     .unwrap();
     let model = AttackModel::new(&clf, &dev);
-    let d = sh.join("data/mnist");
-    let test = read_idx_pair(
-        d.join("t10k-images-idx3-ubyte.gz"),
-        d.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap();
+    let test = common::mnist_test(&sh);
     let benign = benign_set(&model, &test.take(400), n, 256);
     Some((model, benign))
 }

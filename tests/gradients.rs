@@ -63,10 +63,6 @@ fn check_on(
         m[i] -= h;
         let fd = (loss(&p) - loss(&m)) / (2.0 * h as f64);
         let err = (fd - g[i] as f64).abs() / (1.0 + fd.abs());
-        eprintln!(
-            "  {name} pixel {i}: difference {fd:.5}, autodiff {:.5}",
-            g[i]
-        );
         errs.push(err);
     }
     errs.sort_by(f64::total_cmp);

@@ -235,12 +235,7 @@ fn adversarial_score_psnr_ssim() {
 fn lenet_scores_9909_on_mnist_test() {
     let Some(sh) = shared() else { return };
     let dev = default_device();
-    let d = sh.join("data/mnist");
-    let test = defed::data::read_idx_pair(
-        d.join("t10k-images-idx3-ubyte.gz"),
-        d.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap();
+    let test = common::mnist_test(&sh);
     let (clf, _) = model::load_classifier(ckpt(&sh, "pytorch/mnist-classifier.pth"), &dev).unwrap();
     let pred = defed::eval::predict(&clf, &test, 500, &dev).unwrap();
     let right = pred
@@ -257,13 +252,7 @@ fn original_denoiser_quality_figures() {
     // 100.0% accuracy and 26.8 dB after denoising; 98.65% and 18.8 dB for the noisy images.
     let Some(sh) = shared() else { return };
     let dev = default_device();
-    let d = sh.join("data/mnist");
-    let test = defed::data::read_idx_pair(
-        d.join("t10k-images-idx3-ubyte.gz"),
-        d.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap()
-    .take(2000);
+    let test = common::mnist_test(&sh).take(2000);
     let (clf, _) = model::load_classifier(ckpt(&sh, "pytorch/mnist-classifier.pth"), &dev).unwrap();
     let (den, _) = model::load_denoiser(
         ckpt(&sh, "pytorch/mnist-laplacian-alpha=1-noise=40.pth"),

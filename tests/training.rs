@@ -240,13 +240,7 @@ fn trained_denoisers_meet_the_quality_bar_on_the_real_test_split() {
         &device,
     )
     .unwrap();
-    let d = sh.join("data/mnist");
-    let set = defed::data::read_idx_pair(
-        d.join("t10k-images-idx3-ubyte.gz"),
-        d.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap()
-    .take(2000);
+    let set = common::mnist_test(&sh).take(2000);
     for name in QUALITY_MODELS {
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models")

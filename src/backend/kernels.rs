@@ -132,11 +132,14 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
-    /// The widest instruction set this CPU has.
+    /// The widest instruction set this CPU has (detected once; every kernel call asks).
     pub(crate) fn best() -> Isa {
-        *Isa::available()
-            .last()
-            .expect("portable is always available")
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            *Isa::available()
+                .last()
+                .expect("portable is always available")
+        })
     }
 
     /// Every instruction set this CPU can run, narrowest first.

@@ -17,6 +17,16 @@ pub fn shared() -> Option<PathBuf> {
     }
 }
 
+/// The real MNIST test split in `shared/data/mnist` (all 10,000 images, in file order).
+pub fn mnist_test(shared: &std::path::Path) -> defed::data::ImageSet {
+    let d = shared.join("data/mnist");
+    defed::data::read_idx_pair(
+        d.join("t10k-images-idx3-ubyte.gz"),
+        d.join("t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap()
+}
+
 /// Reads a fixture `.npy` as float32.
 pub fn fixture(shared: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let a = defed::io::read_npy(shared.join("reference/fixtures").join(name)).unwrap();
