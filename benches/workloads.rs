@@ -1,6 +1,7 @@
 //! The performance issue's workloads (see `defed::eval::bench`), batch 64 on 1x28x28 MNIST
 //! digits: a Defed + LeNet training step, Defed + LeNet inference, the LeNet input gradient;
-//! and the defender's latency for one image (3 Defed denoisers), the edge-camera case.
+//! the defender's latency for one image (3 Defed denoisers), the edge-camera case; and a PGD-10
+//! adversarial-training step of the Madry et al. CNN.
 //!
 //! `cargo bench --bench workloads`; throughput is reported in images per second.
 //! `defed bench` times the same workloads on any `--device`; `scripts/bench-vs-pytorch.sh`
@@ -18,6 +19,9 @@ fn workloads(c: &mut Criterion) {
     g.bench_function("defed_train_step", |b| b.iter(|| w.train_step()));
     g.bench_function("defed_lenet_inference", |b| b.iter(|| w.inference()));
     g.bench_function("lenet_input_gradient", |b| b.iter(|| w.input_gradient()));
+    g.bench_function("madry_pgd10_train_step", |b| {
+        b.iter(|| w.adversarial_step())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("batch1");

@@ -1,6 +1,8 @@
 """PyTorch's side of `cargo bench --bench workloads` (same workloads, batch 64, 1x28x28):
-Defed + LeNet training step, Defed + LeNet inference, LeNet input gradient, and the
-defender's latency for one image (3 denoisers). Prints images/second as JSON.
+Defed + LeNet training step, Defed + LeNet inference, LeNet input gradient, the
+defender's latency for one image (3 denoisers), and one PGD adversarial-training step of the
+Madry et al. CNN (PGD-10, Linf 0.3, step 0.075, random start, then Adam). Prints
+images/second as JSON.
 
     python scripts/bench_pytorch.py [THREADS] [--device cuda]     (from the repository root)
 
@@ -84,11 +86,45 @@ def defender():
             F.cross_entropy(clf(out), pred) + ((one - out) ** 2).mean()
 
 
+class MadryCnn(torch.nn.Module):
+    """Two 5x5 'same' convolutions (32, 64) with ReLU and 2x2 max-pooling, 1024 hidden units."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 32, 5, padding=2)
+        self.conv2 = torch.nn.Conv2d(32, 64, 5, padding=2)
+        self.fc1 = torch.nn.Linear(64 * 49, 1024)
+        self.fc2 = torch.nn.Linear(1024, 10)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        return self.fc2(F.relu(self.fc1(h.flatten(1))))
+
+
+robust = MadryCnn().to(dev)
+robust_opt = torch.optim.Adam(robust.parameters(), 1e-3)
+
+
+def adversarial_step(eps=0.3, steps=10, step=0.075):
+    delta = torch.empty_like(x).uniform_(-eps, eps)
+    xa = (x + delta).clamp(0, 1)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        g, = torch.autograd.grad(F.cross_entropy(robust(xa), y, reduction='sum'), xa)
+        xa = torch.min(torch.max(xa.detach() + step * g.sign(), x - eps), x + eps).clamp(0, 1)
+    loss = F.cross_entropy(robust(xa), y)
+    robust_opt.zero_grad()
+    loss.backward()
+    robust_opt.step()
+
+
 WORKLOADS = {
     'defed_train_step': (train_step, 64),
     'defed_lenet_inference': (inference, 64),
     'lenet_input_gradient': (input_grad, 64),
     'defender_latency': (defender, 1),
+    'madry_pgd10_train_step': (adversarial_step, 64),
 }
 
 
@@ -124,4 +160,5 @@ print(json.dumps({
     'defed_lenet_inference_img_per_s': rate(inference, 64),
     'lenet_input_gradient_img_per_s': rate(input_grad, 64),
     'defender_latency_ms': 1000.0 / rate(defender, 1),
+    'madry_pgd10_train_step_img_per_s': rate(adversarial_step, 64),
 }, indent=1))

@@ -166,7 +166,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
             dataset: "mnist-embedded".into(),
         };
         let (tr, va) = train.split(0.1, cfg.seed + 1);
-        train_classifier(LeNet::new(&ad), &tr, &va, &run, &ad)?;
+        train_classifier(LeNet::new(&ad), &tr, &va, &Default::default(), &run, &ad)?;
         let p = run.file(".safetensors");
         (load_classifier(&p, &device)?.0, p.display().to_string())
     } else if let Some(p) = &cfg.classifier {
@@ -266,6 +266,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
                 alpha: 1.0,
                 edge: Some(EdgeMethod::Laplacian),
                 alpha_warmup: 0,
+                adversarial: None,
             };
             train_denoiser(
                 Defed::new(1, EdgeMethod::Laplacian, &ad),

@@ -38,6 +38,7 @@ fn lenet_learns_the_embedded_digits() {
         LeNet::new(&device),
         &train,
         &val,
+        &Default::default(),
         &opts(dir.path(), "l", 3),
         &device,
     )
@@ -74,6 +75,7 @@ fn defed_denoises_after_a_short_training() {
         alpha: 0.0,
         edge: Some(EdgeMethod::Laplacian),
         alpha_warmup: 0,
+        adversarial: None,
     };
     let mut o = opts(dir.path(), "d", 2);
     o.batch_size = 32;

@@ -27,7 +27,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 use serde::{Deserialize, Serialize};
 
 use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd};
-use super::{Norm, gather};
+use super::{Norm, gather_images};
 use crate::backend::Device;
 use crate::data::ImageSet;
 use crate::defense::{Defender, Policy, Scores, Verdict, decide_with};
@@ -290,7 +290,7 @@ pub fn adaptive_attack(
             if todo.is_empty() {
                 break;
             }
-            let xs = gather(x, &todo, per);
+            let xs = gather_images(x, &todo, per);
             let ls: Vec<usize> = todo.iter().map(|&i| labels[i]).collect();
             let obj = DefenderObjective {
                 g: &g,

@@ -8,7 +8,7 @@
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use super::{Attack, AttackModel, Norm, clip01, gather, project, step_direction};
+use super::{Attack, AttackModel, Norm, clip01, gather_images, project, step_direction};
 use crate::error::{Error, Result};
 
 /// What an objective says about a batch of candidate images.
@@ -133,7 +133,7 @@ fn run_once(
     out: &mut ApgdResult,
 ) -> Result<()> {
     let m = act.len();
-    let base = gather(x0, act, per);
+    let base = gather_images(x0, act, per);
     let eps = cfg.eps;
     // Projection onto the ball around the clean image, then the box.
     let proj = |x: &mut [f32], j: usize| {
@@ -289,7 +289,7 @@ fn eval_rows(
     act: &[usize],
     live: &[usize],
 ) -> Result<ObjectiveEval> {
-    let xs = gather(x, live, per);
+    let xs = gather_images(x, live, per);
     let idx: Vec<usize> = live.iter().map(|&j| act[j]).collect();
     let e = obj.eval(&xs, &idx)?;
     if e.value.len() != live.len() || e.grad.len() != xs.len() || e.reached.len() != live.len() {
@@ -452,7 +452,7 @@ impl Attack for Apgd {
             if todo.is_empty() {
                 break;
             }
-            let xs = gather(x, &todo, per);
+            let xs = gather_images(x, &todo, per);
             let ls: Vec<usize> = todo.iter().map(|&i| labels[i]).collect();
             let ts: Vec<usize> = todo.iter().map(|&i| order[i][t]).collect();
             let obj = ClassifierObjective {

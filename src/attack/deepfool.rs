@@ -1,7 +1,7 @@
 //! DeepFool (Moosavi-Dezfooli et al., 2016): the smallest L2 step to the nearest linearised
 //! decision boundary, repeated until the label changes.
 
-use super::{Attack, AttackModel, Norm, clip01, gather};
+use super::{Attack, AttackModel, Norm, clip01, gather_images};
 use crate::error::Result;
 
 /// DeepFool over all classes.
@@ -51,7 +51,7 @@ impl Attack for DeepFool {
             if live.is_empty() {
                 break;
             }
-            let xs: Vec<f32> = gather(&adv, &live, per);
+            let xs: Vec<f32> = gather_images(&adv, &live, per);
             let (logits, jac) = model.jacobian(&xs);
             let mut still = Vec::new();
             for (k, &i) in live.iter().enumerate() {

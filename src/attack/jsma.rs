@@ -4,7 +4,7 @@
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
-use super::{Attack, AttackModel, LossKind, Norm, gather};
+use super::{Attack, AttackModel, LossKind, Norm, gather_images};
 use crate::error::{Error, Result};
 
 /// JSMA, targeted; without targets, a random class other than the true one (seeded).
@@ -75,7 +75,7 @@ impl Attack for Jsma {
         let mut changed = vec![0usize; n];
         let mut live: Vec<usize> = (0..n).collect();
         loop {
-            let xs: Vec<f32> = gather(&adv, &live, per);
+            let xs: Vec<f32> = gather_images(&adv, &live, per);
             if xs.is_empty() {
                 break;
             }
@@ -93,7 +93,7 @@ impl Attack for Jsma {
             if live.is_empty() {
                 break;
             }
-            let xs: Vec<f32> = gather(&adv, &live, per);
+            let xs: Vec<f32> = gather_images(&adv, &live, per);
             let ts: Vec<usize> = live.iter().map(|&i| target[i]).collect();
             let (_, g) = model.loss_grad(&xs, &ts, LossKind::Logit);
             for (k, &i) in live.iter().enumerate() {

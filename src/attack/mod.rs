@@ -442,7 +442,8 @@ pub fn benign_set(model: &AttackModel, set: &ImageSet, num: usize, batch_size: u
 }
 
 /// The images at `idx` of a flat batch with `per` values per image, concatenated.
-pub(crate) fn gather(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
+/// The images at positions `idx` of a flat batch of `per`-value images, in that order.
+pub fn gather_images(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
     idx.iter()
         .flat_map(|&i| &x[i * per..(i + 1) * per])
         .copied()

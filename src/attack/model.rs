@@ -4,15 +4,18 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 
 use crate::backend::Device;
-use crate::model::Classifier;
+use crate::model::{Classifier, Denoiser};
 use crate::util::{one_hot, tensor4, to_vec};
 
 /// A frozen classifier with a no-gradient copy for queries and an autodiff copy for input
-/// gradients. Images are flat `N x C x H x W` buffers of one fixed image shape.
+/// gradients, optionally behind a denoiser (`C(clamp(D(x), 0, 1))`, see
+/// [`AttackModel::denoised`]). Images are flat `N x C x H x W` buffers of one fixed image shape.
 #[derive(Debug, Clone)]
 pub struct AttackModel {
     query: Classifier,
     grad: Classifier,
+    front_query: Option<Denoiser>,
+    front_grad: Option<Denoiser>,
     plain: Device,
     ad: Device,
     shape: [usize; 3],
@@ -40,11 +43,36 @@ impl AttackModel {
         AttackModel {
             query: classifier.clone().to_device(&plain).valid(),
             grad: classifier.clone().to_device(&ad).frozen(),
+            front_query: None,
+            front_grad: None,
             plain,
             ad,
             shape: classifier.input_shape(),
             classes: classifier.num_classes(),
             evaluations: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The classifier behind a denoiser: the attacked function is `C(clamp(D(x), 0, 1))`, with
+    /// gradients through the denoiser (in inference mode) and the clamp.
+    pub fn denoised(classifier: &Classifier, denoiser: &Denoiser, device: &Device) -> Self {
+        let mut m = Self::new(classifier, device);
+        m.front_query = Some(denoiser.clone().to_device(&m.plain).frozen());
+        m.front_grad = Some(denoiser.clone().to_device(&m.ad).frozen());
+        m
+    }
+
+    fn query_logits(&self, x: Tensor<4>) -> Tensor<2> {
+        match &self.front_query {
+            Some(d) => self.query.logits(d.forward(x).clamp(0.0, 1.0)),
+            None => self.query.logits(x),
+        }
+    }
+
+    fn grad_logits(&self, x: Tensor<4>) -> Tensor<2> {
+        match &self.front_grad {
+            Some(d) => self.grad.logits(d.forward(x).clamp(0.0, 1.0)),
+            None => self.grad.logits(x),
         }
     }
 
@@ -78,7 +106,7 @@ impl AttackModel {
         }
         let n = x.len() / self.image_len();
         self.evaluations.set(self.evaluations.get() + n as u64);
-        to_vec(self.query.logits(self.tensor(x, &self.plain)))
+        to_vec(self.query_logits(self.tensor(x, &self.plain)))
     }
 
     /// Predicted classes.
@@ -92,7 +120,7 @@ impl AttackModel {
         let n = labels.len();
         self.evaluations.set(self.evaluations.get() + n as u64);
         let xt = self.tensor(x, &self.ad).require_grad();
-        let logits = self.grad.logits(xt.clone());
+        let logits = self.grad_logits(xt.clone());
         let target = one_hot(labels, self.classes, &self.ad);
         let per: Tensor<1> = match kind {
             LossKind::CrossEntropy => (log_softmax(logits, 1) * target)
@@ -112,13 +140,44 @@ impl AttackModel {
         (to_vec(per.inner()), to_vec(g))
     }
 
+    /// The gradient (to ascend) of `KL(p || softmax(f(x)))` with respect to `x`, for reference
+    /// distributions `p` (`N x classes`, row-major): the inner maximisation of TRADES.
+    pub fn kl_grad(&self, x: &[f32], reference: &[f32]) -> Vec<f32> {
+        let n = reference.len() / self.classes;
+        self.evaluations.set(self.evaluations.get() + n as u64);
+        let xt = self.tensor(x, &self.ad).require_grad();
+        let logits = self.grad_logits(xt.clone());
+        let p: Tensor<2> = Tensor::from_data(
+            burn::tensor::TensorData::new(reference.to_vec(), [n, self.classes]),
+            &self.ad,
+        );
+        // KL(p || q) = sum p log p - sum p log q; only the second term depends on x.
+        let loss = (log_softmax(logits, 1) * p).sum().neg();
+        let grads = loss.backward();
+        to_vec(xt.grad(&grads).expect("input gradient"))
+    }
+
+    /// Class probabilities, `N x classes`, row-major.
+    pub fn probabilities(&self, x: &[f32]) -> Vec<f32> {
+        let logits = self.logits(x);
+        let k = self.classes;
+        let mut out = Vec::with_capacity(logits.len());
+        for row in logits.chunks(k) {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let e: Vec<f32> = row.iter().map(|v| (v - m).exp()).collect();
+            let s: f32 = e.iter().sum();
+            out.extend(e.iter().map(|v| v / s));
+        }
+        out
+    }
+
     /// Cross-entropy per image against `labels`, its input gradient, and the prediction, from
     /// one forward pass.
     pub fn ce_grad(&self, x: &[f32], labels: &[usize]) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
         let n = labels.len();
         self.evaluations.set(self.evaluations.get() + n as u64);
         let xt = self.tensor(x, &self.ad).require_grad();
-        let logits = self.grad.logits(xt.clone());
+        let logits = self.grad_logits(xt.clone());
         let pred = crate::util::argmax_rows(&to_vec(logits.clone().inner()), self.classes);
         let target = one_hot(labels, self.classes, &self.ad);
         let per: Tensor<1> = (log_softmax(logits, 1) * target)
@@ -143,7 +202,7 @@ impl AttackModel {
         let k = self.classes;
         self.evaluations.set(self.evaluations.get() + n as u64);
         let xt = self.tensor(x, &self.ad).require_grad();
-        let logits = self.grad.logits(xt.clone());
+        let logits = self.grad_logits(xt.clone());
         let values = to_vec(logits.clone().inner());
         let pred = crate::util::argmax_rows(&values, k);
         // The sorted positions are piecewise constant: pick them from the values, then select

@@ -3,7 +3,7 @@
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::{Attack, AttackModel, LossKind, Norm, clip01, gather, project, step_direction};
+use super::{Attack, AttackModel, LossKind, Norm, clip01, gather_images, project, step_direction};
 use crate::error::{Error, Result};
 
 /// PGD: `iterations` steps of size `step` along the normalised gradient of the cross-entropy,
@@ -38,6 +38,68 @@ impl Pgd {
             restarts: 1,
             early_stop: false,
         }
+    }
+}
+
+impl Pgd {
+    /// One PGD run from the images `x0` (flat, `per` values each), the loop every PGD in defed
+    /// shares (attacks and adversarial training): a random start in the ball if
+    /// `random_init`, then `iterations` steps of size `step` along the steepest-ascent direction
+    /// of `grad`, each projected onto the `eps` ball around `x0` and the `[0, 1]` box.
+    ///
+    /// `grad(xs, rows)` returns the gradient to ascend at `xs`, the current values of the
+    /// images at positions `rows` of the batch (gathered in that order). After every step
+    /// `keep(xs, rows)` returns the rows that go on (all of them, unless stopping early).
+    pub fn ascend(
+        &self,
+        x0: &[f32],
+        per: usize,
+        rng: &mut StdRng,
+        mut grad: impl FnMut(&[f32], &[usize]) -> Vec<f32>,
+        mut keep: impl FnMut(&[f32], &[usize]) -> Vec<usize>,
+    ) -> Vec<f32> {
+        let n = x0.len() / per.max(1);
+        let mut delta = if self.random_init {
+            (0..n)
+                .flat_map(|_| random_in_ball(rng, per, self.norm, self.eps))
+                .collect()
+        } else {
+            vec![0f32; x0.len()]
+        };
+        let mut cur: Vec<f32> = x0.iter().zip(&delta).map(|(a, d)| a + d).collect();
+        clip01(&mut cur);
+        let mut live: Vec<usize> = (0..n).collect();
+        for _ in 0..self.iterations {
+            if live.is_empty() {
+                break;
+            }
+            let xs: Vec<f32> = gather_images(&cur, &live, per);
+            let mut g = grad(&xs, &live);
+            for (k, &j) in live.iter().enumerate() {
+                let gk = &mut g[k * per..(k + 1) * per];
+                step_direction(gk, self.norm);
+                let d = &mut delta[j * per..(j + 1) * per];
+                let base = &x0[j * per..(j + 1) * per];
+                for (dv, gv) in d.iter_mut().zip(gk.iter()) {
+                    *dv += self.step * gv;
+                }
+                project(d, self.norm, self.eps);
+                // Box: the image must stay in [0, 1]; clipping only shrinks |delta|.
+                for (dv, b) in d.iter_mut().zip(base) {
+                    *dv = (b + *dv).clamp(0.0, 1.0) - b;
+                }
+                for ((c, b), dv) in cur[j * per..(j + 1) * per]
+                    .iter_mut()
+                    .zip(base)
+                    .zip(d.iter())
+                {
+                    *c = b + dv;
+                }
+            }
+            let xs: Vec<f32> = gather_images(&cur, &live, per);
+            live = keep(&xs, &live);
+        }
+        cur
     }
 }
 
@@ -108,57 +170,28 @@ impl Attack for Pgd {
             if active.is_empty() {
                 break;
             }
-            let x0: Vec<f32> = gather(x, &active, per);
+            let x0: Vec<f32> = gather_images(x, &active, per);
             let ya: Vec<usize> = active.iter().map(|&i| y[i]).collect();
-            let mut delta = if self.random_init {
-                (0..active.len())
-                    .flat_map(|_| random_in_ball(&mut rng, per, self.norm, self.eps))
-                    .collect()
-            } else {
-                vec![0f32; x0.len()]
+            let grad = |xs: &[f32], rows: &[usize]| {
+                let ys: Vec<usize> = rows.iter().map(|&j| ya[j]).collect();
+                let (_, mut g) = model.loss_grad(xs, &ys, LossKind::CrossEntropy);
+                if sign < 0.0 {
+                    g.iter_mut().for_each(|v| *v = -*v);
+                }
+                g
             };
-            let mut cur: Vec<f32> = x0.iter().zip(&delta).map(|(a, d)| a + d).collect();
-            clip01(&mut cur);
-            let mut live: Vec<usize> = (0..active.len()).collect();
-            for _ in 0..self.iterations {
-                if live.is_empty() {
-                    break;
+            let still_live = |xs: &[f32], rows: &[usize]| -> Vec<usize> {
+                if !self.early_stop {
+                    return rows.to_vec();
                 }
-                let xs: Vec<f32> = gather(&cur, &live, per);
-                let ys: Vec<usize> = live.iter().map(|&j| ya[j]).collect();
-                let (_, mut g) = model.loss_grad(&xs, &ys, LossKind::CrossEntropy);
-                for (k, &j) in live.iter().enumerate() {
-                    let gk = &mut g[k * per..(k + 1) * per];
-                    step_direction(gk, self.norm);
-                    let d = &mut delta[j * per..(j + 1) * per];
-                    let base = &x0[j * per..(j + 1) * per];
-                    for (dv, gv) in d.iter_mut().zip(gk.iter()) {
-                        *dv += sign * self.step * gv;
-                    }
-                    project(d, self.norm, self.eps);
-                    // Box: the image must stay in [0, 1]; clipping only shrinks |delta|.
-                    for (dv, b) in d.iter_mut().zip(base) {
-                        *dv = (b + *dv).clamp(0.0, 1.0) - b;
-                    }
-                    for ((c, b), dv) in cur[j * per..(j + 1) * per]
-                        .iter_mut()
-                        .zip(base)
-                        .zip(d.iter())
-                    {
-                        *c = b + dv;
-                    }
-                }
-                if self.early_stop {
-                    let xs: Vec<f32> = gather(&cur, &live, per);
-                    let pred = model.predict(&xs);
-                    live = live
-                        .iter()
-                        .zip(pred)
-                        .filter(|&(&j, p)| !fooled(p, active[j]))
-                        .map(|(&j, _)| j)
-                        .collect();
-                }
-            }
+                let pred = model.predict(xs);
+                rows.iter()
+                    .zip(pred)
+                    .filter(|&(&j, p)| !fooled(p, active[j]))
+                    .map(|(&j, _)| j)
+                    .collect()
+            };
+            let cur = self.ascend(&x0, per, &mut rng, grad, still_live);
             let pred = model.predict(&cur);
             for (j, &i) in active.iter().enumerate() {
                 if fooled(pred[j], i) || !done[i] {

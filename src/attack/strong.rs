@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Apgd, Attack, AttackModel, Norm, Square, gather};
+use super::{Apgd, Attack, AttackModel, Norm, Square, gather_images};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 
@@ -91,7 +91,7 @@ pub fn strong_protocol(
         let t0 = Instant::now();
         let mut newly = 0;
         for (b, chunk) in todo.chunks(batch_size.max(1)).enumerate() {
-            let x = gather(&set.images, chunk, per);
+            let x = gather_images(&set.images, chunk, per);
             let y: Vec<usize> = chunk.iter().map(|&i| set.labels[i]).collect();
             let a = attack.perturb(
                 model,

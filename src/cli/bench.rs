@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Only these workloads (defed_train_step, defed_lenet_inference, lenet_input_gradient,
-    /// defender_latency); all by default.
+    /// defender_latency, madry_pgd10_train_step); all by default.
     #[arg(long, num_args = 1..)]
     only: Vec<String>,
 }

@@ -1,9 +1,16 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use defed::attack::Norm;
 use defed::data::load_train_val;
-use defed::model::{Architecture, BaseNet, Defed, EdgeMethod, LeNet, SvhnNet, load_classifier};
-use defed::train::{DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser};
+use defed::model::{
+    Architecture, BaseNet, Defed, Denoiser, EdgeMethod, LeNet, MadryCnn, MadryWidths, SvhnNet,
+    load_classifier, load_denoiser,
+};
+use defed::train::{
+    AdversarialConfig, AdversarialMethod, ClassifierTrainConfig, DenoiserAdversarial,
+    DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -58,12 +65,46 @@ pub struct Common {
 pub struct ClassifierArgs {
     #[command(flatten)]
     common: Common,
-    /// Architecture (default: lenet for 28x28, svhn-vgg for 32x32).
+    /// Architecture: lenet, madry-cnn (the MNIST robustness CNN of Madry et al.) or svhn-vgg
+    /// (default: lenet for 28x28, svhn-vgg for 32x32).
     #[arg(long)]
     arch: Option<Architecture>,
+    /// Layer widths of madry-cnn: conv1,conv2,hidden.
+    #[arg(long, default_value = "32,64,1024")]
+    widths: MadryWidths,
     /// Base name of the files written.
     #[arg(long)]
     name: Option<String>,
+    /// Random shifts of up to N pixels per training image (seeded augmentation; 0: none).
+    #[arg(long, default_value_t = 0)]
+    shift: usize,
+    /// Train against an adversary: pgd (Madry et al.) or trades (Zhang et al.).
+    #[arg(long)]
+    adversarial: Option<AdversarialMethod>,
+    /// Threat model of adversarial training: linf or l2.
+    #[arg(long, default_value = "linf")]
+    adv_norm: Norm,
+    /// Budget of adversarial training.
+    #[arg(long, default_value_t = 0.3)]
+    adv_eps: f32,
+    /// PGD steps per training batch.
+    #[arg(long, default_value_t = 10)]
+    adv_steps: usize,
+    /// PGD step size at the full budget (default: 2.5 eps / steps).
+    #[arg(long)]
+    adv_step_size: Option<f32>,
+    /// Epochs over which the budget grows linearly from 0 to --adv-eps.
+    #[arg(long, default_value_t = 0.0)]
+    adv_ramp: f64,
+    /// TRADES' weight of the KL term.
+    #[arg(long, default_value_t = 6.0)]
+    trades_beta: f32,
+    /// Validation images attacked after every epoch to pick the best checkpoint.
+    #[arg(long, default_value_t = 500)]
+    val_attack_images: usize,
+    /// PGD steps of that validation attack.
+    #[arg(long, default_value_t = 20)]
+    val_attack_steps: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +132,58 @@ pub struct DenoiserArgs {
     /// Train only shard i of n of the (noise, alpha) grid, e.g. 0/4 (for parallel machines).
     #[arg(long, default_value = "0/1")]
     shard: String,
+    /// Start from these denoiser checkpoints instead of fresh weights (fine-tuning): one for
+    /// every model, or one per noise level (matched by the noise level in its metadata).
+    #[arg(long, num_args = 1..)]
+    init: Vec<PathBuf>,
+    /// Train on adversarial examples too: threats as norm:eps, e.g. linf:0.3 l2:2. Part of
+    /// each batch (--adv-fraction) is crafted by PGD against the classifier behind the
+    /// denoiser being trained; the Gaussian-only default is the paper's recipe.
+    #[arg(long, num_args = 1.., value_parser = parse_threat)]
+    adv_threat: Vec<(Norm, f32)>,
+    /// PGD steps for those examples (random start, step 2.5 eps / steps).
+    #[arg(long, default_value_t = 10)]
+    adv_steps: usize,
+    /// Share of each batch that is adversarial.
+    #[arg(long, default_value_t = 0.5)]
+    adv_fraction: f32,
+}
+
+/// The `--init` checkpoint for the model of noise level `noise`: the only one given, or the
+/// one whose metadata names that noise level.
+fn initial_denoiser(
+    paths: &[PathBuf],
+    noise: f32,
+    device: &defed::backend::Device,
+) -> Result<Option<Denoiser>> {
+    let mut found = Vec::new();
+    for p in paths {
+        let (d, meta) = load_denoiser(p, device, &Default::default())
+            .with_context(|| format!("--init {}", p.display()))?;
+        if paths.len() == 1 || meta.noise == Some(noise) {
+            found.push(d.trainable());
+        }
+    }
+    match found.len() {
+        0 if paths.is_empty() => Ok(None),
+        0 => bail!("--init: no checkpoint is of noise level {noise}"),
+        1 => Ok(found.pop()),
+        _ => bail!("--init: several checkpoints are of noise level {noise}"),
+    }
+}
+
+fn parse_threat(s: &str) -> std::result::Result<(Norm, f32), String> {
+    let (n, e) = s
+        .split_once(':')
+        .ok_or_else(|| format!("a threat is norm:eps, e.g. linf:0.3, not {s:?}"))?;
+    let norm: Norm = n.parse()?;
+    let eps: f32 = e
+        .parse()
+        .map_err(|_| format!("bad eps {e:?} in threat {s:?}"))?;
+    if !matches!(norm, Norm::L2 | Norm::Linf) || !(eps.is_finite() && eps > 0.0) {
+        return Err(format!("threat {s:?}: need l2 or linf and eps > 0"));
+    }
+    Ok((norm, eps))
 }
 
 fn command_line() -> String {
@@ -156,12 +249,55 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
         val.len(),
         c.epochs
     );
+    let cfg = ClassifierTrainConfig {
+        shift: a.shift,
+        adversarial: a.adversarial.map(|method| AdversarialConfig {
+            method,
+            norm: a.adv_norm,
+            eps: a.adv_eps,
+            steps: a.adv_steps,
+            step_size: a
+                .adv_step_size
+                .unwrap_or(2.5 * a.adv_eps / a.adv_steps.max(1) as f32),
+            ramp_epochs: a.adv_ramp,
+            beta: a.trades_beta,
+            val_images: a.val_attack_images,
+            val_steps: a.val_attack_steps,
+        }),
+    };
+    if let Some(adv) = &cfg.adversarial {
+        eprintln!(
+            "adversarial training: {:?}, {} eps {} ({} steps of {}), ramp {} epochs",
+            adv.method,
+            adv.norm.name(),
+            adv.eps,
+            adv.steps,
+            adv.step_size,
+            adv.ramp_epochs
+        );
+    }
     let progress = match arch {
         Architecture::Lenet => {
             if train.shape != [1, 28, 28] {
                 bail!("lenet needs 1x28x28 images, the data is {:?}", train.shape);
             }
-            train_classifier(LeNet::new(&device), &train, &val, &run, &device)?
+            train_classifier(LeNet::new(&device), &train, &val, &cfg, &run, &device)?
+        }
+        Architecture::MadryCnn => {
+            if train.shape[1..] != [28, 28] {
+                bail!(
+                    "madry-cnn needs Cx28x28 images, the data is {:?}",
+                    train.shape
+                );
+            }
+            train_classifier(
+                MadryCnn::new(train.shape[0], a.widths, &device),
+                &train,
+                &val,
+                &cfg,
+                &run,
+                &device,
+            )?
         }
         Architecture::SvhnVgg => {
             if train.shape[1..] != [32, 32] {
@@ -174,15 +310,22 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
                 SvhnNet::new(train.shape[0], &device),
                 &train,
                 &val,
+                &cfg,
                 &run,
                 &device,
             )?
         }
         other => bail!("{other} is a denoiser: use `defed train denoiser`"),
     };
-    let best = progress.best.get("val_accuracy").copied().unwrap_or(0.0);
+    let (what, best) = match progress.best.get("val_robust_accuracy") {
+        Some(&r) => ("robust validation accuracy", r),
+        None => (
+            "validation accuracy",
+            progress.best.get("val_accuracy").copied().unwrap_or(0.0),
+        ),
+    };
     println!(
-        "best validation accuracy {:.2}%; checkpoint {}; log {}",
+        "best {what} {:.2}%; checkpoint {}; log {}",
         100.0 * best,
         run.file(".safetensors").display(),
         run.file(".log.csv").display()
@@ -228,8 +371,9 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
             Architecture::Defed => format!("defed-{}", a.edge),
             _ => "basenet".to_string(),
         };
+        let adv_tag = if a.adv_threat.is_empty() { "" } else { "-adv" };
         let name = format!(
-            "{}-{arch_tag}-alpha={alpha}-noise={noise}",
+            "{}-{arch_tag}{adv_tag}-alpha={alpha}-noise={noise}",
             dataset_tag(&c.dataset)
         );
         let run = run_options(c, name, c.dataset.clone());
@@ -249,11 +393,30 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
             alpha,
             edge: (a.arch == Architecture::Defed).then_some(a.edge),
             alpha_warmup: a.alpha_warmup,
+            adversarial: (!a.adv_threat.is_empty()).then(|| DenoiserAdversarial {
+                threats: a.adv_threat.clone(),
+                steps: a.adv_steps,
+                fraction: a.adv_fraction,
+            }),
         };
         let channels = train.shape[0];
+        let init = initial_denoiser(&a.init, noise, &device)?;
+        if let Some(d) = &init
+            && (d.architecture() != a.arch || d.channels() != channels)
+        {
+            bail!(
+                "--init: a {}-channel {} checkpoint cannot start a {channels}-channel {} run",
+                d.channels(),
+                d.architecture(),
+                a.arch
+            );
+        }
         let progress = match a.arch {
             Architecture::Defed => train_denoiser(
-                Defed::new(channels, a.edge, &device),
+                match init {
+                    Some(Denoiser::Defed(m)) => *m,
+                    _ => Defed::new(channels, a.edge, &device),
+                },
                 &clf,
                 &train,
                 &val,
@@ -262,7 +425,10 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
                 &device,
             )?,
             _ => train_denoiser(
-                BaseNet::new(channels, &device),
+                match init {
+                    Some(Denoiser::Basenet(m)) => *m,
+                    _ => BaseNet::new(channels, &device),
+                },
                 &clf,
                 &train,
                 &val,

@@ -102,6 +102,7 @@ impl Defender {
         };
         match &self.classifier {
             Classifier::Lenet(m) => push("classifier.", collect_tensors(m.as_ref())),
+            Classifier::Madry(m) => push("classifier.", collect_tensors(m.as_ref())),
             Classifier::SvhnVgg(m) => push("classifier.", collect_tensors(m.as_ref())),
         }
         for (i, d) in self.denoisers.iter().enumerate() {

@@ -3,7 +3,9 @@
 //! Batch 64 on 1x28x28 MNIST digits: a Defed (Laplacian) + LeNet training step (noisy batch ->
 //! Defed -> clamp -> frozen LeNet, loss CE + MSE, Adam), Defed + LeNet inference, and the
 //! LeNet input gradient (the inner loop of every gradient attack); plus the defender's
-//! latency for one image with 3 Defed denoisers (the edge-camera case).
+//! latency for one image with 3 Defed denoisers (the edge-camera case); and one step of PGD
+//! adversarial training of the Madry et al. CNN (PGD-10 at Linf 0.3, then Adam), the
+//! workload of robust training.
 
 use std::time::Instant;
 
@@ -12,12 +14,13 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
-use crate::attack::AttackModel;
+use crate::attack::{AttackModel, Norm};
 use crate::backend::Device;
 use crate::data::{ImageSet, add_gaussian_noise_tensor, embedded_mnist};
 use crate::defense::Defender;
 use crate::error::Result;
-use crate::model::{Classifier, Defed, EdgeMethod, embedded};
+use crate::model::{Classifier, Defed, EdgeMethod, MadryCnn, MadryWidths, embedded};
+use crate::train::{AdversarialConfig, AdversarialMethod, train_step};
 use crate::util::{one_hot, to_vec};
 
 /// Images per batch in the batched workloads.
@@ -36,6 +39,25 @@ pub struct Workloads {
     target: Tensor<2>,
     defender: Defender,
     plain_batch: Tensor<4>,
+    robust: Option<MadryCnn>,
+    robust_optim: ModuleOptimizer,
+    robust_batch: ImageSet,
+    ad: Device,
+}
+
+/// The adversarial-training workload's settings: PGD-10, Linf 0.3, step 0.075, random start.
+pub fn adversarial_bench_config() -> AdversarialConfig {
+    AdversarialConfig {
+        method: AdversarialMethod::Pgd,
+        norm: Norm::Linf,
+        eps: 0.3,
+        steps: 10,
+        step_size: 0.075,
+        ramp_epochs: 0.0,
+        beta: 6.0,
+        val_images: 0,
+        val_steps: 0,
+    }
 }
 
 /// One workload's throughput.
@@ -66,7 +88,12 @@ impl Workloads {
         defender.thresholds = Some(vec![1.0; defender.denoisers.len()]);
         let classifier = defender.classifier.clone();
         let plain_batch = data.tensor(0, BATCH, device);
+        let robust = MadryCnn::new(1, MadryWidths::default(), &ad);
         Ok(Workloads {
+            robust: Some(robust),
+            robust_optim: burn::optim::AdamConfig::new().with_epsilon(1e-8).init(),
+            robust_batch: data.clone(),
+            ad,
             device: device.clone(),
             data,
             classifier,
@@ -114,12 +141,29 @@ impl Workloads {
         Ok(())
     }
 
+    /// One PGD adversarial-training step of the Madry CNN (the training code's own step).
+    pub fn adversarial_step(&mut self) {
+        let model = self.robust.take().expect("model is always put back");
+        let cfg = adversarial_bench_config();
+        let (model, _, _) = train_step(
+            model,
+            &mut self.robust_optim,
+            1e-3,
+            &self.robust_batch,
+            Some((&cfg, cfg.eps)),
+            0,
+            &self.ad,
+        );
+        self.robust = Some(model);
+    }
+
     /// The workload names, in the order [`measure`](Self::measure) runs them.
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 5] = [
         "defed_train_step",
         "defed_lenet_inference",
         "lenet_input_gradient",
         "defender_latency",
+        "madry_pgd10_train_step",
     ];
 
     /// Times every workload for about `seconds` each (after one warm-up call).
@@ -145,6 +189,10 @@ impl Workloads {
                 })?,
                 "lenet_input_gradient" => self.time(name, BATCH, seconds, |w| {
                     w.input_gradient();
+                    Ok(())
+                })?,
+                "madry_pgd10_train_step" => self.time(name, BATCH, seconds, |w| {
+                    w.adversarial_step();
                     Ok(())
                 })?,
                 _ => self.time(name, 1, seconds, |w| w.defend_one())?,

@@ -15,7 +15,9 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::filters::EdgeMethod;
-use super::{Architecture, BaseNet, Classifier, Defed, Denoiser, LeNet, SvhnNet};
+use super::{
+    Architecture, BaseNet, Classifier, Defed, Denoiser, LeNet, MadryCnn, MadryWidths, SvhnNet,
+};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::util::{read_file, write_atomic};
@@ -290,6 +292,8 @@ pub fn infer_architecture(raw: &RawCheckpoint) -> Option<(Architecture, usize)> 
         chan("head.0.weight").map(|c| (Architecture::Basenet, c))
     } else if t.contains_key("conv1.weight") && t.contains_key("fc3.weight") {
         chan("conv1.weight").map(|c| (Architecture::Lenet, c))
+    } else if t.contains_key("conv2.weight") && t.contains_key("fc2.weight") {
+        chan("conv1.weight").map(|c| (Architecture::MadryCnn, c))
     } else if t.contains_key("features.0.weight") && t.contains_key("classifier.weight") {
         chan("features.0.weight").map(|c| (Architecture::SvhnVgg, c))
     } else {
@@ -350,7 +354,7 @@ pub fn resolve_meta(
         Error::checkpoint(
             path,
             format!(
-                "not a checkpoint of any architecture defed knows (lenet, svhn-vgg, defed, basenet): it has no defed metadata and its tensors ({first:?}...) match none of them"
+                "not a checkpoint of any architecture defed knows (lenet, madry-cnn, svhn-vgg, defed, basenet): it has no defed metadata and its tensors ({first:?}...) match none of them"
             ),
         )
     })?;
@@ -635,6 +639,12 @@ pub fn classifier_from_raw(
             path,
             Architecture::Lenet,
         )?)),
+        Architecture::MadryCnn => Classifier::Madry(Box::new(apply_tensors(
+            MadryCnn::new(meta.channels, madry_widths(path, &raw)?, device),
+            &raw,
+            path,
+            Architecture::MadryCnn,
+        )?)),
         Architecture::SvhnVgg => Classifier::SvhnVgg(Box::new(apply_tensors(
             SvhnNet::new(meta.channels, device),
             &raw,
@@ -649,6 +659,27 @@ pub fn classifier_from_raw(
         }
     };
     Ok((model.frozen(), meta))
+}
+
+/// The layer widths of a Madry CNN checkpoint, read from its tensor shapes.
+fn madry_widths(path: &Path, raw: &RawCheckpoint) -> Result<MadryWidths> {
+    let dim = |key: &str| {
+        raw.tensors
+            .get(key)
+            .and_then(|t| t.shape.first().copied())
+            .filter(|&d| d > 0)
+            .ok_or_else(|| {
+                Error::checkpoint(
+                    path,
+                    format!("does not fit the madry-cnn architecture: no usable tensor {key}"),
+                )
+            })
+    };
+    Ok(MadryWidths {
+        conv1: dim("conv1.weight")?,
+        conv2: dim("conv2.weight")?,
+        hidden: dim("fc1.weight")?,
+    })
 }
 
 /// Loads a denoiser checkpoint (defed safetensors, or the authors' `.pth` / safetensors).

@@ -7,6 +7,7 @@ pub mod defed;
 pub mod embedded;
 pub mod filters;
 pub mod lenet;
+pub mod madry;
 pub mod svhn;
 
 use burn::tensor::Tensor;
@@ -17,6 +18,7 @@ pub use checkpoint::{CheckpointMeta, LoadOptions, load_classifier, load_denoiser
 pub use defed::Defed;
 pub use filters::EdgeMethod;
 pub use lenet::LeNet;
+pub use madry::{MadryCnn, MadryWidths};
 pub use svhn::SvhnNet;
 
 use crate::backend::Device;
@@ -28,6 +30,8 @@ use crate::error::{Error, Result};
 pub enum Architecture {
     /// LeNet-5 classifier, 1 x 28 x 28.
     Lenet,
+    /// The MNIST robustness CNN of Madry et al. (2018), C x 28 x 28.
+    MadryCnn,
     /// The VGG-style SVHN classifier, C x 32 x 32.
     SvhnVgg,
     /// The Defed denoiser (the original's `ERN`).
@@ -41,6 +45,7 @@ impl Architecture {
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Lenet => "lenet",
+            Architecture::MadryCnn => "madry-cnn",
             Architecture::SvhnVgg => "svhn-vgg",
             Architecture::Defed => "defed",
             Architecture::Basenet => "basenet",
@@ -49,7 +54,10 @@ impl Architecture {
 
     /// Whether this is a classifier (as opposed to a denoiser).
     pub fn is_classifier(self) -> bool {
-        matches!(self, Architecture::Lenet | Architecture::SvhnVgg)
+        matches!(
+            self,
+            Architecture::Lenet | Architecture::MadryCnn | Architecture::SvhnVgg
+        )
     }
 }
 
@@ -64,11 +72,12 @@ impl std::str::FromStr for Architecture {
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "lenet" | "lenet5" | "lenet-5" => Ok(Architecture::Lenet),
+            "madry-cnn" | "madry" | "cnn" => Ok(Architecture::MadryCnn),
             "svhn-vgg" | "svhn" | "vgg" => Ok(Architecture::SvhnVgg),
             "defed" | "ern" => Ok(Architecture::Defed),
             "basenet" => Ok(Architecture::Basenet),
             other => Err(format!(
-                "unknown architecture {other:?} (expected lenet, svhn-vgg, defed or basenet)"
+                "unknown architecture {other:?} (expected lenet, madry-cnn, svhn-vgg, defed or basenet)"
             )),
         }
     }
@@ -79,6 +88,8 @@ impl std::str::FromStr for Architecture {
 pub enum Classifier {
     /// LeNet-5.
     Lenet(Box<LeNet>),
+    /// The Madry et al. CNN.
+    Madry(Box<MadryCnn>),
     /// The SVHN VGG.
     SvhnVgg(Box<SvhnNet>),
 }
@@ -88,6 +99,7 @@ impl Classifier {
     pub fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             Classifier::Lenet(m) => m.forward(x),
+            Classifier::Madry(m) => m.forward(x),
             Classifier::SvhnVgg(m) => m.forward(x),
         }
     }
@@ -112,6 +124,7 @@ impl Classifier {
     pub fn input_shape(&self) -> [usize; 3] {
         match self {
             Classifier::Lenet(_) => [1, 28, 28],
+            Classifier::Madry(m) => [m.channels(), 28, 28],
             Classifier::SvhnVgg(m) => [m.features.l0.weight.dims()[1], 32, 32],
         }
     }
@@ -125,6 +138,7 @@ impl Classifier {
     pub fn architecture(&self) -> Architecture {
         match self {
             Classifier::Lenet(_) => Architecture::Lenet,
+            Classifier::Madry(_) => Architecture::MadryCnn,
             Classifier::SvhnVgg(_) => Architecture::SvhnVgg,
         }
     }
@@ -135,6 +149,7 @@ impl Classifier {
         use burn::module::Module;
         match self {
             Classifier::Lenet(m) => Classifier::Lenet(Box::new(m.freeze())),
+            Classifier::Madry(m) => Classifier::Madry(Box::new(m.freeze())),
             Classifier::SvhnVgg(m) => Classifier::SvhnVgg(Box::new(m.freeze())),
         }
     }
@@ -144,6 +159,7 @@ impl Classifier {
         use burn::module::Module;
         match self {
             Classifier::Lenet(m) => Classifier::Lenet(Box::new(m.valid())),
+            Classifier::Madry(m) => Classifier::Madry(Box::new(m.valid())),
             Classifier::SvhnVgg(m) => Classifier::SvhnVgg(Box::new(m.valid())),
         }
     }
@@ -153,6 +169,7 @@ impl Classifier {
         use burn::module::Module;
         match self {
             Classifier::Lenet(m) => Classifier::Lenet(Box::new(m.to_device(device))),
+            Classifier::Madry(m) => Classifier::Madry(Box::new(m.to_device(device))),
             Classifier::SvhnVgg(m) => Classifier::SvhnVgg(Box::new(m.to_device(device))),
         }
     }
@@ -213,6 +230,16 @@ impl Denoiser {
         match self {
             Denoiser::Defed(m) => Denoiser::Defed(Box::new(m.freeze())),
             Denoiser::Basenet(m) => Denoiser::Basenet(Box::new(m.freeze())),
+        }
+    }
+
+    /// The opposite of [`Denoiser::frozen`]: parameters that take gradients again (to train a
+    /// loaded checkpoint further).
+    pub fn trainable(self) -> Self {
+        use burn::module::Module;
+        match self {
+            Denoiser::Defed(m) => Denoiser::Defed(Box::new(m.unfreeze())),
+            Denoiser::Basenet(m) => Denoiser::Basenet(Box::new(m.unfreeze())),
         }
     }
 }

@@ -1,19 +1,25 @@
 //! Denoiser training: `alpha * CE(C(d), y) + MSE(x, d)` with `d = clamp(D(clamp(x + noise)))`
-//! and the classifier `C` frozen.
+//! and the classifier `C` frozen; optionally part of each batch is instead adversarial
+//! (PGD against `C(clamp(D(x)))`, the denoiser being trained included), with the same loss
+//! towards the clean image.
 
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 
 use super::state::{self, Progress};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
 use super::{DenoiserNet, EpochLog, RunOptions, derive_seed, epoch_bar, write_logs};
+use crate::attack::{AttackModel, LossKind, Norm, Pgd};
 use crate::backend::Device;
 use crate::data::{Batches, ImageSet, add_gaussian_noise_tensor};
 use crate::error::{Error, Result};
 use crate::eval::ssim_per_image;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
 use crate::model::{Classifier, EdgeMethod};
-use crate::util::{argmax_rows, one_hot, to_vec};
+use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
 
 /// What a denoiser run trains for.
 #[derive(Debug, Clone)]
@@ -28,6 +34,89 @@ pub struct DenoiserTrainConfig {
     /// ramp). Early in training the class loss dominates and stalls the vision loss; the ramp
     /// lets the denoiser learn to denoise first.
     pub alpha_warmup: usize,
+    /// Train on adversarial examples as well as noisy images (else the paper's Gaussian-only
+    /// recipe).
+    pub adversarial: Option<DenoiserAdversarial>,
+}
+
+/// The adversarial part of denoiser training.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DenoiserAdversarial {
+    /// Threat models `(norm, eps)`; the adversarial images of a batch are split among them.
+    pub threats: Vec<(Norm, f32)>,
+    /// PGD steps (random start, step 2.5 eps / steps).
+    pub steps: usize,
+    /// Share of each batch that is adversarial, in `(0, 1]`.
+    pub fraction: f32,
+}
+
+impl DenoiserAdversarial {
+    fn check(&self) -> Result<()> {
+        if self.threats.is_empty()
+            || self
+                .threats
+                .iter()
+                .any(|&(n, e)| !matches!(n, Norm::L2 | Norm::Linf) || !(e.is_finite() && e > 0.0))
+        {
+            return Err(Error::Invalid(
+                "denoiser adversarial training needs L2 or Linf threats with eps > 0".into(),
+            ));
+        }
+        if self.steps == 0 || !(self.fraction > 0.0 && self.fraction <= 1.0) {
+            return Err(Error::Invalid(
+                "denoiser adversarial training needs steps >= 1 and a fraction in (0, 1]".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pgd(&self, norm: Norm, eps: f32) -> Pgd {
+        Pgd {
+            norm,
+            eps,
+            step: 2.5 * eps / self.steps as f32,
+            iterations: self.steps,
+            random_init: true,
+            restarts: 1,
+            early_stop: false,
+        }
+    }
+
+    /// Adversarial versions of `images` (flat, `per` values each) against `target`, image `i`
+    /// under threat `i mod threats`.
+    fn craft(
+        &self,
+        target: &AttackModel,
+        images: &[f32],
+        labels: &[usize],
+        per: usize,
+        seed: u64,
+    ) -> Vec<f32> {
+        let mut out = images.to_vec();
+        let mut rng = StdRng::seed_from_u64(seed);
+        for (t, &(norm, eps)) in self.threats.iter().enumerate() {
+            let rows: Vec<usize> = (t..labels.len()).step_by(self.threats.len()).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let x0 = crate::attack::gather_images(images, &rows, per);
+            let ys: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
+            let adv = self.pgd(norm, eps).ascend(
+                &x0,
+                per,
+                &mut rng,
+                |xs, live| {
+                    let yl: Vec<usize> = live.iter().map(|&j| ys[j]).collect();
+                    target.loss_grad(xs, &yl, LossKind::CrossEntropy).1
+                },
+                |_, live| live.to_vec(),
+            );
+            for (k, &i) in rows.iter().enumerate() {
+                out[i * per..(i + 1) * per].copy_from_slice(&adv[k * per..(k + 1) * per]);
+            }
+        }
+        out
+    }
 }
 
 impl DenoiserTrainConfig {
@@ -130,8 +219,12 @@ pub fn train_denoiser<M: DenoiserNet>(
         [1, train.shape[0], train.shape[1], train.shape[2]],
         train.shape[0],
     )?;
+    if let Some(adv) = &cfg.adversarial {
+        adv.check()?;
+    }
     let (mut model, mut optim, mut progress) = state::start(run, model)?;
     let plain = device.clone().inner();
+    let per = train.image_len();
     let val_classifier = classifier.clone().valid();
     let alpha = cfg.alpha;
     for epoch in progress.epochs_done..run.epochs {
@@ -145,7 +238,26 @@ pub fn train_denoiser<M: DenoiserNet>(
             let b = train.select(&idx);
             let x = b.tensor(0, b.len(), device);
             let noise_seed = derive_seed(run.seed, epoch as u64, k as u64 + 1);
-            let xn = add_gaussian_noise_tensor(x.clone(), cfg.noise, noise_seed);
+            let mut xn = add_gaussian_noise_tensor(x.clone(), cfg.noise, noise_seed);
+            if let Some(adv) = &cfg.adversarial {
+                // The last `n_adv` images of the batch become adversarial examples against the
+                // classifier behind the current denoiser.
+                let n = b.len();
+                let n_adv = ((n as f32 * adv.fraction).round() as usize).clamp(1, n);
+                let rows: Vec<usize> = (n - n_adv..n).collect();
+                let target = AttackModel::denoised(classifier, &model.valid().denoiser(), device);
+                let crafted = adv.craft(
+                    &target,
+                    &crate::attack::gather_images(&b.images, &rows, per),
+                    &rows.iter().map(|&i| b.labels[i]).collect::<Vec<_>>(),
+                    per,
+                    derive_seed(run.seed, epoch as u64, 0x2_0000 + k as u64),
+                );
+                let mut input = to_vec(xn);
+                input[(n - n_adv) * per..].copy_from_slice(&crafted);
+                let [c, h, w] = b.shape;
+                xn = tensor4(input, [n, c, h, w], device);
+            }
             let d = model.denoise_raw(xn).clamp(0.0, 1.0);
             let diff = x - d.clone();
             let vision = (diff.clone() * diff).mean();
@@ -243,6 +355,7 @@ mod tests {
             alpha: 2.0,
             edge: None,
             alpha_warmup: 4,
+            adversarial: None,
         };
         let got: Vec<f32> = (0..6).map(|e| cfg.alpha_at(e)).collect();
         assert_eq!(got, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);

@@ -14,10 +14,13 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-pub use classifier::train_classifier;
-pub use denoiser::{DenoiserTrainConfig, train_denoiser};
+pub use classifier::{
+    AdversarialConfig, AdversarialMethod, ClassifierTrainConfig, robust_accuracy, train_classifier,
+    train_step,
+};
+pub use denoiser::{DenoiserAdversarial, DenoiserTrainConfig, train_denoiser};
 
-use crate::model::{Architecture, BaseNet, Defed, LeNet, SvhnNet};
+use crate::model::{Architecture, BaseNet, Classifier, Defed, Denoiser, LeNet, MadryCnn, SvhnNet};
 
 /// A classifier network that can be trained.
 pub trait ClassifierNet: Module + Sized + 'static {
@@ -25,6 +28,8 @@ pub trait ClassifierNet: Module + Sized + 'static {
     fn logits(&self, x: Tensor<4>) -> Tensor<2>;
     /// Its architecture.
     fn architecture(&self) -> Architecture;
+    /// The network as a [`Classifier`] (for attacks against it).
+    fn classifier(self) -> Classifier;
 }
 
 impl ClassifierNet for LeNet {
@@ -33,6 +38,21 @@ impl ClassifierNet for LeNet {
     }
     fn architecture(&self) -> Architecture {
         Architecture::Lenet
+    }
+    fn classifier(self) -> Classifier {
+        Classifier::Lenet(Box::new(self))
+    }
+}
+
+impl ClassifierNet for MadryCnn {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+    fn architecture(&self) -> Architecture {
+        Architecture::MadryCnn
+    }
+    fn classifier(self) -> Classifier {
+        Classifier::Madry(Box::new(self))
     }
 }
 
@@ -43,6 +63,9 @@ impl ClassifierNet for SvhnNet {
     fn architecture(&self) -> Architecture {
         Architecture::SvhnVgg
     }
+    fn classifier(self) -> Classifier {
+        Classifier::SvhnVgg(Box::new(self))
+    }
 }
 
 /// A denoiser network that can be trained.
@@ -51,6 +74,8 @@ pub trait DenoiserNet: Module + Sized + 'static {
     fn denoise_raw(&self, x: Tensor<4>) -> Tensor<4>;
     /// Its architecture.
     fn architecture(&self) -> Architecture;
+    /// The network as a [`Denoiser`] (for attacks through it).
+    fn denoiser(self) -> Denoiser;
 }
 
 impl DenoiserNet for Defed {
@@ -60,6 +85,9 @@ impl DenoiserNet for Defed {
     fn architecture(&self) -> Architecture {
         Architecture::Defed
     }
+    fn denoiser(self) -> Denoiser {
+        Denoiser::Defed(Box::new(self))
+    }
 }
 
 impl DenoiserNet for BaseNet {
@@ -68,6 +96,9 @@ impl DenoiserNet for BaseNet {
     }
     fn architecture(&self) -> Architecture {
         Architecture::Basenet
+    }
+    fn denoiser(self) -> Denoiser {
+        Denoiser::Basenet(Box::new(self))
     }
 }
 
