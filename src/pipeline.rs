@@ -10,16 +10,16 @@ use crate::attack::{
     Jsma, Norm, Pgd, Square, Target, benign_set, run_attack, save_adv, save_benign,
 };
 use crate::backend::autodiff_device;
-use crate::data::embedded_mnist;
+use crate::data::{ImageSet, embedded_mnist};
 use crate::defense::{
-    Calibration, Defender, DefenderDenoiser, flag_rate, mean_std, thresholds_k_std,
+    Calibration, Defender, DefenderDenoiser, Policy, flag_rate, mean_std, thresholds_k_std,
 };
 use crate::error::{Error, Result};
 use crate::eval::report::{
     EvalInput, EvalRow, Rule, compute_scores, evaluate, to_csv, to_markdown,
 };
 use crate::model::{
-    Defed, EdgeMethod, LeNet, LoadOptions, embedded, load_classifier, load_denoiser,
+    Classifier, Defed, EdgeMethod, LeNet, LoadOptions, embedded, load_classifier, load_denoiser,
 };
 use crate::train::{DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser};
 use crate::util::write_atomic;
@@ -49,6 +49,13 @@ pub struct PipelineConfig {
     pub attacked: usize,
     /// Held-out images the adaptive (white-box) attack runs on, at Linf 0.3 and L2 2 (0: skip).
     pub adaptive: usize,
+    /// Also run the robust defender (an adversarially trained classifier behind the
+    /// denoisers) beside the paper's, in `<out>/robust/`.
+    pub robust: bool,
+    /// Its classifier (default: the embedded adversarially trained Madry CNN).
+    pub robust_classifier: Option<PathBuf>,
+    /// Its denoisers (default: the embedded ones for the robust classifier).
+    pub robust_denoisers: Vec<PathBuf>,
     /// Seed of every random choice.
     pub seed: u64,
     /// Progress bars.
@@ -69,15 +76,21 @@ impl Default for PipelineConfig {
             calibration: 300,
             attacked: 100,
             adaptive: 10,
+            robust: true,
+            robust_classifier: None,
+            robust_denoisers: vec![],
             seed: 0,
             progress: false,
         }
     }
 }
 
-/// The pipeline's figures.
+/// One defender's figures: its classifier, benign set, attacks, evaluation grid and adaptive run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PipelineReport {
+pub struct DefenceReport {
+    /// Where the classifier came from.
+    #[serde(default)]
+    pub classifier_source: String,
     /// Classifier accuracy on the held-out embedded digits.
     pub classifier_accuracy: f64,
     /// Benign images kept, and how many calibrate.
@@ -93,6 +106,17 @@ pub struct PipelineReport {
     /// The adaptive attack on the calibrated bundle.
     #[serde(default)]
     pub adaptive: Vec<crate::eval::adaptive::AdaptiveRow>,
+}
+
+/// The pipeline's figures: the paper's defender, and the robust one beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineReport {
+    /// The paper's defender (LeNet + Defed denoisers).
+    #[serde(flatten)]
+    pub paper: DefenceReport,
+    /// The robust defender (adversarially trained classifier + Defed denoisers), in `robust/`.
+    #[serde(default)]
+    pub robust: Option<DefenceReport>,
     /// Where the report is.
     pub out: PathBuf,
 }
@@ -136,7 +160,22 @@ fn progress_line(msg: &str) {
     eprintln!("[defed pipeline] {msg}");
 }
 
-/// Runs stages 1-5 and writes the report folder.
+/// Gradient attacks only, for the robust defender: query attacks (HopSkipJump, Square) and
+/// JSMA / Carlini-Wagner cost far more against the larger network, and the white-box adaptive
+/// attack is the test that matters for it.
+fn robust_attack_suite() -> Vec<Box<dyn Attack>> {
+    attack_suite()
+        .into_iter()
+        .filter(|a| {
+            a.name().starts_with("FGSM")
+                || a.name().starts_with("PGD")
+                || a.name().starts_with("DeepFool")
+        })
+        .collect()
+}
+
+/// Runs stages 1-5 for the paper's defender and, unless switched off, for the robust one, and
+/// writes the report folder.
 pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     let device = crate::default_device();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
@@ -177,62 +216,95 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
             "embedded lenet-mnist".to_string(),
         )
     };
-    let model = AttackModel::new(&classifier, &device);
-    let val_pred = crate::eval::predict(&classifier, &val, 500, &device)?;
-    let classifier_accuracy = crate::eval::accuracy(&val_pred, &val.labels);
-    progress_line(&format!(
-        "stage 1: classifier ({classifier_source}) scores {:.2}% on the {} held-out digits",
-        100.0 * classifier_accuracy,
-        val.len()
-    ));
-
-    // Stage 1: benign set.
-    let benign = benign_set(&model, &val, cfg.benign, 500);
-    if benign.len() <= cfg.calibration {
-        return Err(Error::Invalid(format!(
-            "only {} benign images for {} calibration images",
-            benign.len(),
-            cfg.calibration
-        )));
-    }
-    save_benign(&benign, cfg.out.join("benign.npz"))?;
-
-    // Stage 2: attacks on held-out (non-calibration) benign images.
-    let end = (cfg.calibration + cfg.attacked).min(benign.len());
-    let targets = benign.select(&(cfg.calibration..end).collect::<Vec<_>>());
-    let mut attacks = Vec::new();
-    let mut adv_sets: Vec<(String, AdvSet)> = Vec::new();
-    std::fs::create_dir_all(cfg.out.join("adv")).map_err(|e| Error::io(cfg.out.join("adv"), e))?;
-    for a in attack_suite() {
-        let r = run_attack(
-            a.as_ref(),
-            &model,
-            &targets,
-            50,
-            cfg.seed,
-            cfg.progress,
-            Target::Untargeted,
+    let paper = defence_stages(
+        cfg,
+        &cfg.out,
+        "the paper's defender",
+        classifier,
+        classifier_source,
+        &val,
+        attack_suite(),
+        Policy::Correct,
+        |classifier| paper_denoisers(cfg, classifier, &train),
+    )?;
+    write_report(
+        &cfg.out,
+        &paper,
+        cfg,
+        "LeNet-5 + Defed denoisers (the paper's defender)",
+    )?;
+    let robust = if cfg.robust {
+        let (classifier, source) = match &cfg.robust_classifier {
+            Some(p) => (load_classifier(p, &device)?.0, p.display().to_string()),
+            None => (
+                embedded::robust_classifier(&device)?.0,
+                "embedded madry-trades-mnist (TRADES, Linf 0.3)".to_string(),
+            ),
+        };
+        let out = cfg.out.join("robust");
+        let r = defence_stages(
+            cfg,
+            &out,
+            "the robust defender",
+            classifier,
+            source,
+            &val,
+            robust_attack_suite(),
+            // A flag withholds the label: the corrected label would come from denoisers the
+            // attacker can steer, where the robust classifier's own label holds.
+            Policy::Reject,
+            |_| {
+                let mut list = Vec::new();
+                if cfg.robust_denoisers.is_empty() {
+                    for (net, meta) in embedded::robust_denoisers(&device)? {
+                        list.push(DefenderDenoiser::new(net, meta));
+                    }
+                } else {
+                    for p in &cfg.robust_denoisers {
+                        let (net, meta) = load_denoiser(p, &device, &LoadOptions::default())?;
+                        list.push(DefenderDenoiser::new(net, meta));
+                    }
+                }
+                Ok(list)
+            },
         )?;
-        let s = r.stats.clone().expect("stats");
-        progress_line(&format!(
-            "stage 2: {:<20} {:>5.1}% success, {:.3} s/img",
-            s.attack,
-            100.0 * s.success_rate,
-            s.seconds_per_image
-        ));
-        save_adv(
+        write_report(
+            &out,
             &r,
-            cfg.out
-                .join("adv")
-                .join(format!("{}.npz", s.attack.replace(' ', "_"))),
+            cfg,
+            "adversarially trained Madry CNN + Defed denoisers (the robust defender)",
         )?;
-        attacks.push(s.clone());
-        if !r.src_idx.is_empty() {
-            adv_sets.push((s.attack.clone(), r));
-        }
+        Some(r)
+    } else {
+        None
+    };
+    let report = PipelineReport {
+        paper,
+        robust,
+        out: cfg.out.clone(),
+    };
+    write_atomic(
+        cfg.out.join("results.json"),
+        &serde_json::to_vec_pretty(&report).expect("serialises"),
+    )?;
+    if let Some(r) = &report.robust {
+        let md = std::fs::read_to_string(cfg.out.join("report.md"))
+            .map_err(|e| Error::io(cfg.out.join("report.md"), e))?;
+        write_atomic(
+            cfg.out.join("report.md"),
+            (md + &comparison_markdown(&report.paper, r)).as_bytes(),
+        )?;
     }
+    Ok(report)
+}
 
-    // Stages 3-4: denoisers.
+/// The paper's denoisers: trained here with `--train`, the given files, or the embedded ones.
+fn paper_denoisers(
+    cfg: &PipelineConfig,
+    classifier: &Classifier,
+    train: &ImageSet,
+) -> Result<Vec<DefenderDenoiser>> {
+    let device = crate::default_device();
     let mut denoisers = Vec::new();
     if cfg.train {
         let ad = autodiff_device();
@@ -291,6 +363,83 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
             denoisers.push(DefenderDenoiser::new(net, meta));
         }
     }
+    Ok(denoisers)
+}
+
+/// Stages 1, 2 and 5 for one defender in `out`: benign set from `val`, `attacks` against the
+/// bare classifier, the denoisers from `denoisers`, evaluation grid, calibrated bundle
+/// (`defender.safetensors`, all denoisers, k = 2), figures and the small adaptive run.
+#[allow(clippy::too_many_arguments)]
+fn defence_stages(
+    cfg: &PipelineConfig,
+    out: &Path,
+    name: &str,
+    classifier: Classifier,
+    classifier_source: String,
+    val: &ImageSet,
+    attacks_to_run: Vec<Box<dyn Attack>>,
+    policy: Policy,
+    denoisers: impl FnOnce(&Classifier) -> Result<Vec<DefenderDenoiser>>,
+) -> Result<DefenceReport> {
+    let device = crate::default_device();
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    progress_line(&format!("{name}: classifier {classifier_source}"));
+    let model = AttackModel::new(&classifier, &device);
+    let val_pred = crate::eval::predict(&classifier, val, 500, &device)?;
+    let classifier_accuracy = crate::eval::accuracy(&val_pred, &val.labels);
+    progress_line(&format!(
+        "stage 1: classifier ({classifier_source}) scores {:.2}% on the {} held-out digits",
+        100.0 * classifier_accuracy,
+        val.len()
+    ));
+
+    // Stage 1: benign set.
+    let benign = benign_set(&model, val, cfg.benign, 500);
+    if benign.len() <= cfg.calibration {
+        return Err(Error::Invalid(format!(
+            "only {} benign images for {} calibration images",
+            benign.len(),
+            cfg.calibration
+        )));
+    }
+    save_benign(&benign, out.join("benign.npz"))?;
+
+    // Stage 2: attacks on held-out (non-calibration) benign images.
+    let end = (cfg.calibration + cfg.attacked).min(benign.len());
+    let targets = benign.select(&(cfg.calibration..end).collect::<Vec<_>>());
+    let mut attacks = Vec::new();
+    let mut adv_sets: Vec<(String, AdvSet)> = Vec::new();
+    std::fs::create_dir_all(out.join("adv")).map_err(|e| Error::io(out.join("adv"), e))?;
+    for a in attacks_to_run {
+        let r = run_attack(
+            a.as_ref(),
+            &model,
+            &targets,
+            50,
+            cfg.seed,
+            cfg.progress,
+            Target::Untargeted,
+        )?;
+        let s = r.stats.clone().expect("stats");
+        progress_line(&format!(
+            "stage 2: {:<20} {:>5.1}% success, {:.3} s/img",
+            s.attack,
+            100.0 * s.success_rate,
+            s.seconds_per_image
+        ));
+        save_adv(
+            &r,
+            out.join("adv")
+                .join(format!("{}.npz", s.attack.replace(' ', "_"))),
+        )?;
+        attacks.push(s.clone());
+        if !r.src_idx.is_empty() {
+            adv_sets.push((s.attack.clone(), r));
+        }
+    }
+
+    // Stages 3-4: denoisers.
+    let denoisers = denoisers(&classifier)?;
     if denoisers.is_empty() {
         return Err(Error::Invalid(
             "no denoisers: this build embeds none; pass --denoisers or --train".into(),
@@ -350,13 +499,14 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         calibration_flag_rate: flag_rate(&calib, &t),
     });
     defender.thresholds = Some(t);
-    defender.save(cfg.out.join("defender.safetensors"))?;
+    defender.policy = policy;
+    defender.save(out.join("defender.safetensors"))?;
     let headline = evaluation
         .iter()
         .find(|r| r.rule == "k=2" && r.thresholds.len() == m)
         .cloned();
     crate::eval::report::figures(
-        &cfg.out,
+        out,
         &defender,
         &scores,
         &adv_sets,
@@ -383,7 +533,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     } else {
         vec![]
     };
-    let report = PipelineReport {
+    Ok(DefenceReport {
+        classifier_source,
         adaptive,
         classifier_accuracy,
         benign: benign.len(),
@@ -391,13 +542,69 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         attacks,
         evaluation,
         headline,
-        out: cfg.out.clone(),
-    };
-    write_report(&cfg.out, &report, cfg)?;
-    Ok(report)
+    })
 }
 
-fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<()> {
+/// Mean detection and mean correct-label rate over the attacks of a headline row.
+fn headline_means(h: &EvalRow) -> (f64, f64) {
+    let n = h.attacks.len().max(1) as f64;
+    (
+        h.attacks.iter().map(|a| a.detection).sum::<f64>() / n,
+        h.attacks.iter().map(|a| a.accuracy).sum::<f64>() / n,
+    )
+}
+
+/// The side-by-side table of the paper's and the robust defender.
+fn comparison_markdown(paper: &DefenceReport, robust: &DefenceReport) -> String {
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    let row = |r: &DefenceReport| -> Vec<String> {
+        let (pass, det, acc) = match &r.headline {
+            Some(h) => {
+                let (d, a) = headline_means(h);
+                (pct(h.benign_pass), pct(d), pct(a))
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let mut cells = vec![pct(r.classifier_accuracy), pass, det, acc];
+        for a in &r.adaptive {
+            cells.push(format!(
+                "{} / {}",
+                pct(a.adaptive.robust_accuracy_reject),
+                pct(a.adaptive.robust_accuracy_correct)
+            ));
+        }
+        cells
+    };
+    let budgets: Vec<String> = paper
+        .adaptive
+        .iter()
+        .map(|a| {
+            format!(
+                "adaptive {} {}: robust acc. reject / correct",
+                a.adaptive.norm.name(),
+                a.adaptive.eps
+            )
+        })
+        .collect();
+    let mut s = String::from(
+        "\n## The paper's defender beside the robust one\n\n\
+         The robust defender puts an adversarially trained classifier (TRADES at Linf 0.3, the Madry et al. CNN, trained on the same 9,000 digits) behind Defed denoisers; its full report is in `robust/report.md` (its non-adaptive table covers the gradient attacks: against a robust classifier most attacks fail, and only successful examples are scored). Held-out digits, thresholds k = 2 from held-out calibration images.\n\n",
+    );
+    s += &format!(
+        "| defender | clean accuracy | benign pass (k = 2) | non-adaptive: mean detected | non-adaptive: mean correct label | {} |\n|---|---|---|---|---|{}\n",
+        budgets.join(" | "),
+        "---|".repeat(budgets.len())
+    );
+    for (label, r) in [
+        ("paper (LeNet + Defed)", paper),
+        ("robust (Madry CNN + Defed)", robust),
+    ] {
+        s += &format!("| {label} | {} |\n", row(r).join(" | "));
+    }
+    s
+}
+
+fn write_report(out: &Path, r: &DefenceReport, cfg: &PipelineConfig, title: &str) -> Result<()> {
     write_atomic(out.join("results.csv"), to_csv(&r.evaluation).as_bytes())?;
     write_atomic(
         out.join("results.json"),
@@ -470,7 +677,8 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
         None => String::new(),
     };
     let md = format!(
-        "# defed pipeline report\n\n\
+        "# defed pipeline report: {title}\n\n\
+         Classifier: {source}.\n\n\
          Data: the {n} embedded MNIST training digits; the classifier's held-out 10% split supplies the benign images (seed {seed}).\n\n\
          ## Stage 1: benign set\n\nClassifier accuracy on the held-out digits: {acc:.2}%. Kept the first {b} correctly classified; the first {c} calibrate the thresholds, the others are held out for evaluation and attacked.\n\n\
          ## Stage 2: attacks (against the bare classifier)\n\n{attacks_md}\n\
@@ -484,6 +692,7 @@ fn write_report(out: &Path, r: &PipelineReport, cfg: &PipelineConfig) -> Result<
 
          Files: `benign.npz`, `adv/*.npz` (+ `.json` stats), `attacks.csv`, `results.csv`, `results.json`, `adaptive.csv`, and the calibrated bundle `defender.safetensors` (all denoisers, k = 2).\n{adaptive_md}",
         n = 10_000,
+        source = r.classifier_source,
         seed = cfg.seed,
         acc = 100.0 * r.classifier_accuracy,
         b = r.benign,

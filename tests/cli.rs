@@ -425,7 +425,8 @@ fn bench_writes_every_workload_and_devices_fail_clearly() {
             "defed_train_step",
             "defed_lenet_inference",
             "lenet_input_gradient",
-            "defender_latency"
+            "defender_latency",
+            "madry_pgd10_train_step"
         ]
     );
     for w in v["workloads"].as_array().unwrap() {
@@ -442,4 +443,92 @@ fn bench_writes_every_workload_and_devices_fail_clearly() {
     }
     let (ok, _, stderr) = defed(&["bench", "--seconds=0"]);
     assert!(!ok && stderr.contains("positive"), "{stderr}");
+}
+
+#[test]
+fn convert_to_half_keeps_the_robust_classifier_accurate() {
+    let dir = tempfile::tempdir().unwrap();
+    let f32_path = dir.path().join("lenet32.safetensors");
+    let f16_path = dir.path().join("lenet16.safetensors");
+    // float16 -> float32 is exact; float32 -> float16 rounds.
+    let (ok, out, err) = defed(&[
+        "convert",
+        "models/madry-trades-mnist.safetensors",
+        f32_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("largest weight change 0.000e0"), "{out}");
+    let (ok, out, err) = defed(&[
+        "convert",
+        "models/lenet-mnist.safetensors",
+        f16_path.to_str().unwrap(),
+        "--half",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("float16"), "{out}");
+    let size = std::fs::metadata(&f16_path).unwrap().len();
+    let full = std::fs::metadata("models/lenet-mnist.safetensors")
+        .unwrap()
+        .len();
+    assert!(size < full * 6 / 10, "{size} vs {full}");
+    // The same accuracy on the held-out digits, to the image.
+    let acc = |model: &str| {
+        let (ok, out, err) = defed(&[
+            "classify",
+            "--classifier",
+            model,
+            "--dataset",
+            "mnist-embedded:val",
+            "--summary",
+        ]);
+        assert!(ok, "{err}");
+        out
+    };
+    let a = acc("models/lenet-mnist.safetensors");
+    let b = acc(f16_path.to_str().unwrap());
+    assert_eq!(a, b);
+    let (ok, _, err) = defed(&["convert", "Cargo.toml", f16_path.to_str().unwrap()]);
+    assert!(!ok && err.contains("Cargo.toml"), "{err}");
+
+    // Benign sets for robust accuracy: the first N images, clean errors included, or
+    // correctly classified images from an offset.
+    let first = dir.path().join("first.npz");
+    let (ok, out, err) = defed(&[
+        "benign",
+        "--classifier",
+        "models/madry-trades-mnist.safetensors",
+        "--dataset",
+        "mnist-embedded:val",
+        "--num",
+        "50",
+        "--include-misclassified",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("kept the first 50"), "{out}");
+    let set = defed::attack::load_benign(&first).unwrap();
+    assert_eq!(set.len(), 50);
+    assert!(set.indices.windows(2).all(|w| w[0] < w[1]));
+    let last_of_first = *set.indices.last().unwrap();
+    let (ok, _, err) = defed(&[
+        "benign",
+        "--classifier",
+        "models/madry-trades-mnist.safetensors",
+        "--dataset",
+        "mnist-embedded:val",
+        "--num",
+        "20",
+        "--from",
+        "900",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let set = defed::attack::load_benign(&first).unwrap();
+    assert!(
+        set.indices.iter().all(|&i| i > last_of_first),
+        "{:?}",
+        set.indices
+    );
 }

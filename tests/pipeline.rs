@@ -65,4 +65,34 @@ fn pipeline_runs_end_to_end_and_reports() {
         defed::defense::Defender::load(out.join("defender.safetensors"), &defed::default_device())
             .unwrap();
     assert!(d.thresholds.is_some());
+
+    // The robust defender ran beside it: its own folder, bundle and adaptive run, and the
+    // side-by-side table in the main report.
+    for f in [
+        "report.md",
+        "defender.safetensors",
+        "results.csv",
+        "roc.png",
+    ] {
+        assert!(out.join("robust").join(f).exists(), "robust/{f} missing");
+    }
+    let robust = &r["robust"];
+    assert!(
+        robust["classifier_source"]
+            .as_str()
+            .unwrap()
+            .contains("madry")
+    );
+    assert!(robust["classifier_accuracy"].as_f64().unwrap() > 0.9);
+    assert_eq!(robust["adaptive"].as_array().unwrap().len(), 2);
+    assert!(
+        md.contains("## The paper's defender beside the robust one"),
+        "{md}"
+    );
+    let rd = defed::defense::Defender::load(
+        out.join("robust/defender.safetensors"),
+        &defed::default_device(),
+    )
+    .unwrap();
+    assert_eq!(rd.classifier.architecture().name(), "madry-cnn");
 }

@@ -272,3 +272,47 @@ fn attacks_go_through_a_denoiser_and_denoisers_train_on_them() {
     .unwrap_err();
     assert!(e.to_string().contains("fraction"), "{e}");
 }
+
+#[test]
+fn shipped_robust_classifier_is_robust_and_shows_no_gradient_masking() {
+    let device = defed::default_device();
+    let (clf, meta) = defed::model::embedded::robust_classifier(&device).unwrap();
+    assert_eq!(meta.architecture.name(), "madry-cnn");
+    // Held-out embedded digits (the seed-0 validation split it was not trained on).
+    let (_, val) = embedded_mnist().split(0.1, 0);
+    let set = val.take(100);
+    let pgd = |norm: Norm, eps: f32, iterations: usize| Pgd {
+        norm,
+        eps,
+        step: 2.5 * eps / iterations as f32,
+        iterations,
+        random_init: true,
+        restarts: 1,
+        early_stop: false,
+    };
+    let acc = |attack: &Pgd| robust_accuracy(&clf, &set, attack, 100, 0, &device).unwrap();
+    let clean = acc(&pgd(Norm::Linf, 1e-6, 1));
+    let r: Vec<f64> = [0.1, 0.2, 0.3, 0.4]
+        .iter()
+        .map(|&e| acc(&pgd(Norm::Linf, e, 40)))
+        .collect();
+    let whole_box = acc(&pgd(Norm::Linf, 1.0, 40));
+    eprintln!("clean {clean}, PGD-40 Linf 0.1-0.4: {r:?}, eps 1: {whole_box}");
+    assert!(clean >= 0.95, "clean accuracy {clean}");
+    assert!(r[2] >= 0.75, "PGD-40 at Linf 0.3: {}", r[2]);
+    // Gradient-masking checks: success grows with eps, and the whole box breaks everything.
+    assert!(r.windows(2).all(|w| w[0] >= w[1]), "{r:?}");
+    assert!(
+        r[3] < r[2] - 0.1,
+        "Linf 0.4 should break far more than 0.3: {r:?}"
+    );
+    assert_eq!(whole_box, 0.0);
+    // White-box PGD is at least as strong as a single FGSM-like step (a masked gradient makes
+    // the iterated attack no better than one step).
+    let one_step = acc(&Pgd {
+        step: 0.3,
+        random_init: false,
+        ..pgd(Norm::Linf, 0.3, 1)
+    });
+    assert!(r[2] <= one_step, "PGD {} vs one step {one_step}", r[2]);
+}

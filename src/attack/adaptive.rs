@@ -241,6 +241,13 @@ pub struct AdaptiveReport {
     pub seconds: f64,
     /// Largest perturbation of any final input in the threat model's norm (budget check).
     pub max_perturbation: f64,
+    /// Share of the unperturbed images the defender passes unflagged (its benign pass rate on
+    /// these held-out images).
+    #[serde(default)]
+    pub clean_pass: f64,
+    /// Share of the unperturbed images that end with their true label and no flag.
+    #[serde(default)]
+    pub clean_accuracy: f64,
     /// The final adversarial inputs, one per image.
     #[serde(skip)]
     pub adv: Vec<f32>,
@@ -343,6 +350,15 @@ pub fn adaptive_attack(
         })
         .fold(0f64, f64::max);
     let (evade, flagged, wrong) = outcome_shares(&verdicts, &set.labels);
+    let clean =
+        defender.decide(&defender.scores_batched(&set.images, cfg.batch_size.max(1), device)?)?;
+    let (_, clean_flagged, _) = outcome_shares(&clean, &set.labels);
+    let clean_accuracy = clean
+        .iter()
+        .zip(&set.labels)
+        .filter(|(v, y)| !v.adversarial && v.label == **y)
+        .count() as f64
+        / n as f64;
     let reject = 1.0 - evade;
     let correct = 1.0 - wrong;
     Ok(AdaptiveReport {
@@ -361,6 +377,8 @@ pub fn adaptive_attack(
         policy: defender.policy,
         seconds: t0.elapsed().as_secs_f64(),
         max_perturbation,
+        clean_pass: 1.0 - clean_flagged,
+        clean_accuracy,
         adv,
     })
 }

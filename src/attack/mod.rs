@@ -441,7 +441,6 @@ pub fn benign_set(model: &AttackModel, set: &ImageSet, num: usize, batch_size: u
     set.select(&keep)
 }
 
-/// The images at `idx` of a flat batch with `per` values per image, concatenated.
 /// The images at positions `idx` of a flat batch of `per`-value images, in that order.
 pub fn gather_images(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
     idx.iter()

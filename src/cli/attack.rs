@@ -28,6 +28,15 @@ pub struct BenignArgs {
     /// Output .npz (images, labels, test_idx).
     #[arg(long, default_value = "benign.npz")]
     out: PathBuf,
+    /// Start at this image of the split (e.g. calibration images from the end of the test
+    /// split, away from the images evaluated).
+    #[arg(long, default_value_t = 0)]
+    from: usize,
+    /// Keep the first N images whether or not the classifier gets them right (for robust
+    /// accuracy over the first N test images: `attack --suite strong` counts clean errors
+    /// as broken).
+    #[arg(long)]
+    include_misclassified: bool,
 }
 
 pub fn benign(a: BenignArgs) -> Result<()> {
@@ -40,7 +49,21 @@ pub fn benign(a: BenignArgs) -> Result<()> {
         let labels = read_labels(a.labels.as_ref().context("--images needs --labels")?)?;
         read_inputs(&a.images, c, [h, w])?.into_set(Some(labels))?
     };
+    if a.from >= set.len() {
+        bail!("--from {}: the data has only {} images", a.from, set.len());
+    }
+    let set = set.select(&(a.from..set.len()).collect::<Vec<_>>());
     let model = AttackModel::new(&clf, &device);
+    if a.include_misclassified {
+        let first = set.take(a.num);
+        save_benign(&first, &a.out)?;
+        println!(
+            "kept the first {} images (clean errors included) in {}",
+            first.len(),
+            a.out.display()
+        );
+        return Ok(());
+    }
     let benign = benign_set(&model, &set, a.num, 512);
     if benign.len() < a.num {
         tracing::warn!(

@@ -92,3 +92,51 @@ pub fn run(a: Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    /// A checkpoint: defed safetensors, or an original `.pth` / safetensors file.
+    input: PathBuf,
+    /// The defed safetensors file to write.
+    output: PathBuf,
+    /// Store the weights as float16 (half the size).
+    #[arg(long)]
+    half: bool,
+    /// Edge detector, for an original Defed file whose name says neither.
+    #[arg(long)]
+    edge: Option<defed::model::EdgeMethod>,
+}
+
+/// Rewrites a checkpoint as defed safetensors (metadata included), optionally in float16, and
+/// reports the largest change to any weight.
+pub fn convert(a: ConvertArgs) -> Result<()> {
+    use anyhow::Context;
+    let raw = read_checkpoint(&a.input)?;
+    let opts = LoadOptions {
+        edge: a.edge,
+        ..Default::default()
+    };
+    let meta = resolve_meta(&a.input, &raw, &opts)?;
+    let bytes = defed::model::checkpoint::raw_to_bytes(&raw, &meta, a.half)?;
+    let back = defed::model::checkpoint::read_checkpoint_bytes("converted", &bytes)?;
+    let max_change = raw
+        .tensors
+        .iter()
+        .flat_map(|(k, t)| {
+            t.data
+                .iter()
+                .zip(&back.tensors[k].data)
+                .map(|(x, y)| (x - y).abs())
+        })
+        .fold(0f32, f32::max);
+    defed::util::write_atomic(&a.output, &bytes)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    println!(
+        "{} -> {} ({} bytes, {}); largest weight change {max_change:.3e}",
+        a.input.display(),
+        a.output.display(),
+        bytes.len(),
+        if a.half { "float16" } else { "float32" }
+    );
+    Ok(())
+}

@@ -36,6 +36,8 @@ enum Command {
     Pipeline(pipeline::Args),
     /// Show a checkpoint's architecture, metadata, parameter count and tensors.
     Inspect(inspect::Args),
+    /// Rewrite a checkpoint (defed or original) as defed safetensors, optionally float16.
+    Convert(inspect::ConvertArgs),
     /// Classify images (IDX, PNG/JPEG, .npy, or a named data set) with a classifier.
     Classify(classify::Args),
     /// Stage 1: keep the first N test images the classifier gets right.
@@ -104,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pipeline(a) => pipeline::run_cmd(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Convert(a) => inspect::convert(a),
         Command::Bench(a) => bench::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Benign(a) => attack::benign(a),

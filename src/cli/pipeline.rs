@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use defed::pipeline::{PipelineConfig, run};
+use defed::pipeline::{DefenceReport, PipelineConfig, run};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,6 +33,16 @@ pub struct Args {
     /// Held-out images the adaptive white-box attack runs on (Linf 0.3, L2 2); 0 skips it.
     #[arg(long, default_value_t = 10)]
     adaptive: usize,
+    /// Skip the robust defender (adversarially trained classifier + denoisers) that runs
+    /// beside the paper's.
+    #[arg(long)]
+    no_robust: bool,
+    /// The robust defender's classifier (default: the embedded TRADES-trained Madry CNN).
+    #[arg(long)]
+    robust_classifier: Option<PathBuf>,
+    /// The robust defender's denoisers (default: the embedded ones).
+    #[arg(long, num_args = 1..)]
+    robust_denoisers: Vec<PathBuf>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -49,12 +59,24 @@ pub fn run_cmd(a: Args) -> Result<()> {
         calibration: a.calibration,
         attacked: a.attacked,
         adaptive: a.adaptive,
+        robust: !a.no_robust,
+        robust_classifier: a.robust_classifier,
+        robust_denoisers: a.robust_denoisers,
         seed: a.seed,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..PipelineConfig::default()
     };
-    let r = run(&cfg)?;
-    println!("report: {}", r.out.join("report.md").display());
+    let report = run(&cfg)?;
+    println!("report: {}", report.out.join("report.md").display());
+    print_defence("the paper's defender", &report.paper);
+    if let Some(r) = &report.robust {
+        print_defence("the robust defender (robust/)", r);
+    }
+    Ok(())
+}
+
+fn print_defence(title: &str, r: &DefenceReport) {
+    println!("{title}: classifier {}", r.classifier_source);
     println!(
         "classifier accuracy on held-out digits: {:.2}%",
         100.0 * r.classifier_accuracy
@@ -82,5 +104,14 @@ pub fn run_cmd(a: Args) -> Result<()> {
             );
         }
     }
-    Ok(())
+    for a in &r.adaptive {
+        let a = &a.adaptive;
+        println!(
+            "  adaptive {} {:<4} robust accuracy {:>5.1}% (reject) {:>5.1}% (correct)",
+            a.norm.name(),
+            a.eps,
+            100.0 * a.robust_accuracy_reject,
+            100.0 * a.robust_accuracy_correct
+        );
+    }
 }

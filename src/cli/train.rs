@@ -180,7 +180,7 @@ fn parse_threat(s: &str) -> std::result::Result<(Norm, f32), String> {
     let eps: f32 = e
         .parse()
         .map_err(|_| format!("bad eps {e:?} in threat {s:?}"))?;
-    if !matches!(norm, Norm::L2 | Norm::Linf) || !(eps.is_finite() && eps > 0.0) {
+    if !(matches!(norm, Norm::L2 | Norm::Linf) && eps.is_finite() && eps > 0.0) {
         return Err(format!("threat {s:?}: need l2 or linf and eps > 0"));
     }
     Ok((norm, eps))

@@ -102,12 +102,12 @@ pub fn evaluate_adaptive(
 /// The rows as CSV.
 pub fn adaptive_csv(rows: &[AdaptiveRow]) -> String {
     let mut s = String::from(
-        "norm,eps,images,evade_success,flagged,wrong_label,robust_accuracy_reject,robust_accuracy_correct,policy,transfer_evade_success,transfer_flagged,transfer_wrong_label,max_perturbation,seconds\n",
+        "norm,eps,images,evade_success,flagged,wrong_label,robust_accuracy_reject,robust_accuracy_correct,policy,transfer_evade_success,transfer_flagged,transfer_wrong_label,max_perturbation,seconds,clean_pass,clean_accuracy\n",
     );
     for r in rows {
         let a = &r.adaptive;
         s += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             a.norm.name(),
             a.eps,
             a.images,
@@ -121,7 +121,9 @@ pub fn adaptive_csv(rows: &[AdaptiveRow]) -> String {
             r.transfer_flagged,
             r.transfer_wrong_label,
             a.max_perturbation,
-            a.seconds
+            a.seconds,
+            a.clean_pass,
+            a.clean_accuracy
         );
     }
     s
@@ -152,6 +154,16 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
         re = cfg.restarts,
     );
     let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    if let Some(r) = rows.first() {
+        s = s.replace(
+            "| norm | eps |",
+            &format!(
+                "Unperturbed, the defender passes {} of these images unflagged ({} unflagged with their true label).\n\n| norm | eps |",
+                pct(r.adaptive.clean_pass),
+                pct(r.adaptive.clean_accuracy)
+            ),
+        );
+    }
     for r in rows {
         let a = &r.adaptive;
         s += &format!(

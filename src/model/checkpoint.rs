@@ -260,25 +260,7 @@ fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
 }
 
 fn half_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // Subnormal: normalise.
-            let mut e = 127 - 15 + 1;
-            let mut f = f;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
+    half::f16::from_bits(h).to_f32()
 }
 
 /// Guesses the architecture and channel count from the tensor names of a file without
@@ -595,6 +577,52 @@ pub fn model_bytes<M: Module>(module: &M, meta: &CheckpointMeta) -> Result<Vec<u
             )
         })
         .collect();
+    let mut header = HashMap::new();
+    header.insert(
+        "defed".to_string(),
+        serde_json::to_string(meta).expect("metadata serialises"),
+    );
+    header.insert("format".to_string(), "pt".to_string());
+    safetensors::serialize(views, Some(header))
+        .map_err(|e| Error::Invalid(format!("cannot serialise checkpoint: {e}")))
+}
+
+/// Serialises checkpoint content already read (any format) as defed safetensors with `meta`,
+/// in float32 or, with `half`, float16 (half the size; values rounded to nearest). Tensors keep
+/// their PyTorch names; `num_batches_tracked` counters are written for PyTorch's loader.
+pub fn raw_to_bytes(raw: &RawCheckpoint, meta: &CheckpointMeta, half: bool) -> Result<Vec<u8>> {
+    use safetensors::Dtype;
+    use safetensors::tensor::TensorView;
+    let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in &raw.tensors {
+        if name.ends_with(".running_mean") {
+            let counter = name.trim_end_matches("running_mean").to_string() + "num_batches_tracked";
+            blobs.push((counter, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec()));
+        }
+        let (dtype, bytes): (Dtype, Vec<u8>) = if half {
+            (
+                Dtype::F16,
+                t.data
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            )
+        } else {
+            (
+                Dtype::F32,
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        };
+        blobs.push((name.clone(), dtype, t.shape.clone(), bytes));
+    }
+    let views: Vec<(String, TensorView<'_>)> = blobs
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Invalid(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
     let mut header = HashMap::new();
     header.insert(
         "defed".to_string(),

@@ -16,6 +16,21 @@ pub fn default_classifier(device: &Device) -> Result<(Classifier, CheckpointMeta
     classifier_from_raw(Path::new("<embedded lenet-mnist>"), &raw, device)
 }
 
+static MADRY: &[u8] = include_bytes!("../../models/madry-trades-mnist.safetensors");
+
+/// The robust classifier: the Madry et al. CNN adversarially trained with TRADES at Linf 0.3 on
+/// 9,000 of the embedded digits (seed 0), stored as float16.
+pub fn robust_classifier(device: &Device) -> Result<(Classifier, CheckpointMeta)> {
+    let name = "<embedded madry-trades-mnist>";
+    let raw = read_checkpoint_bytes(name, MADRY)?;
+    classifier_from_raw(Path::new(name), &raw, device)
+}
+
+/// The denoisers of the robust defender: the default Defed denoisers (noise 20, 60, 100).
+pub fn robust_denoisers(device: &Device) -> Result<Vec<(Denoiser, CheckpointMeta)>> {
+    default_denoisers(device)
+}
+
 /// The default denoisers (name, safetensors bytes): Defed-Laplacian, alpha 1, noise 20, 60 and
 /// 100.
 pub fn default_denoiser_files() -> Vec<(&'static str, &'static [u8])> {

@@ -106,15 +106,13 @@ impl AdversarialConfig {
                 "adversarial training supports the L2 and Linf norms".into(),
             ));
         }
-        if !(self.eps.is_finite() && self.eps > 0.0)
-            || !(self.step_size.is_finite() && self.step_size > 0.0)
-            || self.steps == 0
-        {
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !(positive(self.eps) && positive(self.step_size)) || self.steps == 0 {
             return Err(Error::Invalid(
                 "adversarial training needs eps > 0, a step size > 0 and at least one step".into(),
             ));
         }
-        if !(self.beta.is_finite() && self.beta >= 0.0) || !self.ramp_epochs.is_finite() {
+        if !(self.beta.is_finite() && self.beta >= 0.0 && self.ramp_epochs.is_finite()) {
             return Err(Error::Invalid(
                 "TRADES beta must be >= 0 and the ramp finite".into(),
             ));
@@ -311,8 +309,8 @@ pub fn train_step<M: ClassifierNet>(
                 AdversarialMethod::Trades => {
                     let both = Tensor::cat(vec![b.tensor(0, n, device), xa], 0);
                     let all = model.logits(both);
-                    let clean = all.clone().slice([0..n]);
-                    let adv_logits = all.slice([n..2 * n]);
+                    let clean = all.clone().narrow(0, 0, n);
+                    let adv_logits = all.narrow(0, n, n);
                     let ce = cross_entropy(clean.clone(), target);
                     let p = softmax(clean.clone(), 1);
                     let kl = (p * (log_softmax(clean, 1) - log_softmax(adv_logits.clone(), 1)))

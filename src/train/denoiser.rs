@@ -56,7 +56,7 @@ impl DenoiserAdversarial {
             || self
                 .threats
                 .iter()
-                .any(|&(n, e)| !matches!(n, Norm::L2 | Norm::Linf) || !(e.is_finite() && e > 0.0))
+                .any(|&(n, e)| !(matches!(n, Norm::L2 | Norm::Linf) && e.is_finite() && e > 0.0))
         {
             return Err(Error::Invalid(
                 "denoiser adversarial training needs L2 or Linf threats with eps > 0".into(),
