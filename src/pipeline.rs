@@ -54,7 +54,8 @@ pub struct PipelineConfig {
     pub robust: bool,
     /// Its classifier (default: the embedded adversarially trained Madry CNN).
     pub robust_classifier: Option<PathBuf>,
-    /// Its denoisers (default: the embedded ones for the robust classifier).
+    /// Its denoisers (default: the embedded Defed denoisers fine-tuned on adversarial
+    /// examples against the robust classifier).
     pub robust_denoisers: Vec<PathBuf>,
     /// Seed of every random choice.
     pub seed: u64,
