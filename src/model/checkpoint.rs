@@ -554,66 +554,58 @@ pub fn collect_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Vec<f3
 
 /// Serialises a module and its metadata as safetensors bytes.
 pub fn model_bytes<M: Module>(module: &M, meta: &CheckpointMeta) -> Result<Vec<u8>> {
+    let tensors = collect_tensors(module);
+    serialize(
+        tensors
+            .iter()
+            .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())),
+        meta,
+        false,
+    )
+}
+
+/// Serialises checkpoint content already read (any format) as defed safetensors with `meta`,
+/// in float32 or, with `half`, float16 (half the size; values rounded to nearest).
+pub fn raw_to_bytes(raw: &RawCheckpoint, meta: &CheckpointMeta, half: bool) -> Result<Vec<u8>> {
+    serialize(
+        raw.tensors
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.shape.as_slice(), t.data.as_slice())),
+        meta,
+        half,
+    )
+}
+
+/// Named tensors (PyTorch names) and metadata as safetensors bytes, float32 or float16.
+fn serialize<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [f32])>,
+    meta: &CheckpointMeta,
+    half: bool,
+) -> Result<Vec<u8>> {
     use safetensors::Dtype;
     use safetensors::tensor::TensorView;
-    let tensors = collect_tensors(module);
     let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, shape, data) in tensors {
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         if name.ends_with(".running_mean") {
             // PyTorch's BatchNorm also has a counter; write it so that a strict
             // `load_state_dict` in PyTorch accepts the file.
             let counter = name.trim_end_matches("running_mean").to_string() + "num_batches_tracked";
             blobs.push((counter, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec()));
         }
-        blobs.push((name, Dtype::F32, shape, bytes));
-    }
-    let views: Vec<(String, TensorView<'_>)> = blobs
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(*d, s.clone(), b).expect("consistent tensor view"),
-            )
-        })
-        .collect();
-    let mut header = HashMap::new();
-    header.insert(
-        "defed".to_string(),
-        serde_json::to_string(meta).expect("metadata serialises"),
-    );
-    header.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize(views, Some(header))
-        .map_err(|e| Error::Invalid(format!("cannot serialise checkpoint: {e}")))
-}
-
-/// Serialises checkpoint content already read (any format) as defed safetensors with `meta`,
-/// in float32 or, with `half`, float16 (half the size; values rounded to nearest). Tensors keep
-/// their PyTorch names; `num_batches_tracked` counters are written for PyTorch's loader.
-pub fn raw_to_bytes(raw: &RawCheckpoint, meta: &CheckpointMeta, half: bool) -> Result<Vec<u8>> {
-    use safetensors::Dtype;
-    use safetensors::tensor::TensorView;
-    let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in &raw.tensors {
-        if name.ends_with(".running_mean") {
-            let counter = name.trim_end_matches("running_mean").to_string() + "num_batches_tracked";
-            blobs.push((counter, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec()));
-        }
         let (dtype, bytes): (Dtype, Vec<u8>) = if half {
             (
                 Dtype::F16,
-                t.data
-                    .iter()
+                data.iter()
                     .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
                     .collect(),
             )
         } else {
             (
                 Dtype::F32,
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             )
         };
-        blobs.push((name.clone(), dtype, t.shape.clone(), bytes));
+        blobs.push((name.to_string(), dtype, shape.to_vec(), bytes));
     }
     let views: Vec<(String, TensorView<'_>)> = blobs
         .iter()
