@@ -296,6 +296,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
             (md + &comparison_markdown(&report.paper, r)).as_bytes(),
         )?;
     }
+    crate::eval::html::write_report(&cfg.out)?;
     Ok(report)
 }
 
@@ -506,17 +507,17 @@ fn defence_stages(
         .iter()
         .find(|r| r.rule == "k=2" && r.thresholds.len() == m)
         .cloned();
-    crate::eval::report::figures(
-        out,
-        &defender,
-        &scores,
-        &adv_sets,
-        &evaluation,
-        &sets,
-        cfg.calibration,
-        &benign,
+    let figures = crate::eval::report::figures(
+        &crate::eval::report::FigureInput {
+            defender: &defender,
+            scores: &scores,
+            adv_sets: &adv_sets,
+            evaluation: &evaluation,
+            calibration: cfg.calibration,
+        },
         &device,
     )?;
+    crate::eval::charts::write_figures(out, &figures)?;
     let adaptive = if cfg.adaptive > 0 {
         progress_line(&format!(
             "adaptive white-box attack on the bundle: {} held-out images, Linf 0.3 and L2 2",
@@ -685,12 +686,7 @@ fn write_report(out: &Path, r: &DefenceReport, cfg: &PipelineConfig, title: &str
          ## Stage 2: attacks (against the bare classifier)\n\n{attacks_md}\n\
          ## Stage 5: defender\n\n{headline}\n\
          Each attack cell: detection rate / accuracy of the final label / ROC-AUC of the max normalised score. These are non-adaptive attacks: the attacker does not know the defence, so these figures are an upper bound; run `defed evaluate --adaptive --bundle defender.safetensors --benign benign.npz` for the white-box attack (see the README).\n\n{table}\n\
-         ## Figures
-
-         - `roc.png`: ROC curves of the max normalised score (all denoisers), held-out benign vs each attack; curve colours in attack order: {palette}; the grey diagonal is chance.
-         - `heatmap.png`: mean detection rate over the attacks at k = 2 for each single denoiser (diagonal) and each pair (off-diagonal), denoisers in the order {names}; dark blue = 0%, yellow = 100%.
-         - `examples.png`: two examples per attack (in table order), columns benign / adversarial / adversarial denoised by the first denoiser; a red frame means the all-denoiser defender (k = 2) flagged the image, green that it passed.
-
+         ## Figures\n\n{figures_md}\
          Files: `benign.npz`, `adv/*.npz` (+ `.json` stats), `attacks.csv`, `results.csv`, `results.json`, `adaptive.csv`, and the calibrated bundle `defender.safetensors` (all denoisers, k = 2).\n{adaptive_md}",
         n = 10_000,
         source = r.classifier_source,
@@ -699,13 +695,7 @@ fn write_report(out: &Path, r: &DefenceReport, cfg: &PipelineConfig, title: &str
         b = r.benign,
         c = r.calibration,
         table = to_markdown(&r.evaluation),
-        palette = crate::eval::plots::PALETTE
-            .iter()
-            .zip(r.headline.iter().flat_map(|h| h.attacks.iter()))
-            .map(|((c, _), a)| format!("{} = {c}", a.attack))
-            .collect::<Vec<_>>()
-            .join(", "),
-        names = r.headline.as_ref().map(|h| h.set.clone()).unwrap_or_default(),
+        figures_md = crate::eval::charts::markdown(&crate::eval::charts::read_figures(out)?),
     );
     write_atomic(out.join("report.md"), md.as_bytes())?;
     Ok(())

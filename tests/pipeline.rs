@@ -32,8 +32,13 @@ fn pipeline_runs_end_to_end_and_reports() {
         "benign.npz",
         "defender.safetensors",
         "roc.png",
-        "heatmap.png",
+        "roc.svg",
+        "detection-k2.png",
+        "detection-k2.svg",
         "examples.png",
+        "examples.svg",
+        "figures.json",
+        "index.html",
         "adaptive.csv",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
@@ -60,6 +65,7 @@ fn pipeline_runs_end_to_end_and_reports() {
     assert!(adaptive[0]["max_perturbation"].as_f64().unwrap() <= 0.3 + 1e-6);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## Adaptive attack"), "{md}");
+    check_figures(&out, h);
     // The calibrated bundle loads and defends.
     let d =
         defed::defense::Defender::load(out.join("defender.safetensors"), &defed::default_device())
@@ -95,4 +101,55 @@ fn pipeline_runs_end_to_end_and_reports() {
     )
     .unwrap();
     assert_eq!(rd.classifier.architecture().name(), "madry-cnn");
+}
+
+/// The figures show what the results say: ROC legend entries are the attacks, the detection
+/// heat-map's cells hold the table's values, the examples are labelled; the Markdown lists the
+/// figures (not an indented code block) and the HTML inlines every one of them.
+fn check_figures(out: &std::path::Path, headline: &serde_json::Value) {
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    let roc = read("roc.svg");
+    let heat = read("detection-k2.svg");
+    for a in headline["attacks"].as_array().unwrap() {
+        let name = a["attack"].as_str().unwrap();
+        assert!(roc.contains(name), "ROC legend lacks {name}");
+        assert!(heat.contains(name), "heat-map lacks the row {name}");
+        let cell = format!(">{:.1}<", 100.0 * a["detection"].as_f64().unwrap());
+        assert!(
+            heat.contains(&cell),
+            "heat-map lacks the value {cell} of {name}"
+        );
+    }
+    for t in ["false-positive rate", "detection rate", "chance", "AUC"] {
+        assert!(roc.contains(t), "ROC lacks {t}");
+    }
+    let examples = read("examples.svg");
+    for t in [
+        "benign",
+        "adversarial",
+        "denoised by",
+        "data:image/png;base64,",
+    ] {
+        assert!(examples.contains(t), "examples lack {t}");
+    }
+    let md = read("report.md");
+    let figures = md.split("## Figures").nth(1).unwrap();
+    assert!(figures.trim_start().starts_with("- `roc.png`"), "{figures}");
+    assert!(
+        !figures.lines().any(|l| l.starts_with("    ")),
+        "indented (code-block) lines in the Figures list"
+    );
+    let html = read("index.html");
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("figures.json")).unwrap()).unwrap();
+    let robust: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("robust/figures.json")).unwrap()).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        listed.len() + robust.len(),
+        "every figure of both defenders inline"
+    );
+    for bad in ["<script", "src=\"http", "href=\"http", "<img"] {
+        assert!(!html.contains(bad), "the page is not self-contained: {bad}");
+    }
 }

@@ -102,6 +102,7 @@ fn adversarial(method: AdversarialMethod, eps: f32) -> AdversarialConfig {
         beta: 3.0,
         val_images: 200,
         val_steps: 10,
+        min_val_robust: None,
     }
 }
 

@@ -5,14 +5,14 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Apgd, Attack, AttackModel, Norm, Square, gather_images};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 
 /// One stage of the protocol.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StrongStage {
     /// The attack.
     pub attack: String,
@@ -27,7 +27,7 @@ pub struct StrongStage {
 }
 
 /// What the protocol found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StrongReport {
     /// Threat model.
     pub norm: Norm,
@@ -42,10 +42,10 @@ pub struct StrongReport {
     /// Each stage in order.
     pub stages: Vec<StrongStage>,
     /// Per image: the adversarial example that broke it, else the clean image.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub adv: Vec<f32>,
     /// Per image: whether it was misclassified (clean or attacked).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub broken: Vec<bool>,
 }
 

@@ -355,6 +355,13 @@ pub fn attack(a: AttackArgs) -> Result<()> {
         a.out.join("summary.json"),
         &serde_json::to_vec_pretty(&all)?,
     )?;
+    if let Some(f) = defed::eval::figures::sweep_figure(&all) {
+        defed::eval::charts::write_figures(&a.out, std::slice::from_ref(&f))?;
+        println!(
+            "figure: {}",
+            a.out.join(format!("{}.png", f.name)).display()
+        );
+    }
     Ok(())
 }
 
@@ -435,5 +442,12 @@ fn strong(a: &AttackArgs, model: &AttackModel, set: &defed::data::ImageSet) -> R
         a.out.join("strong.json"),
         &serde_json::to_vec_pretty(&reports)?,
     )?;
+    if let Some(f) = defed::eval::figures::strong_figure(&reports) {
+        defed::eval::charts::write_figures(&a.out, std::slice::from_ref(&f))?;
+        println!(
+            "figure: {}",
+            a.out.join(format!("{}.png", f.name)).display()
+        );
+    }
     Ok(())
 }

@@ -433,20 +433,22 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
     );
     let scores = compute_scores(&input, &device)?;
     let rows = evaluate(&input, &scores)?;
-    write_results(&a.out, &rows, None)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut all = d.clone();
     all.thresholds = None;
-    defed::eval::report::figures(
-        &a.out,
-        &all,
-        &scores,
-        &adv,
-        &rows,
-        &sets,
-        input.calibration,
-        &benign,
+    let figures = defed::eval::report::figures(
+        &defed::eval::report::FigureInput {
+            defender: &all,
+            scores: &scores,
+            adv_sets: &adv,
+            evaluation: &rows,
+            calibration: input.calibration,
+        },
         &device,
     )?;
+    defed::eval::charts::write_figures(&a.out, &figures)?;
+    write_results(&a.out, &rows, None)?;
+    defed::eval::html::write_report(&a.out)?;
     print!("{}", to_markdown(&rows));
     println!("results in {}", a.out.display());
     Ok(())
@@ -461,10 +463,19 @@ pub fn write_results(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     defed::util::write_atomic(out.join("results.csv"), to_csv(rows).as_bytes())?;
     defed::util::write_atomic(out.join("results.json"), &serde_json::to_vec_pretty(rows)?)?;
+    let figures = defed::eval::charts::read_figures(out)?;
     let md = format!(
-        "# defed evaluation\n\n{}Thresholds are fitted on the calibration images and measured on held-out benign images; each cell for an attack reads detection rate / accuracy of the final label / ROC-AUC of the max normalised score.\n\n{}",
+        "# defed evaluation\n\n{}Thresholds are fitted on the calibration images and measured on held-out benign images; each cell for an attack reads detection rate / accuracy of the final label / ROC-AUC of the max normalised score.\n\n{}{}",
         preamble.unwrap_or(""),
-        to_markdown(rows)
+        to_markdown(rows),
+        if figures.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n## Figures\n\n{}",
+                defed::eval::charts::markdown(&figures)
+            )
+        }
     );
     defed::util::write_atomic(out.join("report.md"), md.as_bytes())?;
     Ok(())
@@ -559,8 +570,13 @@ fn adaptive_cmd(
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let md = adaptive_markdown(&rows, &title, &cfg);
+    let figures: Vec<_> = defed::eval::figures::adaptive_figure(&rows)
+        .into_iter()
+        .collect();
+    defed::eval::charts::write_figures(&a.out, &figures)?;
+    let md = adaptive_markdown(&rows, &title, &cfg) + &defed::eval::charts::markdown(&figures);
     defed::util::write_atomic(a.out.join("adaptive.md"), md.as_bytes())?;
+    defed::eval::html::write_report(&a.out)?;
     println!("{md}");
     Ok(())
 }

@@ -52,6 +52,9 @@ enum Command {
     Defend(defense::DefendArgs),
     /// Stage 5: evaluate denoiser sets and thresholds against benign and adversarial images.
     Evaluate(defense::EvaluateArgs),
+    /// Redraw a report folder's figures from its figures.json and rewrite its index.html
+    /// (no recomputation).
+    Report(ReportArgs),
     /// Train classifiers and denoisers.
     Train {
         #[command(subcommand)]
@@ -74,6 +77,20 @@ enum Command {
         #[command(subcommand)]
         command: data::Command,
     },
+}
+
+/// `defed report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A folder written by `defed pipeline` or `defed evaluate` (holding report.md or
+    /// adaptive.md).
+    dir: std::path::PathBuf,
+}
+
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let (page, figures) = defed::eval::html::rebuild(&a.dir)?;
+    println!("{} ({figures} figures redrawn)", page.display());
+    Ok(())
 }
 
 /// Sets up `tracing` logs on stderr.
@@ -115,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calibrate(a) => defense::calibrate(a),
         Command::Defend(a) => defense::defend(a),
         Command::Evaluate(a) => defense::evaluate_cmd(a),
+        Command::Report(a) => report(a),
         Command::Train { command } => train::run(command),
         Command::DenoiseQuality(a) => classify::quality(a),
         Command::Serve(a) => serve::serve(a),

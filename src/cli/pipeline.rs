@@ -67,7 +67,11 @@ pub fn run_cmd(a: Args) -> Result<()> {
         ..PipelineConfig::default()
     };
     let report = run(&cfg)?;
-    println!("report: {}", report.out.join("report.md").display());
+    println!(
+        "report: {} (and {})",
+        report.out.join("index.html").display(),
+        report.out.join("report.md").display()
+    );
     print_defence("the paper's defender", &report.paper);
     if let Some(r) = &report.robust {
         print_defence("the robust defender (robust/)", r);

@@ -4,8 +4,8 @@ use anyhow::{Context, Result, bail};
 use defed::attack::Norm;
 use defed::data::load_train_val;
 use defed::model::{
-    Architecture, BaseNet, Defed, Denoiser, EdgeMethod, LeNet, MadryCnn, MadryWidths, SvhnNet,
-    load_classifier, load_denoiser,
+    Architecture, BaseNet, Classifier, Defed, Denoiser, EdgeMethod, LeNet, MadryCnn, MadryWidths,
+    SvhnNet, load_classifier, load_denoiser,
 };
 use defed::train::{
     AdversarialConfig, AdversarialMethod, ClassifierTrainConfig, DenoiserAdversarial,
@@ -105,6 +105,14 @@ pub struct ClassifierArgs {
     /// PGD steps of that validation attack.
     #[arg(long, default_value_t = 20)]
     val_attack_steps: usize,
+    /// With adversarial training, keep the best clean validation accuracy among the epochs
+    /// whose robust validation accuracy is at least this (default: keep the most robust).
+    #[arg(long)]
+    min_val_robust: Option<f64>,
+    /// Start from this classifier checkpoint (fine-tuning) instead of random weights; its
+    /// architecture and widths are kept.
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -231,18 +239,47 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
         c.seed,
         c.limit,
     )?;
-    let arch = a.arch.unwrap_or(if train.shape[1] == 28 {
-        Architecture::Lenet
-    } else {
-        Architecture::SvhnVgg
-    });
+    let device = defed::autodiff_device();
+    device.seed(c.seed);
+    let init = match &a.init {
+        Some(p) => {
+            let (m, _) =
+                load_classifier(p, &device).with_context(|| format!("--init {}", p.display()))?;
+            if let Some(arch) = a.arch
+                && arch != m.architecture()
+            {
+                bail!(
+                    "--init {} is a {}, not a {arch}",
+                    p.display(),
+                    m.architecture()
+                );
+            }
+            if m.input_shape() != train.shape {
+                bail!(
+                    "--init {} takes {:?} images, the data is {:?}",
+                    p.display(),
+                    m.input_shape(),
+                    train.shape
+                );
+            }
+            Some(m.trainable())
+        }
+        None => None,
+    };
+    let arch = init
+        .as_ref()
+        .map(|m| m.architecture())
+        .or(a.arch)
+        .unwrap_or(if train.shape[1] == 28 {
+            Architecture::Lenet
+        } else {
+            Architecture::SvhnVgg
+        });
     let name = a
         .name
         .clone()
         .unwrap_or_else(|| format!("{}-{}", dataset_tag(&c.dataset), arch));
     let run = run_options(c, name, c.dataset.clone());
-    let device = defed::autodiff_device();
-    device.seed(c.seed);
     eprintln!(
         "training {arch} on {} images ({} held out for validation), {} epochs",
         train.len(),
@@ -263,6 +300,7 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
             beta: a.trades_beta,
             val_images: a.val_attack_images,
             val_steps: a.val_attack_steps,
+            min_val_robust: a.min_val_robust,
         }),
     };
     if let Some(adv) = &cfg.adversarial {
@@ -281,7 +319,11 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
             if train.shape != [1, 28, 28] {
                 bail!("lenet needs 1x28x28 images, the data is {:?}", train.shape);
             }
-            train_classifier(LeNet::new(&device), &train, &val, &cfg, &run, &device)?
+            let model = match init {
+                Some(Classifier::Lenet(m)) => *m,
+                _ => LeNet::new(&device),
+            };
+            train_classifier(model, &train, &val, &cfg, &run, &device)?
         }
         Architecture::MadryCnn => {
             if train.shape[1..] != [28, 28] {
@@ -290,14 +332,11 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
                     train.shape
                 );
             }
-            train_classifier(
-                MadryCnn::new(train.shape[0], a.widths, &device),
-                &train,
-                &val,
-                &cfg,
-                &run,
-                &device,
-            )?
+            let model = match init {
+                Some(Classifier::Madry(m)) => *m,
+                _ => MadryCnn::new(train.shape[0], a.widths, &device),
+            };
+            train_classifier(model, &train, &val, &cfg, &run, &device)?
         }
         Architecture::SvhnVgg => {
             if train.shape[1..] != [32, 32] {
@@ -306,29 +345,30 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
                     train.shape
                 );
             }
-            train_classifier(
-                SvhnNet::new(train.shape[0], &device),
-                &train,
-                &val,
-                &cfg,
-                &run,
-                &device,
-            )?
+            let model = match init {
+                Some(Classifier::SvhnVgg(m)) => *m,
+                _ => SvhnNet::new(train.shape[0], &device),
+            };
+            train_classifier(model, &train, &val, &cfg, &run, &device)?
         }
         other => bail!("{other} is a denoiser: use `defed train denoiser`"),
     };
-    let (what, best) = match progress.best.get("val_robust_accuracy") {
-        Some(&r) => ("robust validation accuracy", r),
-        None => (
+    let (what, best) = if let Some(&r) = progress.best.get("val_robust_accuracy") {
+        ("robust validation accuracy", r)
+    } else if let Some(&v) = progress.best.get("val_accuracy_above_floor") {
+        ("validation accuracy above the robust floor", v.max(0.0))
+    } else {
+        (
             "validation accuracy",
             progress.best.get("val_accuracy").copied().unwrap_or(0.0),
-        ),
+        )
     };
     println!(
-        "best {what} {:.2}%; checkpoint {}; log {}",
+        "best {what} {:.2}%; checkpoint {}; log {}; curves {}",
         100.0 * best,
         run.file(".safetensors").display(),
-        run.file(".log.csv").display()
+        run.file(".log.csv").display(),
+        run.file(".png").display()
     );
     Ok(())
 }

@@ -57,6 +57,7 @@ pub fn adversarial_bench_config() -> AdversarialConfig {
         beta: 6.0,
         val_images: 0,
         val_steps: 0,
+        min_val_robust: None,
     }
 }
 

@@ -2,9 +2,11 @@
 
 pub mod adaptive;
 pub mod bench;
+pub mod charts;
 pub mod detection;
+pub mod figures;
+pub mod html;
 pub mod metrics;
-pub mod plots;
 pub mod report;
 
 pub use metrics::{accuracy, mse_per_image, psnr, psnr_per_image, ssim_per_image};

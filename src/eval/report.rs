@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::detection::{roc_auc, tpr_at_fpr};
-use std::path::Path;
+use super::charts::{
+    Figure, Frame, HeatMap, ImageCell, ImageGrid, ImageRow, Legend, LineChart, Panel, Series,
+};
+use super::detection::{roc_auc, roc_curve, tpr_at_fpr};
 
 use crate::attack::AdvSet;
 use crate::backend::Device;
@@ -295,87 +297,225 @@ pub fn to_markdown(rows: &[EvalRow]) -> String {
     out
 }
 
-/// Writes `roc.png` (all denoisers), `heatmap.png` (mean detection at k = 2, or the first rule,
-/// per single denoiser and pair) and `examples.png` (verdicts with the defender's thresholds, or
-/// k = 2 ones fitted on the calibration images).
-#[allow(clippy::too_many_arguments)]
-pub fn figures(
-    out: &Path,
-    defender: &Defender,
-    scores: &EvalScores,
-    adv_sets: &[(String, AdvSet)],
-    evaluation: &[EvalRow],
-    sets: &[Vec<usize>],
-    calibration: usize,
-    benign: &crate::data::ImageSet,
-    device: &crate::backend::Device,
-) -> Result<()> {
-    use crate::eval::detection::roc_curve;
-    use crate::eval::plots::{examples_png, heatmap_png, roc_png};
-    let m = defender.denoisers.len();
+/// What the evaluation figures are drawn from.
+pub struct FigureInput<'a> {
+    /// The defender with every denoiser (its thresholds, if any, decide the example verdicts;
+    /// else k = 2 fitted on the calibration images).
+    pub defender: &'a Defender,
+    /// The cached scores.
+    pub scores: &'a EvalScores,
+    /// The named adversarial sets, in the order of `scores.adv`.
+    pub adv_sets: &'a [(String, AdvSet)],
+    /// The grid's rows.
+    pub evaluation: &'a [EvalRow],
+    /// How many benign images calibrate.
+    pub calibration: usize,
+}
+
+/// The evaluation's figures: ROC curves of the max normalised score per attack (linear and
+/// log false-positive axis), detection and final-label accuracy over denoiser sets x attacks
+/// for each rule, and one example per attack (benign, adversarial, and the adversarial image
+/// denoised by each denoiser) with the defender's verdicts.
+pub fn figures(input: &FigureInput<'_>, device: &Device) -> Result<Vec<Figure>> {
+    let FigureInput {
+        defender,
+        scores,
+        adv_sets,
+        evaluation,
+        calibration,
+    } = *input;
     let calib = scores.benign.select_images(0..calibration);
     let held = scores
         .benign
         .select_images(calibration..scores.benign.len());
     let held_norm = max_normalized(&calib, &held);
-    let curves: Vec<(String, Vec<(f64, f64)>)> = adv_sets
-        .iter()
-        .zip(&scores.adv)
-        .map(|((name, _), s)| {
-            (
-                name.clone(),
-                roc_curve(&held_norm, &max_normalized(&calib, s)),
-            )
-        })
-        .collect();
-    roc_png(&curves, &out.join("roc.png"))?;
-    // Mean detection over attacks at k = 2, per single denoiser (diagonal) and pair.
-    let mut grid = vec![vec![None; m]; m];
-    let per_set = (evaluation.len() / sets.len().max(1)).max(1);
-    for (set, row) in sets.iter().zip(evaluation.chunks(per_set)) {
-        let Some(r) = row.iter().find(|r| r.rule == "k=2") else {
-            continue;
-        };
-        let det =
-            r.attacks.iter().map(|a| a.detection).sum::<f64>() / r.attacks.len().max(1) as f64;
-        match set.as_slice() {
-            [i] => grid[*i][*i] = Some(det),
-            [i, j] => {
-                grid[*i][*j] = Some(det);
-                grid[*j][*i] = Some(det);
-            }
-            _ => {}
+    let mut figures = Vec::new();
+    if !held.is_empty() && !adv_sets.is_empty() {
+        let curves: Vec<Series> = adv_sets
+            .iter()
+            .zip(&scores.adv)
+            .map(|((name, _), s)| {
+                let adv = max_normalized(&calib, s);
+                Series::new(
+                    format!("{name} (AUC {:.3})", roc_auc(&held_norm, &adv)),
+                    roc_curve(&held_norm, &adv),
+                )
+            })
+            .collect();
+        let chance = Series::new("chance", vec![(0.0, 0.0), (1.0, 1.0)])
+            .dashed()
+            .colour(6);
+        let mut linear = LineChart::new(
+            "ROC: held-out benign vs each attack",
+            "false-positive rate (benign flagged)",
+            "detection rate (adversarial flagged)",
+            curves.clone(),
+        );
+        linear.series.push(chance);
+        linear.x_range = Some((0.0, 1.0));
+        linear.y_range = Some((0.0, 1.0));
+        linear.legend = Legend::LowerRight;
+        let mut log = linear.clone();
+        log.title = "ROC, low false-positive end (log scale)".into();
+        log.series = curves;
+        log.log_x = true;
+        let floor = (1.0 / held.len() as f64).min(0.01);
+        log.x_range = Some((floor, 1.0));
+        figures.push(Figure {
+            name: "roc".into(),
+            caption: format!(
+                "ROC curves of the max normalised score over all denoisers ({} held-out benign images against each attack's adversarial images); right: the same with a logarithmic false-positive axis.",
+                held.len()
+            ),
+            panels: vec![Panel::Line(linear), Panel::Line(log)],
+        });
+    }
+    let mut rules: Vec<&str> = Vec::new();
+    for r in evaluation {
+        if !rules.contains(&r.rule.as_str()) {
+            rules.push(&r.rule);
         }
     }
-    heatmap_png(&grid, &out.join("heatmap.png"))?;
-    // Two examples per attack: benign source, adversarial, and the adversarial denoised by the
-    // first denoiser; frames show the k = 2 verdicts of the all-denoiser defender.
+    for rule in rules {
+        let rows: Vec<&EvalRow> = evaluation.iter().filter(|r| r.rule == rule).collect();
+        let Some(first) = rows.first() else { continue };
+        let attacks: Vec<String> = first.attacks.iter().map(|a| a.attack.clone()).collect();
+        let grid = |f: &dyn Fn(&AttackRow) -> f64| -> Vec<Vec<Option<f64>>> {
+            (0..attacks.len())
+                .map(|i| rows.iter().map(|r| r.attacks.get(i).map(f)).collect())
+                .collect()
+        };
+        let columns: Vec<String> = rows.iter().map(|r| r.set.clone()).collect();
+        let heat = |title: &str, values| {
+            Panel::Heat(HeatMap {
+                title: format!("{title}, rule {rule}"),
+                x_label: "denoiser set".into(),
+                y_label: "attack".into(),
+                columns: columns.clone(),
+                rows: attacks.clone(),
+                values,
+            })
+        };
+        figures.push(Figure {
+            name: format!("detection-{}", file_safe(rule)),
+            caption: format!(
+                "Left: share of adversarial images flagged; right: share ending with their true label; per denoiser set (columns) and attack (rows), thresholds by the rule {rule}."
+            ),
+            panels: vec![
+                heat("Detected", grid(&|a| a.detection)),
+                heat("True label", grid(&|a| a.accuracy)),
+            ],
+        });
+    }
+    if let Some(examples) = example_grid(defender, scores, adv_sets, &calib, device)? {
+        figures.push(examples);
+    }
+    Ok(figures)
+}
+
+/// A rule or name as a file-name part (`k=2` -> `k2`, `fpr=0.01` -> `fpr0.01`).
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect()
+}
+
+/// One example per attack: benign source, adversarial, and the adversarial image denoised by
+/// each denoiser, with the defender's verdicts as frames and labels and scores as captions.
+fn example_grid(
+    defender: &Defender,
+    scores: &EvalScores,
+    adv_sets: &[(String, AdvSet)],
+    calib: &Scores,
+    device: &Device,
+) -> Result<Option<Figure>> {
     let t = defender
         .thresholds
         .clone()
-        .unwrap_or_else(|| crate::defense::thresholds_k_std(&calib, 2.0));
+        .unwrap_or_else(|| crate::defense::thresholds_k_std(calib, 2.0));
     let classes = defender.classifier.num_classes();
-    let per = benign.image_len();
     let mut rows = Vec::new();
-    for ((_, set), s) in adv_sets.iter().zip(&scores.adv) {
-        let v = crate::defense::decide_with(s, &t, classes);
-        for (k, verdict) in v.iter().enumerate().take(set.src_idx.len().min(2)) {
-            let src = set.benign.image(k).to_vec();
-            let adv = set.adv[k * per..(k + 1) * per].to_vec();
-            let bs = defender.scores(&src, device)?;
-            let bv = crate::defense::decide_with(&bs, &t, classes);
-            let den = crate::util::to_vec(
-                defender.denoisers[0]
-                    .net
-                    .forward(crate::util::tensor4(
-                        adv.clone(),
-                        [1, benign.shape[0], benign.shape[1], benign.shape[2]],
-                        device,
-                    ))
-                    .clamp(0.0, 1.0),
-            );
-            rows.push((src, adv, den, bv[0].adversarial, verdict.adversarial));
+    for ((name, set), s) in adv_sets.iter().zip(&scores.adv) {
+        if set.benign.is_empty() {
+            continue;
         }
+        let shape = set.benign.shape;
+        let per = set.benign.image_len();
+        let src = set.benign.image(0).to_vec();
+        let adv = set.adv[..per].to_vec();
+        let truth = set.benign.labels[0];
+        let bv = decide_with(&defender.scores(&src, device)?, &t, classes).remove(0);
+        let av = decide_with(&s.select_images(0..1), &t, classes).remove(0);
+        let frame = |v: &crate::defense::Verdict| {
+            Some(if v.adversarial {
+                Frame::Flag
+            } else {
+                Frame::Pass
+            })
+        };
+        let verdict = |v: &crate::defense::Verdict| {
+            if v.adversarial {
+                format!("classifier {}; flagged, {}", v.classifier_label, v.label)
+            } else {
+                format!("classifier {}; passed", v.classifier_label)
+            }
+        };
+        let mut cells = vec![
+            ImageCell {
+                shape,
+                pixels: src,
+                caption: format!("true {truth}, {}", verdict(&bv)),
+                frame: frame(&bv),
+            },
+            ImageCell {
+                shape,
+                pixels: adv.clone(),
+                caption: verdict(&av),
+                frame: frame(&av),
+            },
+        ];
+        let x = crate::util::tensor4(adv, [1, shape[0], shape[1], shape[2]], device);
+        for (i, d) in defender.denoisers.iter().enumerate() {
+            let den = crate::util::to_vec(d.net.forward(x.clone()).clamp(0.0, 1.0));
+            let said = s
+                .probs
+                .get(i)
+                .filter(|p| p.len() >= classes)
+                .map(|p| crate::util::argmax_rows(&p[..classes], classes)[0].to_string())
+                .unwrap_or_else(|| "?".into());
+            let score = av.scores.get(i).copied().unwrap_or(f32::NAN);
+            cells.push(ImageCell {
+                shape,
+                pixels: den,
+                caption: format!(
+                    "says {said}, score {}",
+                    crate::eval::charts::short_number(score as f64)
+                ),
+                frame: None,
+            });
+        }
+        rows.push(ImageRow {
+            label: name.clone(),
+            cells,
+        });
     }
-    examples_png(&rows, benign.shape, &out.join("examples.png"))
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut columns = vec!["benign".to_string(), "adversarial".to_string()];
+    columns.extend(
+        defender
+            .denoisers
+            .iter()
+            .map(|d| format!("denoised by {}", d.name)),
+    );
+    Ok(Some(Figure::single(
+        "examples",
+        "The first adversarial image of each attack beside its benign source and its denoised versions; frames give the verdict of the defender with all denoisers, captions the bare classifier's label and, when flagged, the corrected label; under each denoiser, the classifier's label on the denoised image and the adversarial score.",
+        Panel::Images(ImageGrid {
+            title: "Examples: one per attack".into(),
+            columns,
+            rows,
+        }),
+    )))
 }

@@ -154,6 +154,17 @@ impl Classifier {
         }
     }
 
+    /// The opposite of [`Classifier::frozen`]: parameters that take gradients again (to train
+    /// a loaded checkpoint further).
+    pub fn trainable(self) -> Self {
+        use burn::module::Module;
+        match self {
+            Classifier::Lenet(m) => Classifier::Lenet(Box::new(m.unfreeze())),
+            Classifier::Madry(m) => Classifier::Madry(Box::new(m.unfreeze())),
+            Classifier::SvhnVgg(m) => Classifier::SvhnVgg(Box::new(m.unfreeze())),
+        }
+    }
+
     /// An inference copy without autodiff (for evaluation).
     pub fn valid(&self) -> Self {
         use burn::module::Module;

@@ -63,6 +63,11 @@ pub struct AdversarialConfig {
     pub val_images: usize,
     /// PGD steps of that validation attack.
     pub val_steps: usize,
+    /// Keep the checkpoint with the best clean validation accuracy among the epochs whose
+    /// robust validation accuracy reaches this floor (ties: the more robust); `None` keeps the
+    /// best robust validation accuracy.
+    #[serde(default)]
+    pub min_val_robust: Option<f64>,
 }
 
 impl AdversarialConfig {
@@ -210,7 +215,14 @@ pub fn train_classifier<M: ClassifierNet>(
                 device,
             )?;
             log.insert("val_robust_accuracy".into(), robust);
-            criterion = ("val_robust_accuracy", robust);
+            criterion = match adv.min_val_robust {
+                None => ("val_robust_accuracy", robust),
+                // Accuracies move in steps of 1 / val.len(); the robust term only breaks ties.
+                Some(floor) if robust >= floor => {
+                    ("val_accuracy_above_floor", val_acc + 1e-4 * robust)
+                }
+                Some(_) => ("val_accuracy_above_floor", -0.5),
+            };
             tracing::info!(
                 epoch = epoch + 1,
                 val_accuracy = val_acc,
@@ -229,6 +241,7 @@ pub fn train_classifier<M: ClassifierNet>(
         let best = progress.best.get(criterion.0).copied().unwrap_or(-1.0);
         if criterion.1 > best {
             progress.best.insert(criterion.0.into(), criterion.1);
+            progress.best_epoch.insert(criterion.0.into(), epoch + 1);
             let mut meta = CheckpointMeta::new(model.architecture(), channels);
             meta.dataset = Some(run.dataset.clone());
             meta.source = Some(run.source.clone());
@@ -238,7 +251,7 @@ pub fn train_classifier<M: ClassifierNet>(
         progress.history.push(log);
         progress.epochs_done = epoch + 1;
         progress.finished = progress.epochs_done == run.epochs;
-        write_logs(run, &progress.history)?;
+        write_logs(run, &progress)?;
         state::save(run, &model, &optim, &progress)?;
     }
     Ok(progress)

@@ -332,13 +332,14 @@ pub fn train_denoiser<M: DenoiserNet>(
             let value = log[key];
             if progress.best.get(key).is_none_or(|&b| value < b) {
                 progress.best.insert(key.into(), value);
+                progress.best_epoch.insert(key.into(), epoch + 1);
                 save_model(&model.valid(), &meta, run.file(suffix))?;
             }
         }
         progress.history.push(log);
         progress.epochs_done = epoch + 1;
         progress.finished = progress.epochs_done == run.epochs;
-        write_logs(run, &progress.history)?;
+        write_logs(run, &progress)?;
         state::save(run, &model, &optim, &progress)?;
     }
     Ok(progress)

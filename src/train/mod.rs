@@ -19,6 +19,7 @@ pub use classifier::{
     train_step,
 };
 pub use denoiser::{DenoiserAdversarial, DenoiserTrainConfig, train_denoiser};
+pub use state::Progress;
 
 use crate::model::{Architecture, BaseNet, Classifier, Defed, Denoiser, LeNet, MadryCnn, SvhnNet};
 
@@ -157,8 +158,10 @@ pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Writes the epoch logs as CSV and JSON, atomically.
-pub fn write_logs(opts: &RunOptions, history: &[EpochLog]) -> crate::Result<()> {
+/// Writes the epoch logs as CSV and JSON, and the training curves as `<name>.svg` and
+/// `<name>.png`, atomically.
+pub fn write_logs(opts: &RunOptions, progress: &state::Progress) -> crate::Result<()> {
+    let history = &progress.history;
     let mut cols: Vec<String> = Vec::new();
     for h in history {
         for k in h.keys() {
@@ -178,7 +181,91 @@ pub fn write_logs(opts: &RunOptions, history: &[EpochLog]) -> crate::Result<()> 
     }
     crate::util::write_atomic(opts.file(".log.csv"), csv.as_bytes())?;
     let json = serde_json::to_vec_pretty(history).expect("logs serialise");
-    crate::util::write_atomic(opts.file(".log.json"), &json)
+    crate::util::write_atomic(opts.file(".log.json"), &json)?;
+    let figure = training_figure(&opts.name, progress);
+    if figure.panels.is_empty() {
+        return Ok(());
+    }
+    figure.write(&opts.out_dir)
+}
+
+/// The training curves of a run: losses, accuracies and SSIM, and PSNR (when logged), per
+/// epoch, with the epochs of the saved checkpoints marked.
+pub fn training_figure(name: &str, progress: &state::Progress) -> crate::eval::charts::Figure {
+    use crate::eval::charts::{Figure, Legend, LineChart, Panel, Series};
+    let history = &progress.history;
+    let mut keys: Vec<&String> = Vec::new();
+    for h in history {
+        for k in h.keys() {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    let series = |pick: &dyn Fn(&str) -> bool| -> Vec<Series> {
+        keys.iter()
+            .filter(|k| pick(k))
+            .map(|k| {
+                let pts = history
+                    .iter()
+                    .filter_map(|h| Some((*h.get("epoch")?, *h.get(k.as_str())?)))
+                    .collect();
+                let s = Series::new(k.as_str(), pts).with_markers();
+                if k.starts_with("train") {
+                    s.dashed()
+                } else {
+                    s
+                }
+            })
+            .collect()
+    };
+    let is_loss = |k: &str| {
+        ["loss", "total", "class", "vision", "mse"]
+            .iter()
+            .any(|p| k.ends_with(p))
+    };
+    let marks: Vec<(String, f64)> = progress
+        .best_epoch
+        .iter()
+        .map(|(k, &e)| (format!(" best {k}"), e as f64))
+        .collect();
+    let mut panels = Vec::new();
+    for (title, y, pick, legend) in [
+        (
+            "Losses",
+            "loss",
+            &is_loss as &dyn Fn(&str) -> bool,
+            Legend::UpperRight,
+        ),
+        (
+            "Accuracy and SSIM",
+            "fraction",
+            &|k: &str| k.ends_with("accuracy") || k.ends_with("ssim"),
+            Legend::LowerRight,
+        ),
+        (
+            "PSNR",
+            "dB",
+            &|k: &str| k.ends_with("psnr"),
+            Legend::LowerRight,
+        ),
+    ] {
+        let s = series(pick);
+        if s.is_empty() {
+            continue;
+        }
+        let mut c = LineChart::new(title, "epoch", y, s);
+        c.marks = marks.clone();
+        c.legend = legend;
+        panels.push(Panel::Line(c));
+    }
+    Figure {
+        name: name.to_string(),
+        caption: format!(
+            "Training curves of {name} (dashed: training batches, solid: validation); vertical lines mark the epochs of the saved checkpoints."
+        ),
+        panels,
+    }
 }
 
 /// A progress bar for one epoch (hidden when `show` is false).

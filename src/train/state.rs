@@ -20,6 +20,9 @@ pub struct Progress {
     pub history: Vec<EpochLog>,
     /// Best values of the tracked criteria (name -> value).
     pub best: std::collections::BTreeMap<String, f64>,
+    /// The epoch (1-based) each tracked criterion was best at, i.e. of the saved checkpoints.
+    #[serde(default)]
+    pub best_epoch: std::collections::BTreeMap<String, usize>,
     /// Whether the run finished all its epochs.
     pub finished: bool,
 }
