@@ -10,7 +10,9 @@ Interleaved with defed (the fair comparison on a machine whose speed drifts): ea
 every workload in defed (`DEFED bench --only W`) and then in PyTorch, back to back, and the
 ratio is taken per round; prints each round and the median ratio with its range.
 
-    python scripts/bench_pytorch.py THREADS --interleave DEFED_BINARY [ROUNDS] [SECONDS]"""
+    python scripts/bench_pytorch.py THREADS --interleave DEFED_BINARY [ROUNDS] [SECONDS]
+
+`BENCH_ONLY=name,...` restricts the interleaved run to those workloads."""
 import json, os, statistics, subprocess, sys, tempfile, time
 import torch, torch.nn.functional as F
 from torch_defed import ERN, lenet, embedded_digits
@@ -135,6 +137,10 @@ def defed_rate(binary, name, seconds):
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return json.load(open(out))['workloads'][0]['images_per_second']
 
+
+if os.environ.get('BENCH_ONLY'):  # e.g. BENCH_ONLY=madry_pgd10_train_step
+    keep = os.environ['BENCH_ONLY'].split(',')
+    WORKLOADS = {k: v for k, v in WORKLOADS.items() if k in keep}
 
 if interleave:
     binary = interleave[0]

@@ -114,7 +114,7 @@ fn check_figures(out: &std::path::Path, headline: &serde_json::Value) {
         let name = a["attack"].as_str().unwrap();
         assert!(roc.contains(name), "ROC legend lacks {name}");
         assert!(heat.contains(name), "heat-map lacks the row {name}");
-        let cell = format!(">{:.1}<", 100.0 * a["detection"].as_f64().unwrap());
+        let cell = format!("\n{:.1}\n", 100.0 * a["detection"].as_f64().unwrap());
         assert!(
             heat.contains(&cell),
             "heat-map lacks the value {cell} of {name}"
