@@ -208,6 +208,61 @@ fn benign_attack_bundle_calibrate_defend_evaluate() {
         .filter(|r| r["verdict"]["adversarial"] == true)
         .count();
     assert!(flagged as f64 >= 0.9 * n as f64, "{flagged}/{n} flagged");
+    // Under `correct` a flagged image gets its corrected label; recalibrated with `reject`,
+    // defend withholds the label of every flagged image (in JSON, CSV and the table).
+    assert!(
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["verdict"]["label"].is_u64())
+    );
+    let (ok, _, err) = defed(&[
+        "calibrate",
+        "--bundle",
+        &p("b.safetensors"),
+        "--benign",
+        &p("benign.npz"),
+        "--num",
+        "60",
+        "--k",
+        "2",
+        "--policy",
+        "reject",
+        "--out",
+        &p("reject.safetensors"),
+    ]);
+    assert!(ok, "{err}");
+    let defend = |format: &str| {
+        let (ok, out, err) = defed(&[
+            "defend",
+            "--bundle",
+            &p("reject.safetensors"),
+            &p("x.npy"),
+            "--format",
+            format,
+        ]);
+        assert!(ok, "{err}");
+        out
+    };
+    let v: serde_json::Value = serde_json::from_str(&defend("json")).unwrap();
+    assert_eq!(v["policy"], "reject");
+    for r in v["results"].as_array().unwrap() {
+        let verdict = &r["verdict"];
+        let flagged = verdict["adversarial"] == true;
+        assert_eq!(verdict["rejected"], flagged, "{r}");
+        assert_eq!(verdict["label"].is_null(), flagged, "{r}");
+    }
+    let csv = defend("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), n);
+    for row in rows {
+        let cols: Vec<&str> = row.split(',').collect();
+        // label is empty exactly when rejected
+        assert_eq!(cols[1].is_empty(), cols[2] == "true", "{row}");
+    }
+    let table = defend("table");
+    assert_eq!(table.matches("REJECTED").count(), flagged, "{table}");
     // Evaluating on the calibration images is refused without --allow-overlap.
     let (ok, _, err) = defed(&[
         "evaluate",

@@ -163,9 +163,11 @@ pub fn defend(a: DefendArgs) -> Result<()> {
         );
     }
     let s = d.scores_batched(&inputs.pixels, a.batch_size, &device)?;
-    let v = d.decide(&s)?;
+    let answers: Vec<defed::defense::Answer> = d.decide(&s)?.iter().map(|v| d.answer(v)).collect();
+    let v = &answers;
     let mut out = std::io::stdout().lock();
-    let names: Vec<&str> = d.denoisers.iter().map(|d| d.name.as_str()).collect();
+    let names = d.names();
+    let label = |a: &defed::defense::Answer| a.label.map(|l| l.to_string()).unwrap_or_default();
     match a.format {
         Format::Json => {
             let rows: Vec<_> = v
@@ -173,24 +175,27 @@ pub fn defend(a: DefendArgs) -> Result<()> {
                 .zip(&inputs.names)
                 .map(|(v, n)| serde_json::json!({"image": n, "verdict": v}))
                 .collect();
-            let doc = serde_json::json!({"denoisers": names, "thresholds": d.thresholds, "results": rows});
+            let doc = serde_json::json!({"denoisers": names, "policy": d.policy, "thresholds": d.thresholds, "results": rows});
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
         Format::Csv => {
-            write!(out, "image,label,adversarial,classifier_label,flagged_by")?;
+            write!(
+                out,
+                "image,label,rejected,adversarial,classifier_label,flagged_by"
+            )?;
             for n in &names {
                 write!(out, ",score {n}")?;
             }
             writeln!(out)?;
             for (v, n) in v.iter().zip(&inputs.names) {
-                let flagged: Vec<&str> = v.flagged_by.iter().map(|&i| names[i]).collect();
                 write!(
                     out,
-                    "\"{n}\",{},{},{},{}",
-                    v.label,
+                    "\"{n}\",{},{},{},{},{}",
+                    label(v),
+                    v.rejected,
                     v.adversarial,
                     v.classifier_label,
-                    flagged.join(";")
+                    v.flagged_by.join(";")
                 )?;
                 for s in &v.scores {
                     write!(out, ",{s}")?;
@@ -200,15 +205,17 @@ pub fn defend(a: DefendArgs) -> Result<()> {
         }
         Format::Table => {
             for (v, n) in v.iter().zip(&inputs.names) {
-                let flagged: Vec<&str> = v.flagged_by.iter().map(|&i| names[i]).collect();
+                let given = match v.label {
+                    Some(l) => format!("label {l}"),
+                    None => "REJECTED".to_string(),
+                };
                 writeln!(
                     out,
-                    "{n:<40} label {}  {}",
-                    v.label,
+                    "{n:<40} {given}  {}",
                     if v.adversarial {
                         format!(
                             "ADVERSARIAL (flagged by {}; classifier said {})",
-                            flagged.join(", "),
+                            v.flagged_by.join(", "),
                             v.classifier_label
                         )
                     } else {

@@ -183,6 +183,45 @@ pub struct Verdict {
     pub flagged_by: Vec<usize>,
 }
 
+impl Verdict {
+    /// The verdict as the defender gives it out under `policy`: the label withheld when a
+    /// flagged input is rejected, denoisers named. `defed defend`, `defed serve` and the
+    /// reports all show this one shape.
+    pub fn answer(&self, policy: Policy, names: &[String]) -> Answer {
+        let rejected = self.adversarial && policy == Policy::Reject;
+        Answer {
+            label: (!rejected).then_some(self.label),
+            rejected,
+            adversarial: self.adversarial,
+            classifier_label: self.classifier_label,
+            scores: self.scores.clone(),
+            flagged_by: self
+                .flagged_by
+                .iter()
+                .map(|&i| names.get(i).cloned().unwrap_or_else(|| format!("#{i}")))
+                .collect(),
+        }
+    }
+}
+
+/// A [`Verdict`] with the bundle's policy applied, as `defend` and `serve` output it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The label given out: `None` when the input is rejected (flagged, `reject` policy);
+    /// when flagged under `correct`, the corrected label.
+    pub label: Option<usize>,
+    /// Flagged and refused (the `reject` policy).
+    pub rejected: bool,
+    /// Whether any score exceeded its threshold.
+    pub adversarial: bool,
+    /// The undefended classifier's label.
+    pub classifier_label: usize,
+    /// Score per denoiser.
+    pub scores: Vec<f32>,
+    /// Names of the denoisers whose threshold was exceeded.
+    pub flagged_by: Vec<String>,
+}
+
 /// A classifier guarded by denoisers.
 #[derive(Debug, Clone)]
 pub struct Defender {
@@ -318,6 +357,16 @@ impl Defender {
     pub fn defend(&self, x: &[f32], device: &Device) -> Result<Vec<Verdict>> {
         let s = self.scores(x, device)?;
         self.decide(&s)
+    }
+
+    /// The denoisers' display names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.denoisers.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// A verdict with this bundle's policy applied (see [`Verdict::answer`]).
+    pub fn answer(&self, v: &Verdict) -> Answer {
+        v.answer(self.policy, &self.names())
     }
 }
 

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::backend::Device;
-use crate::defense::{Defender, Policy, Verdict};
+use crate::defense::{Answer, Defender, Policy, Verdict};
 use crate::error::{Error, Result};
 use batcher::{BatchOptions, Job, Queue, SubmitError};
 use metrics::{Endpoint, Metrics, Outcome};
@@ -433,41 +433,17 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// One verdict as the API returns it.
-#[derive(Debug, Serialize)]
-struct VerdictOut {
-    /// `null` when the bundle rejects flagged inputs.
-    label: Option<usize>,
-    rejected: bool,
-    adversarial: bool,
-    classifier_label: usize,
-    scores: Vec<f32>,
-    flagged_by: Vec<String>,
-}
-
-fn verdict_out(v: Verdict, names: &[String], policy: Policy) -> VerdictOut {
-    let rejected = v.adversarial && policy == Policy::Reject;
-    VerdictOut {
-        label: (!rejected).then_some(v.label),
-        rejected,
-        adversarial: v.adversarial,
-        classifier_label: v.classifier_label,
-        flagged_by: v.flagged_by.iter().map(|&i| names[i].clone()).collect(),
-        scores: v.scores,
-    }
-}
-
 #[derive(Debug, Serialize)]
 struct ClassifyOut {
     #[serde(flatten)]
-    verdict: VerdictOut,
+    verdict: Answer,
     thresholds: Vec<f32>,
     latency_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
 struct BatchOut {
-    results: Vec<VerdictOut>,
+    results: Vec<Answer>,
     denoisers: Vec<String>,
     thresholds: Vec<f32>,
     latency_ms: f64,
@@ -621,7 +597,7 @@ async fn classify_inner(
         )
     })?;
     Ok(axum::Json(ClassifyOut {
-        verdict: verdict_out(verdict, &st.names, st.policy),
+        verdict: verdict.answer(st.policy, &st.names),
         thresholds: st.thresholds.clone(),
         latency_ms: start.elapsed().as_secs_f64() * 1e3,
     })
@@ -715,7 +691,7 @@ async fn batch_inner(
     Ok(axum::Json(BatchOut {
         results: v
             .into_iter()
-            .map(|v| verdict_out(v, &st.names, st.policy))
+            .map(|v| v.answer(st.policy, &st.names))
             .collect(),
         denoisers: st.names.clone(),
         thresholds: st.thresholds.clone(),
