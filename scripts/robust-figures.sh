@@ -18,7 +18,7 @@ NA=${NA:-$N}                       # images for the adaptive attack
 ARGS=${ARGS:---iterations 100 --lambdas 1 10 100}
 EPS_LINF=${EPS_LINF:-0.1 0.2 0.3}
 EPS_L2=${EPS_L2:-1 2 3}
-ONLY=${ONLY:-strong-lenet strong-robust bundle-paper bundle-robust bundle-robust-adv}
+ONLY=${ONLY:-strong-lenet strong-robust bundle-paper bundle-robust bundle-robust-adv bundle-robust-adv-fpr1 converge}
 ROBUST=${ROBUST:-models/madry-trades-mnist.safetensors}
 LENET=$S/mnist-classifier.pth
 IMG="--images $D/t10k-images-idx3-ubyte.gz --labels $D/t10k-labels-idx1-ubyte.gz"
@@ -40,12 +40,16 @@ strong() { # name classifier
 has strong-lenet && strong lenet $LENET
 has strong-robust && strong robust $ROBUST
 
+# Calibration: CAL_NUM correctly classified test images from index CAL_FROM on, rule CAL_RULE.
+CAL_FROM=${CAL_FROM:-9000}
+CAL_NUM=${CAL_NUM:-500}
+CAL_RULE=${CAL_RULE:---k 2}
 bundle() { # name classifier denoisers...
     name=$1; clf=$2; shift 2
     if [ ! -f $OUT/$name.safetensors ]; then
-        [ -f $OUT/calib-$name.npz ] || $B benign --classifier $clf $IMG --from 9000 --num 500 --out $OUT/calib-$name.npz
+        [ -f $OUT/calib-$name.npz ] || $B benign --classifier $clf $IMG --from $CAL_FROM --num $CAL_NUM --out $OUT/calib-$name.npz
         $B bundle --classifier $clf --denoisers "$@" --out $OUT/$name.tmp.safetensors
-        $B calibrate --bundle $OUT/$name.tmp.safetensors --benign $OUT/calib-$name.npz --num 500 --k 2
+        $B calibrate --bundle $OUT/$name.tmp.safetensors --benign $OUT/calib-$name.npz --num $CAL_NUM $CAL_RULE --policy reject
         mv $OUT/$name.tmp.safetensors $OUT/$name.safetensors
     fi
     for e in $EPS_LINF; do
@@ -59,5 +63,21 @@ has bundle-paper && bundle paper $LENET "$S/mnist-laplacian-alpha=1-noise=20.pth
 has bundle-robust && bundle robust $ROBUST models/defed-mnist-n20.safetensors models/defed-mnist-n60.safetensors models/defed-mnist-n100.safetensors
 if has bundle-robust-adv && [ -f models/defed-adv-mnist-n20.safetensors ]; then
     bundle robust-adv $ROBUST models/defed-adv-mnist-n20.safetensors models/defed-adv-mnist-n60.safetensors models/defed-adv-mnist-n100.safetensors
+fi
+# The robust bundle with thresholds at a 1% false-positive rate on 4,900 calibration images
+# (test indices 5000-9999, away from the evaluated first 1,000).
+if has bundle-robust-adv-fpr1 && [ -f models/defed-adv-mnist-n20.safetensors ]; then
+    CAL_FROM=5000 CAL_NUM=4900 CAL_RULE="--fpr 0.01" bundle robust-adv-fpr1 $ROBUST models/defed-adv-mnist-n20.safetensors models/defed-adv-mnist-n60.safetensors models/defed-adv-mnist-n100.safetensors
+    # Held-out benign pass rate: the first 2,000 correctly classified test images.
+    [ -f $OUT/held.npz ] || $B benign --classifier $ROBUST $IMG --num 2000 --out $OUT/held.npz
+    $B defend --bundle $OUT/robust-adv-fpr1.safetensors $OUT/held.npz | tail -1 | tee $OUT/held-robust-adv-fpr1.txt
+fi
+# Convergence of the adaptive attack on the first NC images at Linf 0.3: more iterations and
+# restarts should not lower the robust accuracy further.
+if has converge; then
+    for c in "100 1" "200 1" "100 3"; do
+        set -- $c
+        [ -f $OUT/converge-it$1-r$2/adaptive.csv ] || $B evaluate --adaptive --bundle $OUT/robust-adv-fpr1.safetensors --benign $OUT/first.npz --num ${NC:-30} --budgets linf:0.3 --iterations $1 --restarts $2 --lambdas 1 10 100 --out $OUT/converge-it$1-r$2
+    done
 fi
 echo finished

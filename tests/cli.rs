@@ -263,6 +263,18 @@ fn benign_attack_bundle_calibrate_defend_evaluate() {
     }
     let table = defend("table");
     assert_eq!(table.matches("REJECTED").count(), flagged, "{table}");
+    // The adversarial set's .npz is an input too (its adv array), with the same verdicts.
+    let (ok, out, err) = defed(&[
+        "defend",
+        "--bundle",
+        &p("reject.safetensors"),
+        &p("adv/PGD-Linf_eps=0.3.npz"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("{flagged} of {n} images flagged")),
+        "{out}"
+    );
     // Evaluating on the calibration images is refused without --allow-overlap.
     let (ok, _, err) = defed(&[
         "evaluate",

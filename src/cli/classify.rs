@@ -21,8 +21,9 @@ pub struct Args {
     /// Classifier checkpoint (defed safetensors, or an original `.pth`).
     #[arg(long)]
     classifier: PathBuf,
-    /// Image inputs: IDX image files, `.npy` arrays (N x C x H x W in [0,1] or uint8), PNG/JPEG
-    /// files, folders of images, or class folders.
+    /// Image inputs: IDX image files, `.npy` arrays (N x C x H x W in [0,1] or uint8), `.npz`
+    /// (`defed benign` / `attack` output: its adv, x or images array), PNG/JPEG files, folders
+    /// of images, or class folders.
     inputs: Vec<PathBuf>,
     /// A named data set instead of files: `mnist-embedded[:train|val|train-val]`,
     /// `mnist[:test|train]`, `fashion-mnist[:...]`, `cifar10[:...]`.

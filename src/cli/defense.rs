@@ -132,7 +132,7 @@ pub struct DefendArgs {
     /// A calibrated bundle.
     #[arg(long)]
     bundle: PathBuf,
-    /// Images: IDX, .npy, PNG/JPEG files or folders.
+    /// Images: IDX, .npy, .npz (the adv, x or images array), PNG/JPEG files or folders.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Output format.

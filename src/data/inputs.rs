@@ -129,8 +129,12 @@ pub fn read_inputs(paths: &[PathBuf], channels: usize, size: [usize; 2]) -> Resu
                     vec![p.display().to_string()],
                 )?;
             }
-            "npy" => {
-                let (v, s) = read_npy_images(p)?;
+            "npy" | "npz" => {
+                let (v, s) = if ext(p) == "npy" {
+                    read_npy_images(p)?
+                } else {
+                    super::read_npz_images(p)?
+                };
                 let nm = (0..s[0]).map(|i| format!("{}[{i}]", p.display())).collect();
                 push(p, v, s, nm)?;
             }

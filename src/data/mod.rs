@@ -196,7 +196,31 @@ pub fn validate_pixels(pixels: &[f32]) -> Result<()> {
 /// float in `[0, 1]` or uint8 in `0..=255`. Labels, if wanted, come from another file.
 pub fn read_npy_images(path: impl AsRef<Path>) -> Result<(Vec<f32>, [usize; 4])> {
     let path = path.as_ref();
-    let arr = read_npy(path)?;
+    images_from_array(path, read_npy(path)?)
+}
+
+/// Reads the images of an `.npz`: its array `adv` (an adversarial set), `x` or `images`.
+pub fn read_npz_images(path: impl AsRef<Path>) -> Result<(Vec<f32>, [usize; 4])> {
+    let path = path.as_ref();
+    let mut arrays = crate::io::read_npz(path)?;
+    let key = ["adv", "x", "images"]
+        .into_iter()
+        .find(|k| arrays.contains_key(*k))
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "no image array (adv, x or images) among {:?}",
+                    arrays.keys().collect::<Vec<_>>()
+                ),
+            )
+        })?;
+    let arr = arrays.remove(key).expect("key found above");
+    images_from_array(path, arr)
+}
+
+/// Images from an array of shape N x C x H x W, N x H x W or H x W (uint8 or [0, 1] floats).
+fn images_from_array(path: &Path, arr: NpyArray) -> Result<(Vec<f32>, [usize; 4])> {
     let shape: [usize; 4] = match arr.shape.as_slice() {
         [n, c, h, w] => [*n, *c, *h, *w],
         [n, h, w] => [*n, 1, *h, *w],
