@@ -581,7 +581,11 @@ fn adaptive_cmd(
         .into_iter()
         .collect();
     defed::eval::charts::write_figures(&a.out, &figures)?;
-    let md = adaptive_markdown(&rows, &title, &cfg) + &defed::eval::charts::markdown(&figures);
+    let mut md = adaptive_markdown(&rows, &title, &cfg);
+    if !figures.is_empty() {
+        md += "\n## Figures\n\n";
+        md += &defed::eval::charts::markdown(&figures);
+    }
     defed::util::write_atomic(a.out.join("adaptive.md"), md.as_bytes())?;
     defed::eval::html::write_report(&a.out)?;
     println!("{md}");

@@ -538,13 +538,22 @@ fn draw_line<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
     let decades = (x1.floor() - x0.ceil()) as usize + 1;
+    // Whole-number x values (epochs) get whole-number ticks.
+    let whole = !log_x && all().all(|p| p.0.fract() == 0.0) && x1 - x0 <= 12.0;
+    let x_ticks = if log_x {
+        decades.clamp(2, 12)
+    } else if whole {
+        ((x1 - x0).round() as usize + 1).clamp(2, 13)
+    } else {
+        10
+    };
     chart
         .configure_mesh()
         .x_desc(c.x_label.as_str())
         .y_desc(c.y_label.as_str())
         .axis_desc_style((FONT, 16))
         .label_style((FONT, 13))
-        .x_labels(if log_x { decades.clamp(2, 12) } else { 10 })
+        .x_labels(x_ticks)
         .y_labels(10)
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
