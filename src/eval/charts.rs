@@ -88,8 +88,10 @@ impl Series {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Legend {
-    /// Upper right (the default).
+    /// The corner with the fewest data points (the default).
     #[default]
+    Auto,
+    /// Upper right.
     UpperRight,
     /// Upper left.
     UpperLeft,
@@ -144,7 +146,7 @@ impl LineChart {
             x_range: None,
             y_range: None,
             marks: Vec::new(),
-            legend: Legend::UpperRight,
+            legend: Legend::Auto,
         }
     }
 }
@@ -606,11 +608,18 @@ fn draw_line<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -
                 BLACK.stroke_width(1),
             ))
             .map_err(err)?;
+        // Text on the side of the line with more room.
+        let right_half = x > x0 + 0.5 * (x1 - x0);
+        let (text, h) = if right_half {
+            (format!("{} ", label.trim()), HPos::Right)
+        } else {
+            (format!(" {}", label.trim()), HPos::Left)
+        };
         chart
             .draw_series(std::iter::once(Text::new(
-                label.clone(),
+                text,
                 (x, y1),
-                TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Left, VPos::Top)),
+                TextStyle::from((FONT, 13)).pos(Pos::new(h, VPos::Top)),
             )))
             .map_err(err)?;
     }
@@ -618,6 +627,7 @@ fn draw_line<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -
         chart
             .configure_series_labels()
             .position(match c.legend {
+                Legend::Auto => emptiest_corner(&curves, (x0, x1), (y0, y1)),
                 Legend::UpperRight => SeriesLabelPosition::UpperRight,
                 Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
                 Legend::LowerRight => SeriesLabelPosition::LowerRight,
@@ -630,6 +640,36 @@ fn draw_line<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// The plot corner (a 45% x 40% box) holding the fewest data points, for the legend.
+fn emptiest_corner(
+    curves: &[Vec<(f64, f64)>],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    let count = |right: bool, upper: bool| {
+        curves
+            .iter()
+            .flatten()
+            .filter(|(x, y)| {
+                let fx = (x - x0) / (x1 - x0).max(1e-12);
+                let fy = (y - y0) / (y1 - y0).max(1e-12);
+                (if right { fx > 0.55 } else { fx < 0.45 })
+                    && (if upper { fy > 0.6 } else { fy < 0.4 })
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::UpperRight, count(true, true)),
+        (SeriesLabelPosition::LowerRight, count(true, false)),
+        (SeriesLabelPosition::UpperLeft, count(false, true)),
+        (SeriesLabelPosition::LowerLeft, count(false, false)),
+    ]
+    .into_iter()
+    .min_by_key(|(_, n)| *n)
+    .map(|(p, _)| p)
+    .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
 /// Viridis-like colour for `v` in `[0, 1]` and whether text on it should be white.

@@ -4,7 +4,7 @@
 //! are in [`crate::eval::report::figures`].
 
 use super::adaptive::AdaptiveRow;
-use super::charts::{Figure, Legend, LineChart, Panel, Series};
+use super::charts::{Figure, LineChart, Panel, Series};
 use crate::attack::{AttackStats, Norm, StrongReport};
 
 /// An attack's name without its budget (`PGD-Linf eps=0.3` -> `PGD-Linf`).
@@ -78,14 +78,12 @@ pub fn sweep_figure(stats: &[AttackStats]) -> Option<Figure> {
         success,
     );
     a.y_range = Some((0.0, 1.02));
-    a.legend = Legend::LowerRight;
-    let mut b = LineChart::new(
+    let b = LineChart::new(
         "Mean perturbation of the adversarial images",
         "eps",
         "mean distance in the attack's norm",
         size,
     );
-    b.legend = Legend::UpperLeft;
     Some(Figure {
         name: "attack-sweep".into(),
         caption: "Left: share of attacked images misclassified, per attack and budget; right: the mean perturbation of the adversarial images, in each attack's own norm.".into(),
@@ -139,7 +137,6 @@ pub fn strong_figure(reports: &[StrongReport]) -> Option<Figure> {
             series,
         );
         c.y_range = Some((0.0, 1.02));
-        c.legend = Legend::LowerLeft;
         panels.push(Panel::Line(c));
     }
     (!panels.is_empty()).then(|| Figure {
@@ -197,7 +194,6 @@ pub fn adaptive_figure(rows: &[AdaptiveRow]) -> Option<Figure> {
             ],
         );
         c.y_range = Some((0.0, 1.02));
-        c.legend = Legend::LowerLeft;
         panels.push(Panel::Line(c));
     }
     (!panels.is_empty()).then(|| Figure {

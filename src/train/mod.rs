@@ -192,7 +192,7 @@ pub fn write_logs(opts: &RunOptions, progress: &state::Progress) -> crate::Resul
 /// The training curves of a run: losses, accuracies and SSIM, and PSNR (when logged), per
 /// epoch, with the epochs of the saved checkpoints marked.
 pub fn training_figure(name: &str, progress: &state::Progress) -> crate::eval::charts::Figure {
-    use crate::eval::charts::{Figure, Legend, LineChart, Panel, Series};
+    use crate::eval::charts::{Figure, LineChart, Panel, Series};
     let history = &progress.history;
     let mut keys: Vec<&String> = Vec::new();
     for h in history {
@@ -227,28 +227,16 @@ pub fn training_figure(name: &str, progress: &state::Progress) -> crate::eval::c
     let marks: Vec<(String, f64)> = progress
         .best_epoch
         .iter()
-        .map(|(k, &e)| (format!(" best {k}"), e as f64))
+        .map(|(k, &e)| (format!("best {k}"), e as f64))
         .collect();
     let mut panels = Vec::new();
-    for (title, y, pick, legend) in [
-        (
-            "Losses",
-            "loss",
-            &is_loss as &dyn Fn(&str) -> bool,
-            Legend::UpperRight,
-        ),
-        (
-            "Accuracy and SSIM",
-            "fraction",
-            &|k: &str| k.ends_with("accuracy") || k.ends_with("ssim"),
-            Legend::LowerRight,
-        ),
-        (
-            "PSNR",
-            "dB",
-            &|k: &str| k.ends_with("psnr"),
-            Legend::LowerRight,
-        ),
+    let loss = &is_loss as &dyn Fn(&str) -> bool;
+    let quality: &dyn Fn(&str) -> bool = &|k: &str| k.ends_with("accuracy") || k.ends_with("ssim");
+    let psnr: &dyn Fn(&str) -> bool = &|k: &str| k.ends_with("psnr");
+    for (title, y, pick) in [
+        ("Losses", "loss", loss),
+        ("Accuracy and SSIM", "fraction", quality),
+        ("PSNR", "dB", psnr),
     ] {
         let s = series(pick);
         if s.is_empty() {
@@ -256,7 +244,6 @@ pub fn training_figure(name: &str, progress: &state::Progress) -> crate::eval::c
         }
         let mut c = LineChart::new(title, "epoch", y, s);
         c.marks = marks.clone();
-        c.legend = legend;
         panels.push(Panel::Line(c));
     }
     Figure {
