@@ -23,13 +23,14 @@
 use std::time::Instant;
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd};
 use super::{Norm, gather_images};
 use crate::backend::Device;
 use crate::data::ImageSet;
+use crate::defense::score::{Clamp, score_tensors};
 use crate::defense::{Defender, Policy, Scores, Verdict, decide_with};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Denoiser};
@@ -139,25 +140,15 @@ impl Objective for DefenderObjective<'_> {
         let y1h = one_hot(&labels, k, &g.ad);
         let mut scores: Vec<Tensor<1>> = Vec::new();
         let mut probs: Vec<Tensor<2>> = Vec::new();
+        let clamp = if self.cfg.straight_through {
+            Clamp::StraightThrough
+        } else {
+            Clamp::Exact
+        };
         for d in &g.denoisers {
-            let out = d.forward(xt.clone());
-            let den = if self.cfg.straight_through {
-                out.clone() + (out.clone().clamp(0.0, 1.0) - out).detach()
-            } else {
-                out.clamp(0.0, 1.0)
-            };
-            let li = g.classifier.logits(den.clone());
-            let ce = (log_softmax(li.clone(), 1) * pred1h.clone())
-                .sum_dim(1)
-                .neg()
-                .reshape([n]);
-            let mse = (xt.clone() - den)
-                .powi_scalar(2)
-                .reshape([n, c * h * w])
-                .mean_dim(1)
-                .reshape([n]);
-            scores.push(ce.mul_scalar(g.alpha) + mse);
-            probs.push(softmax(li, 1));
+            let t = score_tensors(&g.classifier, d, g.alpha, xt.clone(), pred1h.clone(), clamp);
+            scores.push(t.total);
+            probs.push(softmax(t.logits, 1));
         }
         // The defender's own decision on these exact images.
         let decision = Scores {

@@ -5,9 +5,10 @@
 //! Label: a clean-looking `x` gets `argmax C(x)`; a flagged one gets the argmax of the summed
 //! softmax of `C(clamp(D_i(x)))` over the denoisers that flagged it.
 
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
+use super::score::{Clamp, score_tensors};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::model::{CheckpointMeta, Classifier, Denoiser, check_denoiser_input};
@@ -311,24 +312,18 @@ impl Defender {
             ..Scores::default()
         };
         for d in &self.denoisers {
-            let den = d.net.forward(xt.clone()).clamp(0.0, 1.0);
-            let logits = self.classifier.logits(den.clone());
-            let ce = to_vec(
-                (log_softmax(logits.clone(), 1) * target.clone())
-                    .sum_dim(1)
-                    .neg()
-                    .reshape([n]),
+            let t = score_tensors(
+                &self.classifier,
+                &d.net,
+                self.alpha,
+                xt.clone(),
+                target.clone(),
+                Clamp::Exact,
             );
-            let vision = to_vec(crate::eval::mse_per_image(xt.clone(), den));
-            let total = ce
-                .iter()
-                .zip(&vision)
-                .map(|(a, b)| self.alpha * a + b)
-                .collect();
-            s.total.push(total);
-            s.class.push(ce);
-            s.vision.push(vision);
-            s.probs.push(to_vec(softmax(logits, 1)));
+            s.total.push(to_vec(t.total));
+            s.class.push(to_vec(t.class));
+            s.vision.push(to_vec(t.vision));
+            s.probs.push(to_vec(softmax(t.logits, 1)));
         }
         Ok(s)
     }

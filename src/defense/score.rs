@@ -1,11 +1,70 @@
-//! The adversarial score of an image under one denoiser:
+//! The adversarial score of an image under one denoiser, defined once:
 //! `s(x) = alpha * CE(C(clamp(D(x), 0, 1)), argmax C(x)) + mean((x - clamp(D(x), 0, 1))^2)`.
+//!
+//! [`score_tensors`] is the definition, on tensors, differentiable on an autodiff device: the
+//! defender ([`crate::defense::Defender::scores`]), the adaptive attack (which differentiates
+//! it) and [`adversarial_score`] all call it.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 
 use crate::model::{Classifier, Denoiser};
 use crate::util::{argmax_rows, one_hot, to_vec};
+
+/// How the denoised image is clamped to `[0, 1]` inside the score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clamp {
+    /// The exact clamp (zero gradient where the denoiser's output is outside `[0, 1]`).
+    Exact,
+    /// Clamped values with the identity's gradient (straight-through, BPDA).
+    StraightThrough,
+}
+
+/// The score of each image of a batch under one denoiser, with its parts, as tensors.
+pub struct ScoreTensors {
+    /// `alpha * class + vision`, one per image.
+    pub total: Tensor<1>,
+    /// Cross-entropy of the classifier on the denoised image against `target`.
+    pub class: Tensor<1>,
+    /// Mean squared change the denoiser makes.
+    pub vision: Tensor<1>,
+    /// The classifier's logits on the denoised image.
+    pub logits: Tensor<2>,
+}
+
+/// The score of a batch `x` (`N x C x H x W`) under `denoiser`, the class part taken against
+/// `target` (one-hot `N x classes`: the classifier's own label on `x`, held fixed).
+pub fn score_tensors(
+    classifier: &Classifier,
+    denoiser: &Denoiser,
+    alpha: f32,
+    x: Tensor<4>,
+    target: Tensor<2>,
+    clamp: Clamp,
+) -> ScoreTensors {
+    let n = x.dims()[0];
+    let out = denoiser.forward(x.clone());
+    let denoised = match clamp {
+        Clamp::Exact => out.clamp(0.0, 1.0),
+        Clamp::StraightThrough => out.clone() + (out.clone().clamp(0.0, 1.0) - out).detach(),
+    };
+    let logits = classifier.logits(denoised.clone());
+    let class = (log_softmax(logits.clone(), 1) * target)
+        .sum_dim(1)
+        .neg()
+        .reshape([n]);
+    let d = x - denoised;
+    let vision: Tensor<1> = (d.clone() * d)
+        .flatten::<2>(1, 3)
+        .mean_dim(1)
+        .squeeze_dim(1);
+    ScoreTensors {
+        total: class.clone().mul_scalar(alpha) + vision.clone(),
+        class,
+        vision,
+        logits,
+    }
+}
 
 /// Per-image scores and their two parts.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,30 +78,61 @@ pub struct AdvScore {
     pub vision: Vec<f32>,
 }
 
-/// Computes the adversarial score of each image of a batch.
+/// Computes the adversarial score of each image of a batch ([`score_tensors`] with the
+/// classifier's own labels and the exact clamp).
 pub fn adversarial_score(
     classifier: &Classifier,
     denoiser: &Denoiser,
     alpha: f32,
     x: Tensor<4>,
 ) -> AdvScore {
-    let n = x.dims()[0];
     let classes = classifier.num_classes();
-    let logits = to_vec(classifier.logits(x.clone()));
-    let pred = argmax_rows(&logits, classes);
-    let denoised = denoiser.forward(x.clone()).clamp(0.0, 1.0);
-    let logp = log_softmax(classifier.logits(denoised.clone()), 1);
+    let pred = argmax_rows(&to_vec(classifier.logits(x.clone())), classes);
     let target = one_hot(&pred, classes, &x.device());
-    let class = to_vec((logp * target).sum_dim(1).neg().reshape([n]));
-    let vision = to_vec(crate::eval::mse_per_image(x, denoised));
-    let total = class
-        .iter()
-        .zip(&vision)
-        .map(|(c, v)| alpha * c + v)
-        .collect();
+    let s = score_tensors(classifier, denoiser, alpha, x, target, Clamp::Exact);
     AdvScore {
-        total,
-        class,
-        vision,
+        total: to_vec(s.total),
+        class: to_vec(s.class),
+        vision: to_vec(s.vision),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defense::{Defender, DefenderDenoiser};
+    use crate::model::embedded;
+
+    /// The defender's scores are this definition's, and the straight-through clamp changes
+    /// gradients only, not values.
+    #[test]
+    fn one_definition() {
+        let device = crate::default_device();
+        let (clf, _) = embedded::default_classifier(&device).unwrap();
+        let dens = embedded::default_denoisers(&device).unwrap();
+        let data = crate::data::embedded_mnist().take(16);
+        let x = data.tensor(0, 16, &device);
+        let d = Defender::new(
+            clf.clone(),
+            dens.iter()
+                .map(|(net, meta)| DefenderDenoiser {
+                    net: net.clone(),
+                    meta: meta.clone(),
+                    name: "d".into(),
+                })
+                .collect(),
+            1.0,
+        )
+        .unwrap();
+        let s = d.scores(&data.images, &device).unwrap();
+        for (i, (net, _)) in dens.iter().enumerate() {
+            let a = adversarial_score(&clf, net, 1.0, x.clone());
+            assert_eq!(a.total, s.total[i]);
+            assert_eq!(a.class, s.class[i]);
+            assert_eq!(a.vision, s.vision[i]);
+            let target = one_hot(&s.pred, 10, &device);
+            let st = score_tensors(&clf, net, 1.0, x.clone(), target, Clamp::StraightThrough);
+            assert_eq!(to_vec(st.total), s.total[i]);
+        }
     }
 }
