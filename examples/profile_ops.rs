@@ -65,7 +65,7 @@ fn main() {
         pr.forward(bn.forward(x16.clone()))
     });
     time("bn+prelu fused 16 28", &|| {
-        defed::backend::norm::batch_norm_prelu(&bn, &pr, x16.clone())
+        defed::backend::batchnorm::batch_norm_prelu(&bn, &pr, x16.clone())
     });
     time("blur 16 28", &|| filters::gaussian_blur(x16.clone()));
     time("laplacian 16 28", &|| filters::laplacian(x16.clone()));

@@ -7,7 +7,7 @@
 //! same fast kernels, so models and training code are unchanged apart from which function the
 //! layer calls: [`conv2d`] and [`conv_transpose2d`] take burn's modules (same parameters, same
 //! checkpoints) and use the fast path whenever the shape allows. At inference,
-//! `norm::conv_bn_prelu` folds a following batch norm into the weights and runs PReLU in the
+//! `batchnorm::conv_bn_prelu` folds a following batch norm into the weights and runs PReLU in the
 //! kernel's epilogue ([`FastConvBackend::fast_conv_prelu`]).
 
 use burn::backend::autodiff::Autodiff;
@@ -20,11 +20,12 @@ use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Tensor, TensorData};
 
+use super::flex::{flex_tensor, on_flex, values};
+use super::kernels::affine_prelu_values;
 use super::kernels::{self, Geometry};
-use super::norm::affine_prelu_values;
 
 /// Backends that provide the square stride-1 convolution and its two gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -68,17 +69,6 @@ pub trait FastConvBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Whether a tensor lives on the `flex` CPU backend, where the SIMD kernels apply.
-pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
-    use burn::backend::DispatchDevice;
-    match x.device().as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        DispatchDevice::Autodiff(a) => matches!(a.clone().inner(), DispatchDevice::Flex(_)),
-        #[allow(unreachable_patterns)] // only flex is compiled into the default build
-        _ => false,
-    }
-}
-
 fn options(padding: [usize; 2]) -> ConvOptions<2> {
     ConvOptions::new([1, 1], padding, [1, 1], 1)
 }
@@ -95,21 +85,6 @@ fn geometry(x: &[usize], w: &[usize], padding: [usize; 2]) -> Geometry {
         pad_w: padding[1],
         k: w[2],
     }
-}
-
-/// f32 values of a flex tensor in row-major order, copying only when the layout needs it.
-pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    let layout = t.layout();
-    if layout.is_contiguous() && layout.start_offset() == 0 {
-        let n = t.shape().num_elements();
-        std::borrow::Cow::Borrowed(&t.storage::<f32>()[..n])
-    } else {
-        std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec())
-    }
-}
-
-pub(crate) fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 fn all_f32(ts: &[&FlexTensor]) -> bool {
@@ -310,7 +285,7 @@ impl<B: Backend + FastConvBackend, C: CheckpointStrategy> FastConvBackend for Au
         _alpha: FloatTensor<Self>,
         _padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        // Never routed here: `norm::conv_bn_prelu` fuses only on plain (inference) devices.
+        // Never routed here: `batchnorm::conv_bn_prelu` fuses only on plain (inference) devices.
         unreachable!("fast_conv_prelu runs on plain (inference) devices only")
     }
 }

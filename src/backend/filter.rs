@@ -17,7 +17,7 @@ use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv::{flex_tensor, on_flex, values};
+use super::flex::{flex_tensor, on_flex, values};
 use super::kernels::uninit;
 
 /// How the border is padded before filtering.

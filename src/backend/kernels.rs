@@ -872,6 +872,35 @@ mod x86 {
     }
 }
 
+/// PReLU's slope for channel `c` (one shared slope or one per channel).
+pub(crate) fn alpha_at(alpha: &[f32], c: usize) -> f32 {
+    if alpha.len() == 1 { alpha[0] } else { alpha[c] }
+}
+
+/// `prelu(x * k[c] + b[c])` into a new buffer.
+pub(crate) fn affine_prelu_values(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    k: &[f32],
+    b: &[f32],
+    alpha: &[f32],
+) -> Vec<f32> {
+    let (_, c, p) = dims;
+    let mut out = uninit(x.len());
+    out.par_chunks_mut(p)
+        .zip(x.par_chunks(p))
+        .enumerate()
+        .for_each(|(i, (dst, src))| {
+            let ch = i % c;
+            let (kc, bc, a) = (k[ch], b[ch], alpha_at(alpha, ch));
+            for (o, &v) in dst.iter_mut().zip(src) {
+                let z = v * kc + bc;
+                *o = if z > 0.0 { z } else { a * z };
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,11 @@
 //! backend (`wgpu`, or `vulkan` to pin Vulkan) are optional. A process chooses with
 //! [`set_default_device`] (the CLI's `--device`, or the `DEFED_DEVICE` environment variable).
 
+pub mod batchnorm;
 pub mod conv;
 pub mod filter;
+pub(crate) mod flex;
 pub mod kernels;
-pub mod norm;
 
 use std::str::FromStr;
 use std::sync::OnceLock;

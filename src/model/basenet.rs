@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 
 use super::blocks::{Cbp, CbpT};
 use crate::backend::Device;
-use crate::backend::norm::{conv_bn_prelu, conv_transpose_bn_prelu};
+use crate::backend::batchnorm::{conv_bn_prelu, conv_transpose_bn_prelu};
 
 /// A `CBP` wrapped in a module with one field `conv` (the original's `body.N.conv.*`).
 #[derive(Module, Debug)]

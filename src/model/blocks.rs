@@ -11,8 +11,8 @@ use burn::tensor::Tensor;
 
 use super::filters::{self, EdgeMethod};
 use crate::backend::Device;
+use crate::backend::batchnorm::{conv_bn_prelu, conv_transpose_bn_prelu};
 use crate::backend::conv;
-use crate::backend::norm::{conv_bn_prelu, conv_transpose_bn_prelu};
 
 /// A 3x3 convolution, stride 1, padding 1, with bias.
 pub fn conv3x3(cin: usize, cout: usize, device: &Device) -> Conv2d {

@@ -131,7 +131,7 @@ mod tests {
         let x = Tensor::<4>::random([2, 3, 9, 7], Distribution::Default, &device).require_grad();
         let probe = Tensor::<4>::random([2, 3, 9, 7], Distribution::Default, &device);
         assert!(
-            crate::backend::conv::on_flex(&x),
+            crate::backend::flex::on_flex(&x),
             "the fused op must be the one under test"
         );
         let mut k = [0f32; 9];

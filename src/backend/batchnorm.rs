@@ -21,8 +21,9 @@ use burn::nn::{BatchNorm, PRelu};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv::{self, FastForm, flex_tensor, on_flex, values};
-use super::kernels::{SendPtr, uninit};
+use super::conv::{self, FastForm};
+use super::flex::{flex_tensor, on_flex, values};
+use super::kernels::{self, SendPtr, affine_prelu_values, uninit};
 
 /// Backends with the fused batch-norm + PReLU operations.
 #[backend_extension(Flex, Autodiff)]
@@ -73,10 +74,6 @@ fn ncp(shape: &[usize]) -> (usize, usize, usize) {
     (n, c, shape[2..].iter().product())
 }
 
-fn alpha_at(alpha: &[f32], c: usize) -> f32 {
-    if alpha.len() == 1 { alpha[0] } else { alpha[c] }
-}
-
 /// Partial sums per reduction: 16 f32 lanes (vectorised on any ISA, the same order on every
 /// CPU), combined in f64 per plane.
 const LANES: usize = 16;
@@ -116,30 +113,6 @@ pub fn stats(x: &[f32], (n, c, p): (usize, usize, usize)) -> Vec<f32> {
         .map(|m| m.0)
         .chain(per.iter().map(|m| m.1))
         .collect()
-}
-
-/// `prelu(x * k[c] + b[c])` into a new buffer.
-pub(crate) fn affine_prelu_values(
-    x: &[f32],
-    dims: (usize, usize, usize),
-    k: &[f32],
-    b: &[f32],
-    alpha: &[f32],
-) -> Vec<f32> {
-    let (_, c, p) = dims;
-    let mut out = uninit(x.len());
-    out.par_chunks_mut(p)
-        .zip(x.par_chunks(p))
-        .enumerate()
-        .for_each(|(i, (dst, src))| {
-            let ch = i % c;
-            let (kc, bc, a) = (k[ch], b[ch], alpha_at(alpha, ch));
-            for (o, &v) in dst.iter_mut().zip(src) {
-                let z = v * kc + bc;
-                *o = if z > 0.0 { z } else { a * z };
-            }
-        });
-    out
 }
 
 /// The train-mode affine map per channel: `k = gamma / sqrt(var + eps)`, `b = beta - mean * k`.
@@ -208,7 +181,7 @@ pub fn bn_prelu_backward_values(
     let sums: Vec<(f32, f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (kc, bc, a, m, s) = (k[ch], b[ch], alpha_at(alpha, ch), st[ch], inv[ch]);
+            let (kc, bc, a, m, s) = (k[ch], b[ch], kernels::alpha_at(alpha, ch), st[ch], inv[ch]);
             let (mut sdz, mut sdzx, mut sda) = (0f64, 0f64, 0f64);
             for i in 0..n {
                 let r = (i * c + ch) * p..(i * c + ch + 1) * p;
