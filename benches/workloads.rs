@@ -1,4 +1,4 @@
-//! The performance issue's workloads (see `defed::eval::bench`), batch 64 on 1x28x28 MNIST
+//! The performance issue's workloads (see `defed::bench`), batch 64 on 1x28x28 MNIST
 //! digits: a Defed + LeNet training step, Defed + LeNet inference, the LeNet input gradient;
 //! the defender's latency for one image (3 Defed denoisers), the edge-camera case; and a PGD-10
 //! adversarial-training step of the Madry et al. CNN.
@@ -8,7 +8,7 @@
 //! runs PyTorch's side.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use defed::eval::bench::{BATCH, Workloads};
+use defed::bench::{BATCH, Workloads};
 
 fn workloads(c: &mut Criterion) {
     let device = defed::default_device();

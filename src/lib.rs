@@ -23,6 +23,7 @@
 
 pub mod attack;
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod defense;
 pub mod error;

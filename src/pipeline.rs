@@ -316,7 +316,7 @@ fn paper_denoisers(
                 "stage 4: training Defed (noise {noise}) for {} epochs",
                 cfg.denoiser_epochs
             ));
-            ad.seed(crate::train::derive_seed(
+            ad.seed(crate::util::derive_seed(
                 cfg.seed,
                 noise.to_bits() as u64,
                 1,

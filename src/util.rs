@@ -98,3 +98,15 @@ pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     }
     Tensor::from_data(TensorData::new(v, [labels.len(), classes]), device)
 }
+
+/// A seed derived from a base seed and a tag (epoch, batch...), so that resumed runs and
+/// batch-by-batch attacks draw the same numbers whatever the order.
+pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+    // SplitMix64 finaliser over the combined words.
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(b.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -172,7 +172,7 @@ pub fn run_attack(
             "target class {c} >= {classes} classes"
         )));
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(crate::train::derive_seed(seed, 99, 99));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(crate::util::derive_seed(seed, 99, 99));
     let all_targets: Option<Vec<usize>> = match target {
         Target::Untargeted => None,
         Target::Random => Some(
@@ -227,7 +227,7 @@ pub fn run_attack(
             x,
             &batch.labels,
             tb.as_deref(),
-            crate::train::derive_seed(seed, b as u64, 17),
+            crate::util::derive_seed(seed, b as u64, 17),
         )?;
         if adv.len() != x.len() || adv.iter().any(|v| !v.is_finite()) {
             return Err(Error::Invalid(format!(

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use defed::eval::bench::Workloads;
+use defed::bench::Workloads;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

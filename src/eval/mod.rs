@@ -1,7 +1,6 @@
 //! Evaluation: image-quality metrics and accuracy.
 
 pub mod adaptive;
-pub mod bench;
 pub mod charts;
 pub mod detection;
 pub mod figures;
@@ -81,7 +80,7 @@ pub fn denoiser_quality(
         let xn = crate::data::add_gaussian_noise_tensor(
             x.clone(),
             noise,
-            crate::train::derive_seed(seed, 7, b as u64),
+            crate::util::derive_seed(seed, 7, b as u64),
         );
         let d = denoiser.forward(xn.clone()).clamp(0.0, 1.0);
         for (img, sqv, rv, ssv) in [

@@ -146,17 +146,7 @@ impl RunOptions {
 /// One epoch's figures, as logged.
 pub type EpochLog = std::collections::BTreeMap<String, f64>;
 
-/// A seed derived from a base seed and a tag (epoch, batch...), so that resumed runs draw the
-/// same numbers.
-pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
-    // SplitMix64 finaliser over the combined words.
-    let mut z = seed
-        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(b.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use crate::util::derive_seed;
 
 /// Writes the epoch logs as CSV and JSON, and the training curves as `<name>.svg` and
 /// `<name>.png`, atomically.
