@@ -34,7 +34,7 @@ impl LeNet {
             conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
             fc1: LinearConfig::new(256, 120).init(device),
             fc2: LinearConfig::new(120, 84).init(device),
-            fc3: LinearConfig::new(84, 10).init(device),
+            fc3: LinearConfig::new(84, super::CLASSES).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
         }
     }

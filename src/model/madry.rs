@@ -82,7 +82,7 @@ impl MadryCnn {
                 .with_padding(same)
                 .init(device),
             fc1: LinearConfig::new(widths.conv2 * 49, widths.hidden).init(device),
-            fc2: LinearConfig::new(widths.hidden, 10).init(device),
+            fc2: LinearConfig::new(widths.hidden, super::CLASSES).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
         }
     }

@@ -83,6 +83,9 @@ impl std::str::FromStr for Architecture {
     }
 }
 
+/// Classes of every classifier defed builds (the digits, SVHN's and CIFAR-10's ten).
+pub const CLASSES: usize = 10;
+
 /// A trained image classifier of any supported architecture.
 #[derive(Debug, Clone)]
 pub enum Classifier {
@@ -131,7 +134,7 @@ impl Classifier {
 
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
-        10
+        CLASSES
     }
 
     /// Its architecture.

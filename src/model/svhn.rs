@@ -66,7 +66,7 @@ impl SvhnNet {
                 l25: conv3x3(128, 128, device),
                 l26: bn(128),
             },
-            classifier: LinearConfig::new(128, 10).init(device),
+            classifier: LinearConfig::new(128, super::CLASSES).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
         }
     }

@@ -15,6 +15,7 @@ use crate::attack::{AttackModel, LossKind, Norm, Pgd, gather_images};
 use crate::backend::Device;
 use crate::data::{Batches, ImageSet};
 use crate::error::{Error, Result};
+use crate::model::CLASSES;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
 use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
 
@@ -184,7 +185,7 @@ pub fn train_classifier<M: ClassifierNet>(
                 train_step(model, &mut optim, lr, &b, adv, step_seed, device);
             model = next;
             loss_sum += loss as f64 * n as f64;
-            let pred = argmax_rows(&logits, 10);
+            let pred = argmax_rows(&logits, CLASSES);
             right += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
             seen += n;
             bar.inc(n as u64);
@@ -274,7 +275,7 @@ pub fn train_step<M: ClassifierNet>(
     let n = b.len();
     let [c, h, w] = b.shape;
     let per = b.image_len();
-    let target = one_hot(&b.labels, 10, device);
+    let target = one_hot(&b.labels, CLASSES, device);
     let (loss, logits) = match adv {
         None => {
             let logits = model.logits(b.tensor(0, n, device));
@@ -305,7 +306,7 @@ pub fn train_step<M: ClassifierNet>(
                             per,
                             &mut rng,
                             |xs, rows| {
-                                let pr = gather_images(&p, rows, 10);
+                                let pr = gather_images(&p, rows, CLASSES);
                                 attacker.kl_grad(xs, &pr)
                             },
                             |_, rows| rows.to_vec(),
@@ -381,13 +382,13 @@ fn evaluate<M: ClassifierNet>(model: &M, set: &ImageSet, bs: usize, device: &Dev
     for idx in Batches::sequential(set.len(), bs) {
         let b = set.select(&idx);
         let logits = model.logits(b.tensor(0, b.len(), device));
-        let target = one_hot(&b.labels, 10, device);
+        let target = one_hot(&b.labels, CLASSES, device);
         let l = (log_softmax(logits.clone(), 1) * target)
             .sum_dim(1)
             .sum()
             .neg();
         loss += to_vec(l)[0] as f64;
-        let pred = argmax_rows(&to_vec(logits), 10);
+        let pred = argmax_rows(&to_vec(logits), CLASSES);
         right += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
     }
     (loss / set.len() as f64, right as f64 / set.len() as f64)

@@ -17,6 +17,7 @@ use crate::backend::Device;
 use crate::data::{Batches, ImageSet, add_gaussian_noise_tensor};
 use crate::error::{Error, Result};
 use crate::eval::ssim_per_image;
+use crate::model::CLASSES;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
 use crate::model::{Classifier, EdgeMethod};
 use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
@@ -173,9 +174,9 @@ fn validate<M: DenoiserNet>(model: Option<&M>, v: &ValSetup<'_>) -> ValFigures {
         let diff = x.clone() - d.clone();
         sq += to_vec((diff.clone() * diff).sum())[0] as f64;
         let logits = classifier.logits(d.clone());
-        let target = one_hot(&b.labels, 10, device);
+        let target = one_hot(&b.labels, CLASSES, device);
         ce += to_vec((log_softmax(logits.clone(), 1) * target).sum().neg())[0] as f64;
-        let pred = argmax_rows(&to_vec(logits), 10);
+        let pred = argmax_rows(&to_vec(logits), CLASSES);
         right += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
         ssim += ssim_per_image(x, d).iter().map(|&v| v as f64).sum::<f64>();
     }
@@ -261,7 +262,7 @@ pub fn train_denoiser<M: DenoiserNet>(
             let d = model.denoise_raw(xn).clamp(0.0, 1.0);
             let diff = x - d.clone();
             let vision = (diff.clone() * diff).mean();
-            let target = one_hot(&b.labels, 10, device);
+            let target = one_hot(&b.labels, CLASSES, device);
             let class: Tensor<1> = (log_softmax(classifier.logits(d), 1) * target)
                 .sum_dim(1)
                 .mean()
