@@ -163,10 +163,14 @@ pub fn defend(a: DefendArgs) -> Result<()> {
         );
     }
     let s = d.scores_batched(&inputs.pixels, a.batch_size, &device)?;
-    let answers: Vec<defed::defense::Answer> = d.decide(&s)?.iter().map(|v| d.answer(v)).collect();
+    let names = d.names();
+    let answers: Vec<defed::defense::Answer> = d
+        .decide(&s)?
+        .iter()
+        .map(|v| v.answer(d.policy, &names))
+        .collect();
     let v = &answers;
     let mut out = std::io::stdout().lock();
-    let names = d.names();
     let label = |a: &defed::defense::Answer| a.label.map(|l| l.to_string()).unwrap_or_default();
     match a.format {
         Format::Json => {

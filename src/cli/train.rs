@@ -355,8 +355,24 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
     };
     let (what, best) = if let Some(&r) = progress.best.get("val_robust_accuracy") {
         ("robust validation accuracy", r)
-    } else if let Some(&v) = progress.best.get("val_accuracy_above_floor") {
-        ("validation accuracy above the robust floor", v.max(0.0))
+    } else if progress
+        .best
+        .get("val_accuracy_above_floor")
+        .is_some_and(|&v| v < 0.0)
+    {
+        (
+            "validation accuracy (no epoch reached --min-val-robust)",
+            0.0,
+        )
+    } else if let Some(&epoch) = progress.best_epoch.get("val_accuracy_above_floor") {
+        (
+            "validation accuracy above the robust floor",
+            progress
+                .history
+                .get(epoch - 1)
+                .and_then(|h| h.get("val_accuracy").copied())
+                .unwrap_or(0.0),
+        )
     } else {
         (
             "validation accuracy",

@@ -358,11 +358,6 @@ impl Defender {
     pub fn names(&self) -> Vec<String> {
         self.denoisers.iter().map(|d| d.name.clone()).collect()
     }
-
-    /// A verdict with this bundle's policy applied (see [`Verdict::answer`]).
-    pub fn answer(&self, v: &Verdict) -> Answer {
-        v.answer(self.policy, &self.names())
-    }
 }
 
 /// The decision rule for given thresholds.

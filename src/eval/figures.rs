@@ -47,11 +47,7 @@ pub fn sweep_figure(stats: &[AttackStats]) -> Option<Figure> {
         if pts.len() < 2 {
             continue;
         }
-        pts.sort_by(|a, b| {
-            a.eps
-                .partial_cmp(&b.eps)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        pts.sort_by(|a, b| a.eps.unwrap_or(0.0).total_cmp(&b.eps.unwrap_or(0.0)));
         let eps = |s: &AttackStats| s.eps.unwrap_or(0.0) as f64;
         success.push(
             Series::new(
@@ -100,11 +96,7 @@ pub fn strong_figure(reports: &[StrongReport]) -> Option<Figure> {
         if rs.is_empty() {
             continue;
         }
-        rs.sort_by(|a, b| {
-            a.eps
-                .partial_cmp(&b.eps)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        rs.sort_by(|a, b| a.eps.total_cmp(&b.eps));
         let clean = (0.0, rs[0].clean_accuracy);
         let mut series = vec![
             Series::new(
@@ -155,12 +147,7 @@ pub fn adaptive_figure(rows: &[AdaptiveRow]) -> Option<Figure> {
         if rs.is_empty() {
             continue;
         }
-        rs.sort_by(|a, b| {
-            a.adaptive
-                .eps
-                .partial_cmp(&b.adaptive.eps)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        rs.sort_by(|a, b| a.adaptive.eps.total_cmp(&b.adaptive.eps));
         let line = |name: &str, f: &dyn Fn(&AdaptiveRow) -> f64| {
             Series::new(
                 name,

@@ -148,24 +148,35 @@ pub type EpochLog = std::collections::BTreeMap<String, f64>;
 
 pub use crate::util::derive_seed;
 
+/// Every metric any epoch logged, `epoch` first, the rest by name.
+fn log_columns(history: &[EpochLog]) -> Vec<&String> {
+    let mut cols: Vec<&String> = Vec::new();
+    for h in history {
+        for k in h.keys() {
+            if !cols.contains(&k) {
+                cols.push(k);
+            }
+        }
+    }
+    cols.sort_by_key(|c| (*c != "epoch", (*c).clone()));
+    cols
+}
+
 /// Writes the epoch logs as CSV and JSON, and the training curves as `<name>.svg` and
 /// `<name>.png`, atomically.
 pub fn write_logs(opts: &RunOptions, progress: &state::Progress) -> crate::Result<()> {
     let history = &progress.history;
-    let mut cols: Vec<String> = Vec::new();
-    for h in history {
-        for k in h.keys() {
-            if !cols.contains(k) {
-                cols.push(k.clone());
-            }
-        }
-    }
-    cols.sort_by_key(|c| (c != "epoch", c.clone()));
-    let mut csv = cols.join(",") + "\n";
+    let cols = log_columns(history);
+    let mut csv = cols
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
     for h in history {
         let row: Vec<String> = cols
             .iter()
-            .map(|c| h.get(c).map(|v| format!("{v}")).unwrap_or_default())
+            .map(|c| h.get(*c).map(|v| format!("{v}")).unwrap_or_default())
             .collect();
         csv += &(row.join(",") + "\n");
     }
@@ -184,14 +195,7 @@ pub fn write_logs(opts: &RunOptions, progress: &state::Progress) -> crate::Resul
 pub fn training_figure(name: &str, progress: &state::Progress) -> crate::eval::charts::Figure {
     use crate::eval::charts::{Figure, LineChart, Panel, Series};
     let history = &progress.history;
-    let mut keys: Vec<&String> = Vec::new();
-    for h in history {
-        for k in h.keys() {
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-    }
+    let keys = log_columns(history);
     let series = |pick: &dyn Fn(&str) -> bool| -> Vec<Series> {
         keys.iter()
             .filter(|k| pick(k))
