@@ -341,6 +341,7 @@ fn paper_denoisers(
                 edge: Some(EdgeMethod::Laplacian),
                 alpha_warmup: 0,
                 adversarial: None,
+                detection: None,
             };
             train_denoiser(
                 Defed::new(1, EdgeMethod::Laplacian, &ad),

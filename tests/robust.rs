@@ -131,7 +131,7 @@ fn adversarial_training_buys_robustness_that_plain_training_does_not() {
         let dir = tempfile::tempdir().unwrap();
         device.seed(5);
         let cfg = ClassifierTrainConfig {
-            shift: 1,
+            augment: defed::data::Augment::shifts(1),
             adversarial: adv,
         };
         let p = train_classifier(
@@ -238,6 +238,7 @@ fn attacks_go_through_a_denoiser_and_denoisers_train_on_them() {
             steps: 3,
             fraction: 0.5,
         }),
+        detection: None,
     };
     let p = train_denoiser(
         Defed::new(1, EdgeMethod::Laplacian, &device),

@@ -6,9 +6,12 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use defed::attack::Norm;
 use defed::data::embedded_mnist;
-use defed::model::{Defed, EdgeMethod, LeNet, load_classifier};
-use defed::train::{DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser};
+use defed::model::{Defed, Denoiser, EdgeMethod, LeNet, load_classifier};
+use defed::train::{
+    DenoiserTrainConfig, DetectionSelection, RunOptions, train_classifier, train_denoiser,
+};
 
 fn opts(dir: &std::path::Path, name: &str, epochs: usize) -> RunOptions {
     RunOptions {
@@ -76,6 +79,7 @@ fn defed_denoises_after_a_short_training() {
         edge: Some(EdgeMethod::Laplacian),
         alpha_warmup: 0,
         adversarial: None,
+        detection: None,
     };
     let mut o = opts(dir.path(), "d", 2);
     o.batch_size = 32;
@@ -108,6 +112,72 @@ fn defed_denoises_after_a_short_training() {
     ] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
+}
+
+#[test]
+fn denoisers_can_be_selected_by_detection_quality() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = defed::autodiff_device();
+    device.seed(5);
+    let (clf, _) = defed::model::embedded::default_classifier(&device).unwrap();
+    let clf = clf.frozen();
+    // Fine-tune the shipped noise-60 model a little, so the detection figures are real ones.
+    let (start, _) = defed::model::embedded::default_denoisers(&device)
+        .unwrap()
+        .remove(1);
+    let Denoiser::Defed(start) = start.trainable() else {
+        panic!("the shipped denoisers are Defed models")
+    };
+    let (train, val) = embedded_mnist().split(0.1, 0);
+    let cfg = DenoiserTrainConfig {
+        noise: 60.0,
+        alpha: 1.0,
+        edge: Some(EdgeMethod::Laplacian),
+        alpha_warmup: 0,
+        adversarial: None,
+        detection: Some(DetectionSelection {
+            threats: vec![(Norm::Linf, 0.3), (Norm::L2, 2.0), (Norm::L1, 15.0)],
+            images: 96,
+            steps: 10,
+            fpr: 0.05,
+        }),
+    };
+    let mut o = opts(dir.path(), "det", 2);
+    o.batch_size = 32;
+    o.lr = 1e-5;
+    let p = train_denoiser(*start, &clf, &train.take(64), &val, &cfg, &o, &device).unwrap();
+    for h in &p.history {
+        let (auc, tpr) = (h["val_detect_auc"], h["val_detect_tpr"]);
+        eprintln!("epoch {}: AUC {auc:.3}, TPR at 5% FPR {tpr:.3}", h["epoch"]);
+        // A score that rises on adversarial examples: far above chance.
+        assert!(auc > 0.75 && auc <= 1.0, "AUC {auc}");
+        assert!((0.0..=1.0).contains(&tpr), "TPR {tpr}");
+    }
+    let best = p.best["val_detect"];
+    assert!(p.history.iter().all(|h| h["val_detect"] <= best));
+    let (_, meta) = defed::model::load_denoiser(
+        dir.path().join("det-best-detect.safetensors"),
+        &device,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(meta.metrics["val_detect"], best);
+
+    // An L0 threat is not a PGD threat: a clear error, nothing trained.
+    let mut bad = cfg.clone();
+    bad.detection.as_mut().unwrap().threats = vec![(Norm::L0, 10.0)];
+    let e = train_denoiser(
+        Defed::new(1, EdgeMethod::Laplacian, &device),
+        &clf,
+        &train.take(64),
+        &val,
+        &bad,
+        &opts(dir.path(), "bad", 1),
+        &device,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("PGD threats"), "{e}");
+    assert!(!dir.path().join("bad.safetensors").exists());
 }
 
 fn read_log(path: &std::path::Path) -> Vec<std::collections::BTreeMap<String, f64>> {

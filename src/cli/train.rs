@@ -2,14 +2,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use defed::attack::Norm;
-use defed::data::load_train_val;
+use defed::data::{Augment, load_train_val};
 use defed::model::{
     Architecture, BaseNet, Classifier, Defed, Denoiser, EdgeMethod, LeNet, MadryCnn, MadryWidths,
     SvhnNet, load_classifier, load_denoiser,
 };
 use defed::train::{
     AdversarialConfig, AdversarialMethod, ClassifierTrainConfig, DenoiserAdversarial,
-    DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser,
+    DenoiserTrainConfig, DetectionSelection, RunOptions, train_classifier, train_denoiser,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -75,9 +75,22 @@ pub struct ClassifierArgs {
     /// Base name of the files written.
     #[arg(long)]
     name: Option<String>,
-    /// Random shifts of up to N pixels per training image (seeded augmentation; 0: none).
+    /// Augmentation (seeded, a new draw per image and epoch): random shifts of up to N whole
+    /// pixels (0: none).
     #[arg(long, default_value_t = 0)]
     shift: usize,
+    /// Augmentation: random rotations of up to this many degrees either way (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    rotate: f32,
+    /// Augmentation: random scalings by 1 +- up to this factor (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    scale: f32,
+    /// Augmentation: elastic distortion strength in pixels (Simard et al.; 0: none).
+    #[arg(long, default_value_t = 0.0)]
+    elastic_alpha: f32,
+    /// Smoothness of the elastic distortion (Gaussian sigma, pixels).
+    #[arg(long, default_value_t = 4.0)]
+    elastic_sigma: f32,
     /// Train against an adversary: pgd (Madry et al.) or trades (Zhang et al.).
     #[arg(long)]
     adversarial: Option<AdversarialMethod>,
@@ -155,6 +168,24 @@ pub struct DenoiserArgs {
     /// Share of each batch that is adversarial.
     #[arg(long, default_value_t = 0.5)]
     adv_fraction: f32,
+    /// Select by detection quality too: after every epoch, log the ROC-AUC and the detection
+    /// rate at --detect-fpr of the denoiser's adversarial score on PGD examples crafted (once,
+    /// seeded) against the frozen classifier from validation digits, and keep the best epoch
+    /// by that rate in <name>-best-detect.safetensors.
+    #[arg(long)]
+    detect: bool,
+    /// Threats of those validation attacks, as norm:eps (L1, L2 or Linf).
+    #[arg(long, num_args = 1.., value_parser = parse_threat, default_values = ["l1:15", "l2:1.5", "linf:0.3"])]
+    detect_threats: Vec<(Norm, f32)>,
+    /// Correctly classified validation digits attacked (and scored as benign).
+    #[arg(long, default_value_t = 500)]
+    detect_images: usize,
+    /// PGD steps of the validation attacks.
+    #[arg(long, default_value_t = 20)]
+    detect_steps: usize,
+    /// False-positive rate at which the detection rate is read.
+    #[arg(long, default_value_t = 0.02)]
+    detect_fpr: f64,
 }
 
 /// The `--init` checkpoint for the model of noise level `noise`: the only one given, or the
@@ -188,8 +219,8 @@ fn parse_threat(s: &str) -> std::result::Result<(Norm, f32), String> {
     let eps: f32 = e
         .parse()
         .map_err(|_| format!("bad eps {e:?} in threat {s:?}"))?;
-    if !(matches!(norm, Norm::L2 | Norm::Linf) && eps.is_finite() && eps > 0.0) {
-        return Err(format!("threat {s:?}: need l2 or linf and eps > 0"));
+    if !(matches!(norm, Norm::L1 | Norm::L2 | Norm::Linf) && eps.is_finite() && eps > 0.0) {
+        return Err(format!("threat {s:?}: need l1, l2 or linf and eps > 0"));
     }
     Ok((norm, eps))
 }
@@ -287,7 +318,13 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
         c.epochs
     );
     let cfg = ClassifierTrainConfig {
-        shift: a.shift,
+        augment: Augment {
+            shift: a.shift,
+            rotate: a.rotate,
+            scale: a.scale,
+            elastic_alpha: a.elastic_alpha,
+            elastic_sigma: a.elastic_sigma,
+        },
         adversarial: a.adversarial.map(|method| AdversarialConfig {
             method,
             norm: a.adv_norm,
@@ -453,6 +490,12 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
                 threats: a.adv_threat.clone(),
                 steps: a.adv_steps,
                 fraction: a.adv_fraction,
+            }),
+            detection: a.detect.then(|| DetectionSelection {
+                threats: a.detect_threats.clone(),
+                images: a.detect_images,
+                steps: a.detect_steps,
+                fpr: a.detect_fpr,
             }),
         };
         let channels = train.shape[0];

@@ -1,6 +1,7 @@
 //! Data: image sets in memory, readers for IDX / CIFAR-10 / image folders / NumPy, the
 //! embedded MNIST digits, seeded shuffling and batching, Gaussian noise, and downloads.
 
+mod augment;
 mod batch;
 mod cifar;
 pub mod download;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 
+pub use augment::Augment;
 pub use batch::{Batches, shuffled_indices};
 pub use cifar::read_cifar10;
 pub use embedded::embedded_mnist;
@@ -118,47 +120,6 @@ impl ImageSet {
             [end - start, c, h, w],
             device,
         )
-    }
-
-    /// Shifts every image by a random whole-pixel offset of at most `max_shift` in each
-    /// direction (drawn per image from `seed`), filling the uncovered border with zeros (the
-    /// background of MNIST-like digits). `max_shift` 0 leaves the set unchanged.
-    pub fn shifted(&self, max_shift: usize, seed: u64) -> ImageSet {
-        use rand::{RngExt, SeedableRng};
-        if max_shift == 0 {
-            return self.clone();
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let [c, h, w] = self.shape;
-        let m = max_shift as i64;
-        let mut out = vec![0f32; self.images.len()];
-        for (i, dst) in out.chunks_mut(c * h * w).enumerate() {
-            let dy = rng.random_range(-m..=m);
-            let dx = rng.random_range(-m..=m);
-            let src = self.image(i);
-            for ch in 0..c {
-                for y in 0..h as i64 {
-                    let sy = y - dy;
-                    if sy < 0 || sy >= h as i64 {
-                        continue;
-                    }
-                    for x in 0..w as i64 {
-                        let sx = x - dx;
-                        if sx < 0 || sx >= w as i64 {
-                            continue;
-                        }
-                        dst[(ch * h + y as usize) * w + x as usize] =
-                            src[(ch * h + sy as usize) * w + sx as usize];
-                    }
-                }
-            }
-        }
-        ImageSet {
-            images: out,
-            labels: self.labels.clone(),
-            shape: self.shape,
-            indices: self.indices.clone(),
-        }
     }
 
     /// Splits off a seeded random validation part of `fraction` of the images:

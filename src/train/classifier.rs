@@ -13,7 +13,7 @@ use super::state::{self, Progress};
 use super::{ClassifierNet, EpochLog, RunOptions, derive_seed, epoch_bar, write_logs};
 use crate::attack::{AttackModel, LossKind, Norm, Pgd, gather_images};
 use crate::backend::Device;
-use crate::data::{Batches, ImageSet};
+use crate::data::{Augment, Batches, ImageSet};
 use crate::error::{Error, Result};
 use crate::model::CLASSES;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
@@ -130,8 +130,8 @@ impl AdversarialConfig {
 /// What a classifier is trained with beyond the shared run options.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClassifierTrainConfig {
-    /// Random shifts of up to this many pixels per training image (0: none).
-    pub shift: usize,
+    /// Seeded augmentation of every training batch (the default: none).
+    pub augment: Augment,
     /// Train against an adversary (else plain cross-entropy).
     pub adversarial: Option<AdversarialConfig>,
 }
@@ -156,6 +156,7 @@ pub fn train_classifier<M: ClassifierNet>(
     if let Some(adv) = &cfg.adversarial {
         adv.check()?;
     }
+    cfg.augment.check()?;
     let (mut model, mut optim, mut progress) = state::start(run, model)?;
     let plain = device.clone().inner();
     let channels = train.shape[0];
@@ -171,8 +172,8 @@ pub fn train_classifier<M: ClassifierNet>(
             derive_seed(run.seed, epoch as u64, 0),
         );
         for (bi, idx) in batches.enumerate() {
-            let b = train.select(&idx).shifted(
-                cfg.shift,
+            let b = cfg.augment.apply(
+                &train.select(&idx),
                 derive_seed(run.seed, epoch as u64, 1 + bi as u64),
             );
             let n = b.len();

@@ -15,11 +15,13 @@ use super::{DenoiserNet, EpochLog, RunOptions, derive_seed, epoch_bar, write_log
 use crate::attack::{AttackModel, LossKind, Norm, Pgd};
 use crate::backend::Device;
 use crate::data::{Batches, ImageSet, add_gaussian_noise_tensor};
+use crate::defense::score::adversarial_score;
 use crate::error::{Error, Result};
+use crate::eval::detection::{roc_auc, tpr_at_fpr};
 use crate::eval::ssim_per_image;
 use crate::model::CLASSES;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
-use crate::model::{Classifier, EdgeMethod};
+use crate::model::{Classifier, Denoiser, EdgeMethod};
 use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
 
 /// What a denoiser run trains for.
@@ -38,6 +40,137 @@ pub struct DenoiserTrainConfig {
     /// Train on adversarial examples as well as noisy images (else the paper's Gaussian-only
     /// recipe).
     pub adversarial: Option<DenoiserAdversarial>,
+    /// Measure detection quality on the validation digits after every epoch and keep the best
+    /// checkpoint by it (`-best-detect.safetensors`).
+    pub detection: Option<DetectionSelection>,
+}
+
+/// Checkpoint selection by what a denoiser is for: telling adversarial from benign images.
+///
+/// Before training, PGD examples are crafted against the frozen classifier from the first
+/// `images` correctly classified validation digits (one threat per image, in turn; a fixed
+/// seed), and only the successful ones are kept. After every epoch the denoiser's adversarial
+/// score ([`crate::defense::score`]) is computed on those benign digits and adversarial
+/// examples; the log gets the ROC-AUC (`val_detect_auc`) and the detection rate at a
+/// false-positive rate of `fpr` (`val_detect_tpr`), and the checkpoint with the highest
+/// detection rate (ties: AUC) is kept.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DetectionSelection {
+    /// Threat models `(norm, eps)` of the validation attacks.
+    pub threats: Vec<(Norm, f32)>,
+    /// Validation digits attacked (and scored as benign).
+    pub images: usize,
+    /// PGD steps (random start, step 2.5 eps / steps).
+    pub steps: usize,
+    /// False-positive rate at which the detection rate is read.
+    pub fpr: f64,
+}
+
+impl Default for DetectionSelection {
+    /// The three PGD norms of the paper's attack grid, 500 digits, 20 steps, 2% FPR.
+    fn default() -> Self {
+        DetectionSelection {
+            threats: vec![(Norm::L1, 15.0), (Norm::L2, 1.5), (Norm::Linf, 0.3)],
+            images: 500,
+            steps: 20,
+            fpr: 0.02,
+        }
+    }
+}
+
+/// The benign and adversarial validation images of a [`DetectionSelection`].
+struct DetectionSet {
+    benign: ImageSet,
+    adversarial: Vec<f32>,
+    fpr: f64,
+}
+
+impl DetectionSelection {
+    fn check(&self) -> Result<()> {
+        let attack = DenoiserAdversarial {
+            threats: self.threats.clone(),
+            steps: self.steps,
+            fraction: 1.0,
+        };
+        attack.check_norms(&[Norm::L1, Norm::L2, Norm::Linf])?;
+        if self.images == 0 || !(self.fpr > 0.0 && self.fpr < 1.0) {
+            return Err(Error::Invalid(
+                "detection selection needs at least one image and a false-positive rate in (0, 1)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        classifier: &Classifier,
+        val: &ImageSet,
+        seed: u64,
+        device: &Device,
+    ) -> Result<DetectionSet> {
+        let target = AttackModel::new(classifier, device);
+        let pred = target.predict(&val.images);
+        let right: Vec<usize> = (0..val.len())
+            .filter(|&i| pred[i] == val.labels[i])
+            .take(self.images)
+            .collect();
+        let benign = val.select(&right);
+        let per = benign.image_len();
+        let attack = DenoiserAdversarial {
+            threats: self.threats.clone(),
+            steps: self.steps,
+            fraction: 1.0,
+        };
+        let crafted = attack.craft(&target, &benign.images, &benign.labels, per, seed);
+        let after = target.predict(&crafted);
+        let fooled: Vec<usize> = (0..benign.len())
+            .filter(|&i| after[i] != benign.labels[i])
+            .collect();
+        if fooled.is_empty() {
+            return Err(Error::Invalid(
+                "no validation attack succeeded: detection selection has nothing to detect".into(),
+            ));
+        }
+        tracing::info!(
+            benign = benign.len(),
+            adversarial = fooled.len(),
+            "detection validation set"
+        );
+        Ok(DetectionSet {
+            adversarial: crate::attack::gather_images(&crafted, &fooled, per),
+            benign,
+            fpr: self.fpr,
+        })
+    }
+}
+
+impl DetectionSet {
+    /// `(ROC-AUC, detection rate at the FPR)` of `denoiser`'s score.
+    fn measure(
+        &self,
+        classifier: &Classifier,
+        denoiser: &Denoiser,
+        alpha: f32,
+        bs: usize,
+        device: &Device,
+    ) -> (f64, f64) {
+        let [c, h, w] = self.benign.shape;
+        let per = c * h * w;
+        let scores = |images: &[f32]| -> Vec<f64> {
+            images
+                .chunks(bs.max(1) * per)
+                .flat_map(|chunk| {
+                    let x = tensor4(chunk.to_vec(), [chunk.len() / per, c, h, w], device);
+                    adversarial_score(classifier, denoiser, alpha, x).total
+                })
+                .map(f64::from)
+                .collect()
+        };
+        let benign = scores(&self.benign.images);
+        let adv = scores(&self.adversarial);
+        (roc_auc(&benign, &adv), tpr_at_fpr(&benign, &adv, self.fpr))
+    }
 }
 
 /// The adversarial part of denoiser training.
@@ -53,15 +186,24 @@ pub struct DenoiserAdversarial {
 
 impl DenoiserAdversarial {
     fn check(&self) -> Result<()> {
+        self.check_norms(&[Norm::L2, Norm::Linf])
+    }
+
+    fn check_norms(&self, norms: &[Norm]) -> Result<()> {
         if self.threats.is_empty()
             || self
                 .threats
                 .iter()
-                .any(|&(n, e)| !(matches!(n, Norm::L2 | Norm::Linf) && e.is_finite() && e > 0.0))
+                .any(|&(n, e)| !(norms.contains(&n) && e.is_finite() && e > 0.0))
         {
-            return Err(Error::Invalid(
-                "denoiser adversarial training needs L2 or Linf threats with eps > 0".into(),
-            ));
+            return Err(Error::Invalid(format!(
+                "PGD threats against a denoiser must use {} with eps > 0",
+                norms
+                    .iter()
+                    .map(|n| n.name())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
         }
         if self.steps == 0 || !(self.fraction > 0.0 && self.fraction <= 1.0) {
             return Err(Error::Invalid(
@@ -223,10 +365,22 @@ pub fn train_denoiser<M: DenoiserNet>(
     if let Some(adv) = &cfg.adversarial {
         adv.check()?;
     }
+    if let Some(sel) = &cfg.detection {
+        sel.check()?;
+    }
     let (mut model, mut optim, mut progress) = state::start(run, model)?;
     let plain = device.clone().inner();
     let per = train.image_len();
     let val_classifier = classifier.clone().valid();
+    let detection = match &cfg.detection {
+        Some(sel) if progress.epochs_done < run.epochs => Some(sel.build(
+            &val_classifier,
+            val,
+            derive_seed(run.seed, 0xde7, 0),
+            &plain,
+        )?),
+        _ => None,
+    };
     let alpha = cfg.alpha;
     for epoch in progress.epochs_done..run.epochs {
         let lr = run.lr_at(epoch);
@@ -311,6 +465,19 @@ pub fn train_denoiser<M: DenoiserNet>(
             log.insert("noisy_val_accuracy".into(), bare.accuracy);
             log.insert("noisy_val_psnr".into(), bare.psnr);
         }
+        if let Some(set) = &detection {
+            let (auc, tpr) = set.measure(
+                &val_classifier,
+                &valid_model.clone().denoiser(),
+                alpha,
+                run.batch_size,
+                &plain,
+            );
+            log.insert("val_detect_auc".into(), auc);
+            log.insert("val_detect_tpr".into(), tpr);
+            // Detection rates move in steps of 1 / adversarial images; the AUC breaks ties.
+            log.insert("val_detect".into(), tpr + 1e-3 * auc);
+        }
         tracing::info!(
             epoch = epoch + 1,
             val_total = alpha as f64 * v.class + v.vision,
@@ -325,13 +492,18 @@ pub fn train_denoiser<M: DenoiserNet>(
         meta.dataset = Some(run.dataset.clone());
         meta.source = Some(run.source.clone());
         meta.metrics = log.clone();
-        for (key, suffix) in [
-            ("val_total", ".safetensors"),
-            ("val_class", "-best-class.safetensors"),
-            ("val_vision", "-best-vision.safetensors"),
+        // (criterion, file suffix, higher is better)
+        for (key, suffix, higher) in [
+            ("val_total", ".safetensors", false),
+            ("val_class", "-best-class.safetensors", false),
+            ("val_vision", "-best-vision.safetensors", false),
+            ("val_detect", "-best-detect.safetensors", true),
         ] {
-            let value = log[key];
-            if progress.best.get(key).is_none_or(|&b| value < b) {
+            let Some(&value) = log.get(key) else {
+                continue;
+            };
+            let better = |b: f64| if higher { value > b } else { value < b };
+            if progress.best.get(key).is_none_or(|&b| better(b)) {
                 progress.best.insert(key.into(), value);
                 progress.best_epoch.insert(key.into(), epoch + 1);
                 save_model(&model.valid(), &meta, run.file(suffix))?;
@@ -358,6 +530,7 @@ mod tests {
             edge: None,
             alpha_warmup: 4,
             adversarial: None,
+            detection: None,
         };
         let got: Vec<f32> = (0..6).map(|e| cfg.alpha_at(e)).collect();
         assert_eq!(got, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);

@@ -18,7 +18,7 @@ pub use classifier::{
     AdversarialConfig, AdversarialMethod, ClassifierTrainConfig, robust_accuracy, train_classifier,
     train_step,
 };
-pub use denoiser::{DenoiserAdversarial, DenoiserTrainConfig, train_denoiser};
+pub use denoiser::{DenoiserAdversarial, DenoiserTrainConfig, DetectionSelection, train_denoiser};
 pub use state::Progress;
 
 use crate::model::{Architecture, BaseNet, Classifier, Defed, Denoiser, LeNet, MadryCnn, SvhnNet};
