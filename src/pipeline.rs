@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{
-    AdaptiveConfig, AdvSet, Attack, AttackModel, AttackStats, CwLinf, DeepFool, Fgsm, HopSkipJump,
-    Jsma, Norm, Pgd, Square, Target, benign_set, run_attack, save_adv, save_benign,
+    AdaptiveConfig, AdvSet, Attack, AttackModel, AttackStats, Norm, Target, benign_set, run_attack,
+    save_adv, save_benign,
 };
 use crate::backend::autodiff_device;
 use crate::data::{ImageSet, embedded_mnist};
@@ -122,30 +122,6 @@ pub struct PipelineReport {
     pub out: PathBuf,
 }
 
-fn attack_suite() -> Vec<Box<dyn Attack>> {
-    vec![
-        Box::new(Fgsm {
-            eps: 0.3,
-            norm: Norm::Linf,
-        }),
-        Box::new(Pgd::linf(0.3)),
-        Box::new(Pgd {
-            norm: Norm::L2,
-            eps: 2.0,
-            step: 0.1,
-            iterations: 100,
-            random_init: false,
-            restarts: 1,
-            early_stop: false,
-        }),
-        Box::new(DeepFool::default()),
-        Box::new(Jsma::default()),
-        Box::new(CwLinf::new(64.0 / 256.0)),
-        Box::new(Square::new(64.0 / 256.0)),
-        Box::new(HopSkipJump::new(Norm::L2)),
-    ]
-}
-
 /// The pipeline's small adaptive run: 20 iterations, lambda in {1, 10} (budgets set per run).
 fn adaptive_settings(seed: u64) -> AdaptiveConfig {
     AdaptiveConfig {
@@ -165,7 +141,7 @@ fn progress_line(msg: &str) {
 /// JSMA / Carlini-Wagner cost far more against the larger network, and the white-box adaptive
 /// attack is the test that matters for it.
 fn robust_attack_suite() -> Vec<Box<dyn Attack>> {
-    attack_suite()
+    crate::attack::pipeline_suite()
         .into_iter()
         .filter(|a| {
             a.name().starts_with("FGSM")
@@ -224,7 +200,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         classifier,
         classifier_source,
         &val,
-        attack_suite(),
+        crate::attack::pipeline_suite(),
         Policy::Correct,
         |classifier| paper_denoisers(cfg, classifier, &train),
     )?;

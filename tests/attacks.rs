@@ -225,3 +225,72 @@ fn targeted_attacks_reach_their_targets() {
         .is_err()
     );
 }
+
+/// Every attack of the registry, in every norm it works in, against the embedded LeNet (no
+/// shared data needed): pixels in [0, 1], the budget respected, the same seed giving the same
+/// images, and the targeted mode reaching its targets where the attack has one.
+#[test]
+fn every_registered_attack_keeps_its_contract() {
+    use defed::attack::{AttackKind, AttackSettings, build_attack};
+    let dev = defed::default_device();
+    let (clf, _) = defed::model::embedded::default_classifier(&dev).unwrap();
+    let model = AttackModel::new(&clf, &dev);
+    let (_, val) = defed::data::embedded_mnist().split(0.1, 0);
+    let set = benign_set(&model, &val, 6, 64);
+    let quick = AttackSettings {
+        iterations: Some(12),
+        random_init: true,
+        ..AttackSettings::default()
+    };
+    let per = set.image_len();
+    let mut checked = 0;
+    for kind in AttackKind::ALL {
+        for &norm in kind.norms() {
+            let attack = build_attack(kind, norm, None, &quick).unwrap();
+            let name = attack.name();
+            let run = |seed: u64, target: Target| {
+                run_attack(attack.as_ref(), &model, &set, 4, seed, false, target).unwrap()
+            };
+            let r = run(5, Target::Untargeted);
+            assert_eq!(
+                r.adv,
+                run(5, Target::Untargeted).adv,
+                "{name}: not reproducible"
+            );
+            for k in 0..r.src_idx.len() {
+                let a = &r.adv[k * per..(k + 1) * per];
+                assert!(
+                    a.iter().all(|v| (0.0..=1.0).contains(v)),
+                    "{name} leaves [0, 1]"
+                );
+                if let Some(eps) = attack.eps() {
+                    let d: Vec<f32> = a
+                        .iter()
+                        .zip(r.benign.image(k))
+                        .map(|(x, y)| x - y)
+                        .collect();
+                    let size = attack.norm().of(&d);
+                    assert!(
+                        size <= eps as f64 * (1.0 + 1e-5) + 1e-6,
+                        "{name}: {size} > {eps}"
+                    );
+                }
+            }
+            if attack.supports_targets() {
+                let t = run(5, Target::Next);
+                assert!(t.stats.as_ref().unwrap().targeted, "{name}");
+                for (k, &src) in t.src_idx.iter().enumerate() {
+                    assert_eq!(t.targets[k], (set.labels[src] + 1) % 10, "{name}");
+                    assert_eq!(t.adv_pred[k], t.targets[k], "{name}: missed its target");
+                }
+            } else {
+                let refused =
+                    run_attack(attack.as_ref(), &model, &set, 4, 5, false, Target::Next).is_err();
+                assert!(refused, "{name} has no targeted mode and should say so");
+            }
+            eprintln!("{name}: {} of {} fooled", r.src_idx.len(), set.len());
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12);
+}

@@ -14,6 +14,7 @@ mod jsma;
 mod model;
 mod norm;
 mod pgd;
+mod registry;
 mod square;
 pub mod strong;
 
@@ -31,6 +32,9 @@ pub use jsma::Jsma;
 pub use model::{AttackModel, LossKind};
 pub use norm::{Norm, perturbation_sizes, project, step_direction};
 pub use pgd::Pgd;
+pub use registry::{
+    AttackKind, AttackSettings, build_attack, default_eps, paper_grid, pipeline_suite,
+};
 pub use square::Square;
 pub use strong::{StrongReport, strong_attacks, strong_protocol};
 

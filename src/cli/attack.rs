@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use defed::attack::{
-    Attack, AttackModel, AttackStats, CwL2, CwLinf, DeepFool, Fgsm, HopSkipJump, Jsma, Norm, Pgd,
-    Square, Target, benign_set, load_benign, run_attack, save_adv, save_benign,
+    Attack, AttackKind, AttackModel, AttackSettings, AttackStats, Norm, Target, benign_set,
+    build_attack, load_benign, paper_grid, run_attack, save_adv, save_benign,
 };
 use defed::data::{load_spec, read_inputs, read_labels};
 use defed::model::load_classifier;
@@ -82,27 +82,6 @@ pub fn benign(a: BenignArgs) -> Result<()> {
     Ok(())
 }
 
-/// The attacks `defed attack` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kind {
-    /// Fast Gradient Sign Method (Linf or L2).
-    Fgsm,
-    /// Projected Gradient Descent (L1, L2 or Linf).
-    Pgd,
-    /// DeepFool (L2).
-    Deepfool,
-    /// Jacobian Saliency Map Attack (L0).
-    Jsma,
-    /// Carlini-Wagner Linf.
-    CwLinf,
-    /// Carlini-Wagner L2.
-    CwL2,
-    /// HopSkipJump, decision-based (L2 or Linf).
-    Hsj,
-    /// Square Attack, score-based (Linf).
-    Square,
-}
-
 /// A named grid of attacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Suite {
@@ -122,9 +101,9 @@ pub struct AttackArgs {
     /// Benign set from `defed benign`.
     #[arg(long)]
     benign: PathBuf,
-    /// The attack (or use --suite).
-    #[arg(long, value_enum, required_unless_present = "suite")]
-    attack: Option<Kind>,
+    /// The attack (or use --suite): fgsm, pgd, deepfool, jsma, cw-linf, cw-l2, hsj, square.
+    #[arg(long, required_unless_present = "suite")]
+    attack: Option<AttackKind>,
     /// Run a whole grid of attacks instead.
     #[arg(long, value_enum, conflicts_with = "attack")]
     suite: Option<Suite>,
@@ -182,87 +161,15 @@ pub(super) fn parse_eps(s: &str) -> Result<f32> {
     Ok(v)
 }
 
-fn build(a: &AttackArgs, kind: Kind, norm: Norm, eps: Option<f32>) -> Result<Box<dyn Attack>> {
-    let e = |default: f32| eps.unwrap_or(default);
-    Ok(match kind {
-        Kind::Fgsm => Box::new(Fgsm { eps: e(0.3), norm }),
-        Kind::Pgd => {
-            let (d_eps, d_step, d_it) = match norm {
-                Norm::Linf => (0.3, 0.01, 40),
-                Norm::L2 => (2.0, 0.1, 100),
-                Norm::L1 => (10.0, 4.0, 100),
-                Norm::L0 => bail!("PGD takes --norm l1, l2 or linf"),
-            };
-            Box::new(Pgd {
-                norm,
-                eps: e(d_eps),
-                step: a.step.unwrap_or(d_step),
-                iterations: a.iterations.unwrap_or(d_it),
-                random_init: a.random_init,
-                restarts: a.restarts,
-                early_stop: false,
-            })
-        }
-        Kind::Deepfool => Box::new(DeepFool {
-            max_iter: a.iterations.unwrap_or(100),
-            ..DeepFool::default()
-        }),
-        Kind::Jsma => Box::new(Jsma {
-            theta: a.theta,
-            gamma: a.gamma,
-        }),
-        Kind::CwLinf => {
-            let mut c = CwLinf::new(e(64.0 / 256.0));
-            if let Some(i) = a.iterations {
-                c.iterations = i;
-            }
-            Box::new(c)
-        }
-        Kind::CwL2 => {
-            let mut c = CwL2::default();
-            if let Some(i) = a.iterations {
-                c.iterations = i;
-            }
-            Box::new(c)
-        }
-        Kind::Hsj => {
-            if !matches!(norm, Norm::L2 | Norm::Linf) {
-                bail!("HopSkipJump takes --norm l2 or linf");
-            }
-            let mut h = HopSkipJump::new(norm);
-            if let Some(i) = a.iterations {
-                h.iterations = i;
-            }
-            Box::new(h)
-        }
-        Kind::Square => {
-            let mut s = Square::new(e(64.0 / 256.0));
-            if let Some(i) = a.iterations {
-                s.iterations = i;
-            }
-            Box::new(s)
-        }
-    })
-}
-
-fn paper_grid(a: &AttackArgs) -> Result<Vec<Box<dyn Attack>>> {
-    let mut v: Vec<Box<dyn Attack>> = vec![build(a, Kind::Jsma, Norm::L0, None)?];
-    for eps in [5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0] {
-        v.push(build(a, Kind::Pgd, Norm::L1, Some(eps))?);
+fn settings(a: &AttackArgs) -> AttackSettings {
+    AttackSettings {
+        step: a.step,
+        iterations: a.iterations,
+        random_init: a.random_init,
+        restarts: a.restarts,
+        theta: a.theta,
+        gamma: a.gamma,
     }
-    for eps in [0.125, 0.25, 0.3125, 0.5, 1.0, 1.5, 2.0] {
-        v.push(build(a, Kind::Pgd, Norm::L2, Some(eps))?);
-    }
-    v.push(build(a, Kind::Deepfool, Norm::L2, None)?);
-    for k in [8.0, 16.0, 32.0, 64.0, 80.0, 128.0] {
-        v.push(build(a, Kind::CwLinf, Norm::Linf, Some(k / 256.0))?);
-        v.push(build(a, Kind::Square, Norm::Linf, Some(k / 256.0))?);
-    }
-    v.push(build(a, Kind::Hsj, Norm::L2, None)?);
-    v.push(build(a, Kind::Hsj, Norm::Linf, None)?);
-    v.push(build(a, Kind::Fgsm, Norm::Linf, Some(0.3))?);
-    v.push(build(a, Kind::Pgd, Norm::Linf, Some(0.3))?);
-    Ok(v)
 }
 
 fn file_name(attack: &str) -> String {
@@ -284,14 +191,21 @@ pub fn attack(a: AttackArgs) -> Result<()> {
         return strong(&a, &model, &set);
     }
     let attacks: Vec<Box<dyn Attack>> = match (a.suite, a.attack) {
-        (Some(Suite::Paper), _) => paper_grid(&a)?,
+        (Some(Suite::Paper), _) => paper_grid(&settings(&a))?,
         (None, Some(kind)) => {
             if a.eps.is_empty() {
-                vec![build(&a, kind, a.norm, None)?]
+                vec![build_attack(kind, a.norm, None, &settings(&a))?]
             } else {
                 a.eps
                     .iter()
-                    .map(|s| build(&a, kind, a.norm, Some(parse_eps(s)?)))
+                    .map(|s| {
+                        Ok(build_attack(
+                            kind,
+                            a.norm,
+                            Some(parse_eps(s)?),
+                            &settings(&a),
+                        )?)
+                    })
                     .collect::<Result<_>>()?
             }
         }
