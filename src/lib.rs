@@ -20,6 +20,40 @@
 //! - [`io`]: NumPy `.npy` / `.npz` interchange.
 //!
 //! Tensors are float32 in `[0, 1]`, layout `N x C x H x W`.
+//!
+//! The stages in a few lines: a classifier, images it gets right, PGD against it, and a
+//! defender calibrated on other benign images judging the adversarial ones.
+//!
+//! ```
+//! use defed::attack::{
+//!     AttackKind, AttackModel, AttackSettings, Norm, Target, benign_set, build_attack, run_attack,
+//! };
+//! use defed::defense::{Defender, Policy, ThresholdRule};
+//! use defed::model::embedded;
+//!
+//! let device = defed::default_device();
+//! // The embedded LeNet; `defed::model::load_classifier` reads any checkpoint file.
+//! let (classifier, _) = embedded::default_classifier(&device)?;
+//! let (_, held_out) = defed::data::embedded_mnist().split(0.1, 0);
+//! let model = AttackModel::new(&classifier, &device);
+//! let benign = benign_set(&model, &held_out, 40, 64);
+//! let pgd = build_attack(AttackKind::Pgd, Norm::Linf, Some(0.3), &AttackSettings::default())?;
+//! let adv = run_attack(pgd.as_ref(), &model, &benign.take(8), 8, 0, false, Target::Untargeted)?;
+//!
+//! let mut defender = Defender::embedded(&device)?;
+//! let calibration = benign.select(&(8..40).collect::<Vec<_>>());
+//! let scores = defender.scores(&calibration.images, &device)?;
+//! defender.calibrate(&scores, ThresholdRule::KStd(2.0), calibration.indices.clone(), "digits")?;
+//! if !adv.adv.is_empty() {
+//!     let names: Vec<String> = defender.denoisers.iter().map(|d| d.name.clone()).collect();
+//!     for verdict in defender.defend(&adv.adv, &device)? {
+//!         let answer = verdict.answer(Policy::Reject, &names);
+//!         // Rejected inputs get no label.
+//!         assert_eq!(answer.label.is_none(), verdict.adversarial);
+//!     }
+//! }
+//! # Ok::<(), defed::Error>(())
+//! ```
 
 pub mod attack;
 pub mod backend;

@@ -11,9 +11,7 @@ use crate::attack::{
 };
 use crate::backend::autodiff_device;
 use crate::data::{ImageSet, embedded_mnist};
-use crate::defense::{
-    Calibration, Defender, DefenderDenoiser, Policy, flag_rate, mean_std, thresholds_k_std,
-};
+use crate::defense::{Defender, DefenderDenoiser, Policy, ThresholdRule};
 use crate::error::{Error, Result};
 use crate::eval::report::{
     EvalInput, EvalRow, Rule, compute_scores, evaluate, to_csv, to_markdown,
@@ -464,20 +462,12 @@ fn defence_stages(
     let evaluation = evaluate(&input, &scores)?;
     // The calibrated bundle: all denoisers, k = 2.
     let calib = scores.benign.select_images(0..cfg.calibration);
-    let t = thresholds_k_std(&calib, 2.0);
-    let stats: Vec<(f64, f64)> = calib.total.iter().map(|t| mean_std(t)).collect();
-    defender.calibration = Some(Calibration {
-        method: "k-std".into(),
-        k: Some(2.0),
-        fpr: None,
-        images: cfg.calibration,
-        image_indices: benign.indices[..cfg.calibration].to_vec(),
-        source: "defed pipeline: held-out embedded digits".into(),
-        mean: stats.iter().map(|s| s.0).collect(),
-        std: stats.iter().map(|s| s.1).collect(),
-        calibration_flag_rate: flag_rate(&calib, &t),
-    });
-    defender.thresholds = Some(t);
+    defender.calibrate(
+        &calib,
+        ThresholdRule::KStd(2.0),
+        benign.indices[..cfg.calibration].to_vec(),
+        "defed pipeline: held-out embedded digits",
+    )?;
     defender.policy = policy;
     defender.save(out.join("defender.safetensors"))?;
     let headline = evaluation

@@ -3,9 +3,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use defed::attack::{AdvSet, load_adv, load_adv_npy, load_benign};
-use defed::defense::{
-    Calibration, Defender, flag_rate, mean_std, thresholds_fpr, thresholds_k_std,
-};
+use defed::defense::{Defender, ThresholdRule, flag_rate};
 use defed::eval::report::{EvalInput, Rule, compute_scores, evaluate, to_csv, to_markdown};
 use defed::model::{EdgeMethod, LoadOptions};
 
@@ -91,26 +89,17 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     }
     let set = benign.take(n);
     let s = d.scores_batched(&set.images, a.batch_size, &device)?;
-    let (t, method, k, fpr) = match (a.k, a.fpr) {
-        (_, Some(p)) => (thresholds_fpr(&s, p), "fpr", None, Some(p)),
-        (k, None) => {
-            let k = k.unwrap_or(2.0);
-            (thresholds_k_std(&s, k), "k-std", Some(k), None)
-        }
+    let rule = match (a.k, a.fpr) {
+        (_, Some(p)) => ThresholdRule::Fpr(p),
+        (k, None) => ThresholdRule::KStd(k.unwrap_or(2.0)),
     };
-    let stats: Vec<(f64, f64)> = s.total.iter().map(|t| mean_std(t)).collect();
-    d.calibration = Some(Calibration {
-        method: method.into(),
-        k,
-        fpr,
-        images: n,
-        image_indices: set.indices.clone(),
-        source: a.benign.display().to_string(),
-        mean: stats.iter().map(|x| x.0).collect(),
-        std: stats.iter().map(|x| x.1).collect(),
-        calibration_flag_rate: flag_rate(&s, &t),
-    });
-    d.thresholds = Some(t.clone());
+    d.calibrate(
+        &s,
+        rule,
+        set.indices.clone(),
+        a.benign.display().to_string(),
+    )?;
+    let t = d.thresholds.clone().unwrap_or_default();
     if let Some(p) = a.policy {
         d.policy = p;
     }

@@ -398,6 +398,64 @@ pub fn mean_std(v: &[f32]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// How thresholds are set from the scores of benign images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdRule {
+    /// `mean + k * std` per denoiser (the paper's rule).
+    KStd(f64),
+    /// At most this share of the benign images flagged overall.
+    Fpr(f64),
+}
+
+impl ThresholdRule {
+    /// The thresholds the rule sets from `benign` scores.
+    pub fn thresholds(self, benign: &Scores) -> Vec<f32> {
+        match self {
+            ThresholdRule::KStd(k) => thresholds_k_std(benign, k),
+            ThresholdRule::Fpr(p) => thresholds_fpr(benign, p),
+        }
+    }
+}
+
+impl Defender {
+    /// Sets the thresholds from the scores of benign images (`benign`, of the images
+    /// `image_indices` of `source`) under `rule`, and records how. At least two images.
+    pub fn calibrate(
+        &mut self,
+        benign: &Scores,
+        rule: ThresholdRule,
+        image_indices: Vec<usize>,
+        source: impl Into<String>,
+    ) -> Result<()> {
+        if benign.len() < 2 || benign.total.len() != self.denoisers.len() {
+            return Err(Error::Invalid(format!(
+                "calibration needs the scores of at least 2 benign images under each of the {} \
+                 denoisers",
+                self.denoisers.len()
+            )));
+        }
+        let t = rule.thresholds(benign);
+        let stats: Vec<(f64, f64)> = benign.total.iter().map(|t| mean_std(t)).collect();
+        let (method, k, fpr) = match rule {
+            ThresholdRule::KStd(k) => ("k-std", Some(k), None),
+            ThresholdRule::Fpr(p) => ("fpr", None, Some(p)),
+        };
+        self.calibration = Some(Calibration {
+            method: method.into(),
+            k,
+            fpr,
+            images: benign.len(),
+            image_indices,
+            source: source.into(),
+            mean: stats.iter().map(|x| x.0).collect(),
+            std: stats.iter().map(|x| x.1).collect(),
+            calibration_flag_rate: flag_rate(benign, &t),
+        });
+        self.thresholds = Some(t);
+        Ok(())
+    }
+}
+
 /// Thresholds `mean + k * std` (unbiased std, as the original) per denoiser.
 pub fn thresholds_k_std(benign: &Scores, k: f64) -> Vec<f32> {
     benign

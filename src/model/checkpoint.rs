@@ -635,6 +635,14 @@ pub fn save_model<M: Module>(
 }
 
 /// Loads a classifier checkpoint (defed safetensors, or the authors' `.pth` / safetensors).
+///
+/// ```
+/// let device = defed::default_device();
+/// let (clf, meta) = defed::model::load_classifier("models/lenet-mnist.safetensors", &device)?;
+/// assert_eq!(clf.input_shape(), [1, 28, 28]);
+/// assert_eq!(meta.architecture.name(), "lenet");
+/// # Ok::<(), defed::Error>(())
+/// ```
 pub fn load_classifier(
     path: impl AsRef<Path>,
     device: &Device,
