@@ -294,7 +294,7 @@ mod tests {
             )
             .is_err()
         );
-        assert_eq!(paper_grid(&AttackSettings::default()).unwrap().len(), 30);
+        assert_eq!(paper_grid(&AttackSettings::default()).unwrap().len(), 32);
         assert_eq!(pipeline_suite().len(), 8);
     }
 }
