@@ -9,17 +9,19 @@ use crate::attack::{
     AdaptiveConfig, AdvSet, Attack, AttackModel, AttackStats, Norm, Target, benign_set, run_attack,
     save_adv, save_benign,
 };
-use crate::backend::autodiff_device;
-use crate::data::{ImageSet, embedded_mnist};
+use crate::backend::{Device, autodiff_device};
+use crate::data::{Augment, ImageSet, embedded_mnist};
 use crate::defense::{Defender, DefenderDenoiser, Policy, ThresholdRule};
 use crate::error::{Error, Result};
 use crate::eval::report::{
-    EvalInput, EvalRow, Rule, compute_scores, evaluate, to_csv, to_markdown,
+    EvalInput, EvalRow, Rule, compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
 };
 use crate::model::{
     Classifier, Defed, EdgeMethod, LeNet, LoadOptions, embedded, load_classifier, load_denoiser,
 };
-use crate::train::{DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser};
+use crate::train::{
+    ClassifierTrainConfig, DenoiserTrainConfig, RunOptions, train_classifier, train_denoiser,
+};
 use crate::util::write_atomic;
 
 /// What the pipeline runs on and how much.
@@ -68,7 +70,7 @@ impl Default for PipelineConfig {
             classifier: None,
             denoisers: vec![],
             train: false,
-            classifier_epochs: 15,
+            classifier_epochs: 100,
             denoiser_epochs: 3,
             noise: vec![20.0, 60.0, 100.0],
             benign: 600,
@@ -154,43 +156,8 @@ fn robust_attack_suite() -> Vec<Box<dyn Attack>> {
 pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     let device = crate::default_device();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let data = embedded_mnist();
-    let (train, val) = data.split(0.1, cfg.seed);
-
-    // Classifier.
-    let (classifier, classifier_source) = if cfg.train {
-        progress_line(&format!(
-            "training LeNet-5 for {} epochs on {} digits",
-            cfg.classifier_epochs,
-            train.len()
-        ));
-        let ad = autodiff_device();
-        ad.seed(cfg.seed);
-        let run = RunOptions {
-            out_dir: cfg.out.join("models"),
-            name: "lenet-mnist".into(),
-            epochs: cfg.classifier_epochs,
-            batch_size: 64,
-            lr: 1e-3,
-            milestones: vec![],
-            seed: cfg.seed,
-            resume: false,
-            progress: cfg.progress,
-            source: "defed pipeline --train".into(),
-            dataset: "mnist-embedded".into(),
-        };
-        let (tr, va) = train.split(0.1, cfg.seed + 1);
-        train_classifier(LeNet::new(&ad), &tr, &va, &Default::default(), &run, &ad)?;
-        let p = run.file(".safetensors");
-        (load_classifier(&p, &device)?.0, p.display().to_string())
-    } else if let Some(p) = &cfg.classifier {
-        (load_classifier(p, &device)?.0, p.display().to_string())
-    } else {
-        (
-            embedded::default_classifier(&device)?.0,
-            "embedded lenet-mnist".to_string(),
-        )
-    };
+    let (train, val) = embedded_mnist().split(0.1, cfg.seed);
+    let (classifier, classifier_source) = classifier_stage(cfg, &train, &device)?;
     let paper = defence_stages(
         cfg,
         &cfg.out,
@@ -208,51 +175,111 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         cfg,
         "LeNet-5 + Defed denoisers (the paper's defender)",
     )?;
-    let robust = if cfg.robust {
-        let (classifier, source) = match &cfg.robust_classifier {
-            Some(p) => (load_classifier(p, &device)?.0, p.display().to_string()),
-            None => (
-                embedded::robust_classifier(&device)?.0,
-                "embedded madry-trades-mnist (TRADES, Linf 0.3)".to_string(),
-            ),
-        };
-        let out = cfg.out.join("robust");
-        let r = defence_stages(
-            cfg,
-            &out,
-            "the robust defender",
-            classifier,
-            source,
-            &val,
-            robust_attack_suite(),
-            // A flag withholds the label: the corrected label would come from denoisers the
-            // attacker can steer, where the robust classifier's own label holds.
-            Policy::Reject,
-            |_| {
-                let mut list = Vec::new();
-                if cfg.robust_denoisers.is_empty() {
-                    for (net, meta) in embedded::robust_denoisers(&device)? {
-                        list.push(DefenderDenoiser::new(net, meta));
-                    }
-                } else {
-                    for p in &cfg.robust_denoisers {
-                        let (net, meta) = load_denoiser(p, &device, &LoadOptions::default())?;
-                        list.push(DefenderDenoiser::new(net, meta));
-                    }
-                }
-                Ok(list)
-            },
-        )?;
-        write_report(
-            &out,
-            &r,
-            cfg,
-            "adversarially trained Madry CNN + Defed denoisers (the robust defender)",
-        )?;
-        Some(r)
-    } else {
-        None
+    let robust = match cfg.robust {
+        true => Some(robust_defence(cfg, &val, &device)?),
+        false => None,
     };
+    finish(cfg, paper, robust)
+}
+
+/// The paper's classifier: trained here with `--train` (the shipped LeNet's recipe), the given
+/// file, or the embedded LeNet; with where it came from.
+fn classifier_stage(
+    cfg: &PipelineConfig,
+    train: &ImageSet,
+    device: &Device,
+) -> Result<(Classifier, String)> {
+    if cfg.train {
+        progress_line(&format!(
+            "training LeNet-5 for {} epochs on {} digits",
+            cfg.classifier_epochs,
+            train.len()
+        ));
+        let ad = autodiff_device();
+        ad.seed(cfg.seed);
+        let epochs = cfg.classifier_epochs;
+        let run = RunOptions {
+            out_dir: cfg.out.join("models"),
+            name: "lenet-mnist".into(),
+            epochs,
+            batch_size: 64,
+            lr: 1e-3,
+            milestones: vec![epochs * 7 / 10, epochs * 9 / 10],
+            seed: cfg.seed,
+            resume: false,
+            progress: cfg.progress,
+            source: "defed pipeline --train".into(),
+            dataset: "mnist-embedded".into(),
+        };
+        let (tr, va) = train.split(0.1, cfg.seed + 1);
+        let recipe = ClassifierTrainConfig {
+            augment: Augment::lenet_mnist(),
+            adversarial: None,
+        };
+        train_classifier(LeNet::new(&ad), &tr, &va, &recipe, &run, &ad)?;
+        let p = run.file(".safetensors");
+        Ok((load_classifier(&p, device)?.0, p.display().to_string()))
+    } else if let Some(p) = &cfg.classifier {
+        Ok((load_classifier(p, device)?.0, p.display().to_string()))
+    } else {
+        Ok((
+            embedded::default_classifier(device)?.0,
+            "embedded lenet-mnist".to_string(),
+        ))
+    }
+}
+
+/// The robust defender's stages, in `<out>/robust/`.
+fn robust_defence(cfg: &PipelineConfig, val: &ImageSet, device: &Device) -> Result<DefenceReport> {
+    let (classifier, source) = match &cfg.robust_classifier {
+        Some(p) => (load_classifier(p, device)?.0, p.display().to_string()),
+        None => (
+            embedded::robust_classifier(device)?.0,
+            "embedded madry-trades-mnist (TRADES, Linf 0.3)".to_string(),
+        ),
+    };
+    let out = cfg.out.join("robust");
+    let r = defence_stages(
+        cfg,
+        &out,
+        "the robust defender",
+        classifier,
+        source,
+        val,
+        robust_attack_suite(),
+        // A flag withholds the label: the corrected label would come from denoisers the
+        // attacker can steer, where the robust classifier's own label holds.
+        Policy::Reject,
+        |_| {
+            let mut list = Vec::new();
+            if cfg.robust_denoisers.is_empty() {
+                for (net, meta) in embedded::robust_denoisers(device)? {
+                    list.push(DefenderDenoiser::new(net, meta));
+                }
+            } else {
+                for p in &cfg.robust_denoisers {
+                    let (net, meta) = load_denoiser(p, device, &LoadOptions::default())?;
+                    list.push(DefenderDenoiser::new(net, meta));
+                }
+            }
+            Ok(list)
+        },
+    )?;
+    write_report(
+        &out,
+        &r,
+        cfg,
+        "adversarially trained Madry CNN + Defed denoisers (the robust defender)",
+    )?;
+    Ok(r)
+}
+
+/// `results.json`, the side-by-side comparison in `report.md`, and `index.html`.
+fn finish(
+    cfg: &PipelineConfig,
+    paper: DefenceReport,
+    robust: Option<DefenceReport>,
+) -> Result<PipelineReport> {
     let report = PipelineReport {
         paper,
         robust,
@@ -370,8 +397,44 @@ fn defence_stages(
         val.len()
     ));
 
-    // Stage 1: benign set.
-    let benign = benign_set(&model, val, cfg.benign, 500);
+    let benign = benign_stage(cfg, &model, val, out)?;
+    let end = (cfg.calibration + cfg.attacked).min(benign.len());
+    let targets = benign.select(&(cfg.calibration..end).collect::<Vec<_>>());
+    let (attacks, adv_sets) = attack_stage(cfg, &model, &targets, attacks_to_run, out)?;
+
+    // Stages 3-4: denoisers.
+    let denoisers = denoisers(&classifier)?;
+    if denoisers.is_empty() {
+        return Err(Error::Invalid(
+            "no denoisers: this build embeds none; pass --denoisers or --train".into(),
+        ));
+    }
+
+    // Stage 5: defender and evaluation.
+    let mut defender = Defender::new(classifier.clone(), denoisers, 1.0)?;
+    let (evaluation, headline) =
+        evaluation_stage(cfg, &mut defender, policy, &benign, &adv_sets, out, &device)?;
+    let adaptive = adaptive_stage(cfg, &defender, &targets, &device)?;
+    Ok(DefenceReport {
+        classifier_source,
+        adaptive,
+        classifier_accuracy,
+        benign: benign.len(),
+        calibration: cfg.calibration,
+        attacks,
+        evaluation,
+        headline,
+    })
+}
+
+/// Stage 1: the first `cfg.benign` held-out digits the classifier gets right, saved.
+fn benign_stage(
+    cfg: &PipelineConfig,
+    model: &AttackModel,
+    val: &ImageSet,
+    out: &Path,
+) -> Result<ImageSet> {
+    let benign = benign_set(model, val, cfg.benign, 500);
     if benign.len() <= cfg.calibration {
         return Err(Error::Invalid(format!(
             "only {} benign images for {} calibration images",
@@ -380,24 +443,32 @@ fn defence_stages(
         )));
     }
     save_benign(&benign, out.join("benign.npz"))?;
+    Ok(benign)
+}
 
-    // Stage 2: attacks on held-out (non-calibration) benign images.
-    let end = (cfg.calibration + cfg.attacked).min(benign.len());
-    let targets = benign.select(&(cfg.calibration..end).collect::<Vec<_>>());
+/// Stage 2: every attack on the held-out (non-calibration) benign images, saved in `adv/`;
+/// their statistics, and the sets with at least one adversarial example.
+fn attack_stage(
+    cfg: &PipelineConfig,
+    model: &AttackModel,
+    targets: &ImageSet,
+    attacks_to_run: Vec<Box<dyn Attack>>,
+    out: &Path,
+) -> Result<(Vec<AttackStats>, Vec<(String, AdvSet)>)> {
     let mut attacks = Vec::new();
     let mut adv_sets: Vec<(String, AdvSet)> = Vec::new();
     std::fs::create_dir_all(out.join("adv")).map_err(|e| Error::io(out.join("adv"), e))?;
     for a in attacks_to_run {
         let r = run_attack(
             a.as_ref(),
-            &model,
-            &targets,
+            model,
+            targets,
             50,
             cfg.seed,
             cfg.progress,
             Target::Untargeted,
         )?;
-        let s = r.stats.clone().expect("stats");
+        let s = r.stats.clone().expect("run_attack always measures");
         progress_line(&format!(
             "stage 2: {:<20} {:>5.1}% success, {:.3} s/img",
             s.attack,
@@ -414,26 +485,23 @@ fn defence_stages(
             adv_sets.push((s.attack.clone(), r));
         }
     }
+    Ok((attacks, adv_sets))
+}
 
-    // Stages 3-4: denoisers.
-    let denoisers = denoisers(&classifier)?;
-    if denoisers.is_empty() {
-        return Err(Error::Invalid(
-            "no denoisers: this build embeds none; pass --denoisers or --train".into(),
-        ));
-    }
-
-    // Stage 5: defender and evaluation.
-    let mut defender = Defender::new(classifier.clone(), denoisers, 1.0)?;
+/// Stage 5: the evaluation grid (every denoiser, every pair, all together; k = 1, 2, 3 and 5%
+/// FPR), the calibrated bundle (all denoisers, k = 2, `policy`) saved as
+/// `defender.safetensors`, and the figures. Returns the grid and its k = 2 all-denoiser row.
+fn evaluation_stage(
+    cfg: &PipelineConfig,
+    defender: &mut Defender,
+    policy: Policy,
+    benign: &ImageSet,
+    adv_sets: &[(String, AdvSet)],
+    out: &Path,
+    device: &Device,
+) -> Result<(Vec<EvalRow>, Option<EvalRow>)> {
     let m = defender.denoisers.len();
-    // Every single denoiser, every pair (for the heat-map), and all together.
-    let mut sets: Vec<Vec<usize>> = Vec::new();
-    for i in 0..m {
-        sets.push(vec![i]);
-        for j in i + 1..m {
-            sets.push(vec![i, j]);
-        }
-    }
+    let mut sets = singles_and_pairs(m);
     if m > 2 {
         sets.push((0..m).collect());
     }
@@ -444,11 +512,11 @@ fn defence_stages(
         Rule::Fpr(0.05),
     ];
     let input = EvalInput {
-        defender: &defender,
-        benign: &benign,
+        defender,
+        benign,
         calibration: cfg.calibration,
         allow_overlap: false,
-        adv: &adv_sets,
+        adv: adv_sets,
         sets: &sets,
         rules: &rules,
         batch_size: 250,
@@ -458,9 +526,8 @@ fn defence_stages(
         benign.len(),
         adv_sets.iter().map(|(_, s)| s.src_idx.len()).sum::<usize>()
     ));
-    let scores = compute_scores(&input, &device)?;
+    let scores = compute_scores(&input, device)?;
     let evaluation = evaluate(&input, &scores)?;
-    // The calibrated bundle: all denoisers, k = 2.
     let calib = scores.benign.select_images(0..cfg.calibration);
     defender.calibrate(
         &calib,
@@ -476,42 +543,40 @@ fn defence_stages(
         .cloned();
     let figures = crate::eval::report::figures(
         &crate::eval::report::FigureInput {
-            defender: &defender,
+            defender,
             scores: &scores,
-            adv_sets: &adv_sets,
+            adv_sets,
             evaluation: &evaluation,
             calibration: cfg.calibration,
         },
-        &device,
+        device,
     )?;
     crate::eval::charts::write_figures(out, &figures)?;
-    let adaptive = if cfg.adaptive > 0 {
-        progress_line(&format!(
-            "adaptive white-box attack on the bundle: {} held-out images, Linf 0.3 and L2 2",
-            cfg.adaptive.min(targets.len())
-        ));
-        let template = adaptive_settings(cfg.seed);
-        crate::eval::adaptive::evaluate_adaptive(
-            &defender,
-            &targets.take(cfg.adaptive),
-            &[(Norm::Linf, 0.3), (Norm::L2, 2.0)],
-            &template,
-            &device,
-            |_| {},
-        )?
-    } else {
-        vec![]
-    };
-    Ok(DefenceReport {
-        classifier_source,
-        adaptive,
-        classifier_accuracy,
-        benign: benign.len(),
-        calibration: cfg.calibration,
-        attacks,
-        evaluation,
-        headline,
-    })
+    Ok((evaluation, headline))
+}
+
+/// The small white-box adaptive run on the calibrated bundle (Linf 0.3 and L2 2), if asked.
+fn adaptive_stage(
+    cfg: &PipelineConfig,
+    defender: &Defender,
+    targets: &ImageSet,
+    device: &Device,
+) -> Result<Vec<crate::eval::adaptive::AdaptiveRow>> {
+    if cfg.adaptive == 0 {
+        return Ok(vec![]);
+    }
+    progress_line(&format!(
+        "adaptive white-box attack on the bundle: {} held-out images, Linf 0.3 and L2 2",
+        cfg.adaptive.min(targets.len())
+    ));
+    crate::eval::adaptive::evaluate_adaptive(
+        defender,
+        &targets.take(cfg.adaptive),
+        &[(Norm::Linf, 0.3), (Norm::L2, 2.0)],
+        &adaptive_settings(cfg.seed),
+        device,
+        |_| {},
+    )
 }
 
 /// Mean detection and mean correct-label rate over the attacks of a headline row.

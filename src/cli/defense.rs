@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use defed::attack::{AdvSet, load_adv, load_adv_npy, load_benign};
 use defed::defense::{Defender, ThresholdRule, flag_rate};
-use defed::eval::report::{EvalInput, Rule, compute_scores, evaluate, to_csv, to_markdown};
+use defed::eval::report::{
+    EvalInput, Rule, compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
+};
 use defed::model::{EdgeMethod, LoadOptions};
 
 use super::classify::Format;
@@ -378,13 +380,7 @@ pub fn resolve_sets(d: &Defender, specs: &[String], pairwise: bool) -> Result<Ve
         .map(|s| s.split(',').map(find).collect::<Result<Vec<_>>>())
         .collect::<Result<_>>()?;
     if pairwise {
-        let m = d.denoisers.len();
-        for i in 0..m {
-            sets.push(vec![i]);
-            for j in i + 1..m {
-                sets.push(vec![i, j]);
-            }
-        }
+        sets.extend(singles_and_pairs(d.denoisers.len()));
     }
     if sets.is_empty() {
         sets.push((0..d.denoisers.len()).collect());

@@ -35,6 +35,19 @@ impl Augment {
         }
     }
 
+    /// The shipped LeNet's recipe (`models/lenet-mnist.safetensors`, chosen on the validation
+    /// digits): shifts of 1 pixel, rotations up to 8 degrees, scalings up to 8%, elastic
+    /// distortion alpha 20, sigma 4.
+    pub fn lenet_mnist() -> Self {
+        Augment {
+            shift: 1,
+            rotate: 8.0,
+            scale: 0.08,
+            elastic_alpha: 20.0,
+            elastic_sigma: 4.0,
+        }
+    }
+
     /// Whether this changes nothing.
     pub fn is_identity(&self) -> bool {
         self.shift == 0 && self.rotate == 0.0 && self.scale == 0.0 && self.elastic_alpha == 0.0

@@ -18,6 +18,19 @@ use crate::defense::{
 };
 use crate::error::{Error, Result};
 
+/// Every single denoiser and every pair of `m`, as index sets (`[0], [0, 1], [0, 2], [1], ...`):
+/// the denoiser-set grid of the evaluation heat-maps.
+pub fn singles_and_pairs(m: usize) -> Vec<Vec<usize>> {
+    let mut sets = Vec::new();
+    for i in 0..m {
+        sets.push(vec![i]);
+        for j in i + 1..m {
+            sets.push(vec![i, j]);
+        }
+    }
+    sets
+}
+
 /// A threshold rule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Rule {
