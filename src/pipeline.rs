@@ -446,6 +446,10 @@ fn benign_stage(
     Ok(benign)
 }
 
+/// What stage 2 made: every attack's statistics, and the named sets with at least one
+/// adversarial example.
+type Attacked = (Vec<AttackStats>, Vec<(String, AdvSet)>);
+
 /// Stage 2: every attack on the held-out (non-calibration) benign images, saved in `adv/`;
 /// their statistics, and the sets with at least one adversarial example.
 fn attack_stage(
@@ -454,7 +458,7 @@ fn attack_stage(
     targets: &ImageSet,
     attacks_to_run: Vec<Box<dyn Attack>>,
     out: &Path,
-) -> Result<(Vec<AttackStats>, Vec<(String, AdvSet)>)> {
+) -> Result<Attacked> {
     let mut attacks = Vec::new();
     let mut adv_sets: Vec<(String, AdvSet)> = Vec::new();
     std::fs::create_dir_all(out.join("adv")).map_err(|e| Error::io(out.join("adv"), e))?;
