@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
-use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
 use crate::attack::{AttackModel, Norm};
@@ -115,10 +114,8 @@ impl Workloads {
         let d = model.forward(self.noisy.clone()).clamp(0.0, 1.0);
         let diff = self.x.clone() - d.clone();
         let vision = (diff.clone() * diff).mean();
-        let class: Tensor<1> = (log_softmax(self.frozen.logits(d), 1) * self.target.clone())
-            .sum_dim(1)
-            .mean()
-            .neg();
+        let class: Tensor<1> =
+            crate::util::cross_entropy_rows(self.frozen.logits(d), self.target.clone()).mean();
         let grads = GradientsParams::from_grads((class + vision).backward(), &model);
         self.model = Some(self.optim.step(1e-3, model, grads));
     }

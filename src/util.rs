@@ -90,6 +90,16 @@ pub fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Cross-entropy of each row of `logits` (`N x classes`) against the same row of `target`
+/// (one-hot labels or probabilities): `-sum_k target_k log softmax(logits)_k`, one per row.
+pub fn cross_entropy_rows(logits: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
+    let n = logits.dims()[0];
+    (burn::tensor::activation::log_softmax(logits, 1) * target)
+        .sum_dim(1)
+        .neg()
+        .reshape([n])
+}
+
 /// A one-hot `N x classes` matrix for the given labels.
 pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     let mut v = vec![0f32; labels.len() * classes];

@@ -1,11 +1,10 @@
 //! The classifier as attacks see it: batched queries and input gradients on flat buffers.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::log_softmax;
 
 use crate::backend::Device;
 use crate::model::{Classifier, Denoiser};
-use crate::util::{one_hot, tensor4, to_vec};
+use crate::util::{cross_entropy_rows, one_hot, tensor4, to_vec};
 
 /// A frozen classifier with a no-gradient copy for queries and an autodiff copy for input
 /// gradients, optionally behind a denoiser (`C(clamp(D(x), 0, 1))`, see
@@ -123,10 +122,7 @@ impl AttackModel {
         let logits = self.grad_logits(xt.clone());
         let target = one_hot(labels, self.classes, &self.ad);
         let per: Tensor<1> = match kind {
-            LossKind::CrossEntropy => (log_softmax(logits, 1) * target)
-                .sum_dim(1)
-                .neg()
-                .reshape([n]),
+            LossKind::CrossEntropy => cross_entropy_rows(logits, target),
             LossKind::Logit => (logits * target).sum_dim(1).reshape([n]),
             LossKind::Margin => {
                 let true_logit = (logits.clone() * target.clone()).sum_dim(1);
@@ -152,7 +148,7 @@ impl AttackModel {
             &self.ad,
         );
         // KL(p || q) = sum p log p - sum p log q; only the second term depends on x.
-        let loss = (log_softmax(logits, 1) * p).sum().neg();
+        let loss = cross_entropy_rows(logits, p).sum();
         let grads = loss.backward();
         to_vec(xt.grad(&grads).expect("input gradient"))
     }
@@ -180,10 +176,7 @@ impl AttackModel {
         let logits = self.grad_logits(xt.clone());
         let pred = crate::util::argmax_rows(&to_vec(logits.clone().inner()), self.classes);
         let target = one_hot(labels, self.classes, &self.ad);
-        let per: Tensor<1> = (log_softmax(logits, 1) * target)
-            .sum_dim(1)
-            .neg()
-            .reshape([n]);
+        let per: Tensor<1> = cross_entropy_rows(logits, target);
         let grads = per.clone().sum().backward();
         let g = xt.grad(&grads).expect("input gradient");
         (to_vec(per.inner()), to_vec(g), pred)

@@ -6,10 +6,9 @@
 //! it) and [`adversarial_score`] all call it.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::log_softmax;
 
 use crate::model::{Classifier, Denoiser};
-use crate::util::{argmax_rows, one_hot, to_vec};
+use crate::util::{argmax_rows, cross_entropy_rows, one_hot, to_vec};
 
 /// How the denoised image is clamped to `[0, 1]` inside the score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,17 +41,13 @@ pub fn score_tensors(
     target: Tensor<2>,
     clamp: Clamp,
 ) -> ScoreTensors {
-    let n = x.dims()[0];
     let out = denoiser.forward(x.clone());
     let denoised = match clamp {
         Clamp::Exact => out.clamp(0.0, 1.0),
         Clamp::StraightThrough => out.clone() + (out.clone().clamp(0.0, 1.0) - out).detach(),
     };
     let logits = classifier.logits(denoised.clone());
-    let class = (log_softmax(logits.clone(), 1) * target)
-        .sum_dim(1)
-        .neg()
-        .reshape([n]);
+    let class = cross_entropy_rows(logits.clone(), target);
     let d = x - denoised;
     let vision: Tensor<1> = (d.clone() * d)
         .flatten::<2>(1, 3)

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-
 use crate::backend::Device;
 use crate::defense::{Defender, Policy};
 use crate::error::{Error, Result};

@@ -17,7 +17,7 @@ use crate::data::{Augment, Batches, ImageSet};
 use crate::error::{Error, Result};
 use crate::model::CLASSES;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
-use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
+use crate::util::{argmax_rows, cross_entropy_rows, one_hot, tensor4, to_vec};
 
 /// The training objective against an adversary.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -342,7 +342,7 @@ pub fn train_step<M: ClassifierNet>(
 }
 
 fn cross_entropy(logits: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
-    (log_softmax(logits, 1) * target).sum_dim(1).mean().neg()
+    cross_entropy_rows(logits, target).mean()
 }
 
 /// Share of `set` a classifier still labels correctly after `attack`.
@@ -384,10 +384,7 @@ fn evaluate<M: ClassifierNet>(model: &M, set: &ImageSet, bs: usize, device: &Dev
         let b = set.select(&idx);
         let logits = model.logits(b.tensor(0, b.len(), device));
         let target = one_hot(&b.labels, CLASSES, device);
-        let l = (log_softmax(logits.clone(), 1) * target)
-            .sum_dim(1)
-            .sum()
-            .neg();
+        let l = cross_entropy_rows(logits.clone(), target).sum();
         loss += to_vec(l)[0] as f64;
         let pred = argmax_rows(&to_vec(logits), CLASSES);
         right += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();

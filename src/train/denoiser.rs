@@ -5,7 +5,6 @@
 
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
-use burn::tensor::activation::log_softmax;
 
 use super::state::{self, Progress};
 use rand::SeedableRng;
@@ -22,7 +21,7 @@ use crate::eval::ssim_per_image;
 use crate::model::CLASSES;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
 use crate::model::{Classifier, Denoiser, EdgeMethod};
-use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
+use crate::util::{argmax_rows, cross_entropy_rows, one_hot, tensor4, to_vec};
 
 /// What a denoiser run trains for.
 #[derive(Debug, Clone)]
@@ -317,7 +316,7 @@ fn validate<M: DenoiserNet>(model: Option<&M>, v: &ValSetup<'_>) -> ValFigures {
         sq += to_vec((diff.clone() * diff).sum())[0] as f64;
         let logits = classifier.logits(d.clone());
         let target = one_hot(&b.labels, CLASSES, device);
-        ce += to_vec((log_softmax(logits.clone(), 1) * target).sum().neg())[0] as f64;
+        ce += to_vec(cross_entropy_rows(logits.clone(), target).sum())[0] as f64;
         let pred = argmax_rows(&to_vec(logits), CLASSES);
         right += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
         ssim += ssim_per_image(x, d).iter().map(|&v| v as f64).sum::<f64>();
@@ -417,10 +416,7 @@ pub fn train_denoiser<M: DenoiserNet>(
             let diff = x - d.clone();
             let vision = (diff.clone() * diff).mean();
             let target = one_hot(&b.labels, CLASSES, device);
-            let class: Tensor<1> = (log_softmax(classifier.logits(d), 1) * target)
-                .sum_dim(1)
-                .mean()
-                .neg();
+            let class: Tensor<1> = cross_entropy_rows(classifier.logits(d), target).mean();
             let loss = class.clone().mul_scalar(train_alpha) + vision.clone();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
