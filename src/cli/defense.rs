@@ -508,19 +508,7 @@ fn adaptive_cmd(
             .collect::<Result<_>>()?
     };
     // Never attack the images the thresholds were fitted on.
-    let skip: std::collections::HashSet<usize> = d
-        .calibration
-        .as_ref()
-        .map(|c| c.image_indices.iter().copied().collect())
-        .unwrap_or_default();
-    let keep: Vec<usize> = (0..benign.len())
-        .filter(|&i| !skip.contains(&benign.indices.get(i).copied().unwrap_or(usize::MAX)))
-        .take(a.num)
-        .collect();
-    if keep.is_empty() {
-        bail!("no benign images left after skipping the bundle's calibration images");
-    }
-    let set = benign.select(&keep);
+    let set = d.held_out(benign, a.num)?;
     let cfg = AdaptiveConfig {
         iterations: a.iterations,
         restarts: a.restarts,

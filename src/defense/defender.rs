@@ -418,6 +418,30 @@ impl ThresholdRule {
 }
 
 impl Defender {
+    /// The first `n` images of `benign` that the thresholds were not fitted on (matched by
+    /// their indices in the source split): what an evaluation may attack or measure.
+    pub fn held_out(
+        &self,
+        benign: &crate::data::ImageSet,
+        n: usize,
+    ) -> Result<crate::data::ImageSet> {
+        let fitted: std::collections::HashSet<usize> = self
+            .calibration
+            .as_ref()
+            .map(|c| c.image_indices.iter().copied().collect())
+            .unwrap_or_default();
+        let keep: Vec<usize> = (0..benign.len())
+            .filter(|&i| !fitted.contains(&benign.indices.get(i).copied().unwrap_or(usize::MAX)))
+            .take(n)
+            .collect();
+        if keep.is_empty() {
+            return Err(Error::Invalid(
+                "no benign images left after skipping the bundle's calibration images".into(),
+            ));
+        }
+        Ok(benign.select(&keep))
+    }
+
     /// Sets the thresholds from the scores of benign images (`benign`, of the images
     /// `image_indices` of `source`) under `rule`, and records how. At least two images.
     pub fn calibrate(
@@ -510,4 +534,31 @@ pub fn thresholds_fpr(benign: &Scores, fpr: f64) -> Vec<f32> {
         }
     }
     at(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_skips_the_calibration_images() {
+        let device = crate::default_device();
+        let mut d = Defender::embedded(&device).unwrap();
+        let set = crate::data::embedded_mnist().take(12);
+        let calib = set.select(&[0, 1, 2, 5]);
+        let s = d.scores(&calib.images, &device).unwrap();
+        d.calibrate(&s, ThresholdRule::KStd(2.0), calib.indices.clone(), "test")
+            .unwrap();
+        let held = d.held_out(&set, 5).unwrap();
+        assert_eq!(held.indices, vec![3, 4, 6, 7, 8]);
+        // Nothing left: an error, not an empty evaluation.
+        assert!(d.held_out(&calib, 10).is_err());
+        // Calibration needs two images.
+        let one = d.scores(&set.take(1).images, &device).unwrap();
+        assert!(
+            d.clone()
+                .calibrate(&one, ThresholdRule::Fpr(0.01), vec![0], "one")
+                .is_err()
+        );
+    }
 }
