@@ -350,7 +350,7 @@ const QUALITY_MODELS: [&str; 3] = [
 /// measured on the first 2,000 test images with the authors' models beside them. Where the
 /// shipped models miss the bar (README, "Status of the default models"), this asserts the
 /// measured level so that nothing slips further: the noise-100 models are 1.6 and 2.1 dB
-/// short, and the noise-20 models cost 0.3 and 0.15 points of accuracy on images the
+/// below the authors' (the bar allows 1.5), and the noise-20 models cost 0.3 and 0.15 points of accuracy on images the
 /// classifier already reads through the noise.
 #[test]
 fn shipped_defaults_are_as_good_as_the_papers() {
