@@ -85,13 +85,18 @@ struct DetectionSet {
 }
 
 impl DetectionSelection {
-    fn check(&self) -> Result<()> {
-        let attack = DenoiserAdversarial {
+    /// The validation attack: every image attacked, threats in turn.
+    fn attack(&self) -> DenoiserAdversarial {
+        DenoiserAdversarial {
             threats: self.threats.clone(),
             steps: self.steps,
             fraction: 1.0,
-        };
-        attack.check_norms(&[Norm::L1, Norm::L2, Norm::Linf])?;
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        self.attack()
+            .check_norms(&[Norm::L1, Norm::L2, Norm::Linf])?;
         if self.images == 0 || !(self.fpr > 0.0 && self.fpr < 1.0) {
             return Err(Error::Invalid(
                 "detection selection needs at least one image and a false-positive rate in (0, 1)"
@@ -116,12 +121,9 @@ impl DetectionSelection {
             .collect();
         let benign = val.select(&right);
         let per = benign.image_len();
-        let attack = DenoiserAdversarial {
-            threats: self.threats.clone(),
-            steps: self.steps,
-            fraction: 1.0,
-        };
-        let crafted = attack.craft(&target, &benign.images, &benign.labels, per, seed);
+        let crafted = self
+            .attack()
+            .craft(&target, &benign.images, &benign.labels, per, seed);
         let after = target.predict(&crafted);
         let fooled: Vec<usize> = (0..benign.len())
             .filter(|&i| after[i] != benign.labels[i])
