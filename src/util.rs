@@ -47,6 +47,70 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
+/// Largest payload accepted from one compressed stream (a gzip file, an `.npz` member): 1 GiB.
+/// A larger claim is refused before anything is inflated.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+/// Deflate cannot expand data more than about 1032:1, so a header claiming more than this many
+/// bytes per compressed byte is lying.
+pub const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// The number of elements of an array with dimensions `dims`, or a message when the product
+/// does not fit in memory addresses (a corrupt or hostile header).
+pub fn element_count(dims: &[usize]) -> std::result::Result<usize, String> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| format!("dimensions {dims:?} are too large (their product overflows)"))
+}
+
+/// Checks that `claimed` decompressed bytes are possible from `compressed` input bytes and
+/// within [`MAX_INFLATED_BYTES`].
+pub fn check_inflated_claim(claimed: u64, compressed: u64) -> std::result::Result<(), String> {
+    if claimed > MAX_INFLATED_BYTES {
+        return Err(format!(
+            "claims {claimed} bytes of data once decompressed, more than the {MAX_INFLATED_BYTES}-byte limit"
+        ));
+    }
+    if claimed
+        > compressed
+            .saturating_mul(MAX_DEFLATE_RATIO)
+            .saturating_add(4096)
+    {
+        return Err(format!(
+            "claims {claimed} bytes of data from {compressed} compressed bytes, more than deflate can produce (corrupt or hostile file)"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads exactly `len` bytes from a stream and checks that nothing follows, without ever
+/// holding more than `len + 1` bytes: a stream that inflates past its claim is cut off.
+pub fn read_exactly(mut r: impl std::io::Read, len: usize) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    (&mut r)
+        .take(len as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("corrupt or truncated compressed data: {e}"))?;
+    if out.len() < len {
+        return Err(format!(
+            "truncated: the header claims {len} bytes of data, the file has {}",
+            out.len()
+        ));
+    }
+    let mut extra = [0u8; 1];
+    match r.read(&mut extra) {
+        Ok(0) => Ok(out),
+        Ok(_) => Err(format!(
+            "more data than the {len} bytes the header claims (corrupt or hostile file)"
+        )),
+        Err(e) => Err(format!(
+            "corrupt compressed data after the claimed {len} bytes: {e}"
+        )),
+    }
+}
+
 /// Builds an `N x C x H x W` tensor from a flat buffer.
 pub fn tensor4(data: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(data, shape), device)

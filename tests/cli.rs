@@ -599,3 +599,75 @@ fn convert_to_half_keeps_the_robust_classifier_accurate() {
         set.indices
     );
 }
+
+/// The findings of the hardening review (issue 20: F3, F4 and the minor messages), each as a
+/// user would hit it.
+#[test]
+fn hostile_files_and_labels_get_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let lenet = "models/lenet-mnist.safetensors";
+    // F3: an IDX header whose dimensions wrap around to 0 in 64 bits.
+    std::fs::write(
+        p("wrap.idx"),
+        [0, 0, 8, 3, 0x80, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 4],
+    )
+    .unwrap();
+    let (ok, _, err) = defed(&["classify", "--classifier", lenet, &p("wrap.idx")]);
+    assert!(
+        !ok && err.contains("too large") && err.contains("wrap.idx"),
+        "{err}"
+    );
+    // A zero dimension.
+    std::fs::write(
+        p("zero.idx"),
+        [0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 28],
+    )
+    .unwrap();
+    let (ok, _, err) = defed(&["classify", "--classifier", lenet, &p("zero.idx")]);
+    assert!(!ok && err.contains("empty images"), "{err}");
+    // F4: labels outside the classifier's classes.
+    let img = defed::io::NpyArray::f32(vec![2, 1, 28, 28], vec![0.0; 2 * 784]);
+    defed::io::write_npy(p("x.npy"), &img).unwrap();
+    for bad in [255i64, 1_000_000_000_000_000_000] {
+        defed::io::write_npy(p("y.npy"), &defed::io::NpyArray::i64(vec![2], vec![1, bad])).unwrap();
+        let (ok, _, err) = defed(&[
+            "classify",
+            "--classifier",
+            lenet,
+            &p("x.npy"),
+            "--labels",
+            &p("y.npy"),
+        ]);
+        assert!(!ok && err.contains(&format!("label {bad}")), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Labels in an .npz are read as labels, not as an IDX file.
+    defed::io::write_npz(
+        p("set.npz"),
+        [
+            ("x", &img),
+            ("y", &defed::io::NpyArray::i64(vec![2], vec![3, 4])),
+        ],
+    )
+    .unwrap();
+    let (ok, out, err) = defed(&[
+        "classify",
+        "--classifier",
+        lenet,
+        &p("x.npy"),
+        "--labels",
+        &p("set.npz"),
+        "--summary",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("/2)"), "{out}");
+    // An unknown kind of file says which kinds are read.
+    std::fs::write(p("notes.txt"), "hello").unwrap();
+    let (ok, _, err) = defed(&["classify", "--classifier", lenet, &p("notes.txt")]);
+    assert!(!ok && err.contains(".npz") && err.contains(".txt"), "{err}");
+    // An OS error is said once.
+    let (ok, _, err) = defed(&["classify", "--classifier", lenet, "/no/such/x.npy"]);
+    assert!(!ok);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}

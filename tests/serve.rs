@@ -655,3 +655,265 @@ fn reject_policy_withholds_the_label_of_flagged_inputs() {
         }
     }
 }
+
+/// A raw loopback connection, for clients that misbehave.
+fn raw(url: &str) -> std::net::TcpStream {
+    let addr = url.trim_start_matches("http://");
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Reads until the server closes the connection (or the read times out); returns what came.
+fn read_to_close(s: &mut std::net::TcpStream) -> (String, bool) {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&out).into(), true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&out).into(), true);
+            }
+            Err(_) => return (String::from_utf8_lossy(&out).into(), false),
+        }
+    }
+}
+
+fn metric(c: &Client, needle: &str) -> u64 {
+    let m = c.get("/metrics").unwrap();
+    m.body
+        .lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {needle} in {}", m.body))
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_cannot_starve_others() {
+    use std::io::Write;
+    let srv = start(ServeConfig {
+        header_timeout: Duration::from_millis(400),
+        body_timeout: Duration::from_millis(400),
+        max_connections: 4,
+        ..ServeConfig::default()
+    });
+    let t0 = std::time::Instant::now();
+    // Half a header on every connection the service allows, and more.
+    let mut stalled: Vec<_> = (0..8)
+        .map(|_| {
+            let mut s = raw(&srv.url);
+            s.write_all(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // A real request still gets through, once the header timeout has freed the slots.
+    let r = srv.client(None).get("/healthz").unwrap();
+    assert_eq!(r.status, 200);
+    for s in &mut stalled {
+        let (_, closed) = read_to_close(s);
+        assert!(closed, "a stalled connection was kept open");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+
+    // A whole head but half a body: 408, and the connection closes.
+    let mut s = raw(&srv.url);
+    s.write_all(
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"pixels\": [",
+    )
+    .unwrap();
+    let (answer, closed) = read_to_close(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive"), "{answer}");
+    assert!(closed);
+    assert_eq!(
+        metric(
+            &srv.client(None),
+            "defed_requests_total{endpoint=\"classify\",outcome=\"body_timeout\"}"
+        ),
+        1
+    );
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    use std::io::Write;
+    let srv = start(ServeConfig {
+        header_timeout: Duration::from_secs(30),
+        timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(800),
+        ..ServeConfig::default()
+    });
+    let mut s = raw(&srv.url);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let (answer, closed) = read_to_close(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "the kept-alive connection was never closed");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn shutdown_drops_stalled_connections_at_the_deadline() {
+    use std::io::Write;
+    let mut srv = start(ServeConfig {
+        header_timeout: Duration::from_secs(60),
+        body_timeout: Duration::from_secs(60),
+        shutdown_deadline: Duration::from_millis(500),
+        ..ServeConfig::default()
+    });
+    let mut s = raw(&srv.url);
+    s.write_all(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop = srv.stop.take().unwrap();
+    let thread = srv.thread.take().unwrap();
+    std::thread::spawn(move || {
+        let _ = stop.send(());
+        let _ = tx.send(thread.join());
+    });
+    let stopped = rx.recv_timeout(Duration::from_secs(20));
+    assert!(
+        stopped.is_ok(),
+        "the service did not stop with a stalled client"
+    );
+    let (_, closed) = read_to_close(&mut s);
+    assert!(closed);
+}
+
+#[test]
+fn large_batches_are_split_fairly_and_answered_in_order() {
+    let srv = start(ServeConfig {
+        max_batch: 16,
+        ..ServeConfig::default()
+    });
+    let d = defender();
+    let data = embedded_mnist();
+    let n = 100;
+    let want = d
+        .defend(&data.images[..n * 784], &default_device())
+        .unwrap();
+    let c = srv.client(None);
+    // The big batch and single images at the same time.
+    let (batch, singles) = std::thread::scope(|s| {
+        let b = s.spawn(|| {
+            c.post("/v1/classify/batch", "application/json", &batch_body(n))
+                .unwrap()
+        });
+        let singles: Vec<_> = (0..4)
+            .map(|i| {
+                let c = srv.client(None);
+                let data = &data;
+                s.spawn(move || {
+                    c.post(
+                        "/v1/classify",
+                        "application/json",
+                        image_json(data.image(i)).to_string().as_bytes(),
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        (
+            b.join().unwrap(),
+            singles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    let results = json(&batch.body)["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), n);
+    for (i, (r, w)) in results.iter().zip(&want).enumerate() {
+        assert_eq!(r["adversarial"], w.adversarial, "image {i}");
+        let scores: Vec<f64> = r["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (a, b) in scores.iter().zip(&w.scores) {
+            assert!((a - *b as f64).abs() < 1e-4, "image {i}: {a} vs {b}");
+        }
+    }
+    for (i, r) in singles.iter().enumerate() {
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(json(&r.body)["adversarial"], want[i].adversarial);
+    }
+}
+
+#[test]
+fn unknown_routes_answer_json_and_every_outcome_is_counted() {
+    use std::io::Write;
+    let srv = start(ServeConfig {
+        api_keys: vec![KEY.into()],
+        ..ServeConfig::default()
+    });
+    let c = srv.client(Some(KEY));
+    let r = c.get("/nope").unwrap();
+    assert_eq!(r.status, 404);
+    assert!(json(&r.body)["error"].as_str().unwrap().contains("/nope"));
+    let r = c.get("/v1/classify").unwrap();
+    assert_eq!(r.status, 405);
+    assert!(json(&r.body)["error"].as_str().unwrap().contains("GET"));
+    // The scheme is case-insensitive.
+    let mut s = raw(&srv.url);
+    s.write_all(
+        format!("GET /v1/model HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {KEY}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let (answer, _) = read_to_close(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Refused keys are counted (and logged at most every 10 s).
+    let anon = srv.client(None);
+    for _ in 0..20 {
+        assert_eq!(anon.get("/v1/model").unwrap().status, 401);
+    }
+    assert_eq!(metric(&c, "defed_auth_failures_total"), 20);
+    assert_eq!(
+        metric(
+            &c,
+            "defed_requests_total{endpoint=\"other\",outcome=\"not_found\"}"
+        ),
+        2
+    );
+    // A client that leaves before its answer is counted as abandoned.
+    for _ in 0..3 {
+        let mut s = raw(&srv.url);
+        let body = batch_body(256);
+        s.write_all(
+            format!(
+                "POST /v1/classify/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        s.write_all(&body).unwrap();
+        drop(s);
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        let abandoned = metric(
+            &c,
+            "defed_requests_total{endpoint=\"classify_batch\",outcome=\"abandoned\"}",
+        );
+        let ok = metric(
+            &c,
+            "defed_requests_total{endpoint=\"classify_batch\",outcome=\"ok\"}",
+        );
+        if abandoned + ok == 3 {
+            assert_eq!(abandoned, 3, "answered after the client left: {ok}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{abandoned} + {ok}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -58,7 +58,7 @@ fn lenet_learns_the_embedded_digits() {
     let acc2 = defed::eval::accuracy(&pred, &val.labels);
     assert!((acc - acc2).abs() < 1e-9, "{acc} vs {acc2}");
     assert_eq!(meta.metrics["val_accuracy"], acc);
-    for f in ["l.log.csv", "l.log.json", "l.resume/progress.json"] {
+    for f in ["l.log.csv", "l.log.json", "l.resume"] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
 }
@@ -206,7 +206,7 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     };
     let a = dir.path().join("a");
     let mut child = Command::new(bin).args(args(&a)).spawn().unwrap();
-    let progress = a.join("r.resume/progress.json");
+    let progress = a.join("r.resume");
     let start = Instant::now();
     while !progress.exists() {
         assert!(
@@ -418,4 +418,24 @@ fn shipped_defaults_are_as_good_as_the_papers() {
         }
     }
     assert!(misses.is_empty(), "{misses:#?}");
+}
+
+#[test]
+fn labels_outside_the_classes_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = embedded_mnist().split(0.1, 0);
+    let mut train = train.take(64);
+    train.labels[5] = 10;
+    let device = defed::autodiff_device();
+    let e = train_classifier(
+        LeNet::new(&device),
+        &train,
+        &val.take(16),
+        &Default::default(),
+        &opts(dir.path(), "bad", 1),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("label 10 of image 5"), "{e}");
 }

@@ -169,6 +169,7 @@ pub fn run_attack(
         )));
     }
     let classes = model.classes();
+    set.check_labels(classes)?;
     if let Target::Class(c) = target
         && c >= classes
     {

@@ -53,6 +53,7 @@ pub fn benign(a: BenignArgs) -> Result<()> {
         bail!("--from {}: the data has only {} images", a.from, set.len());
     }
     let set = set.select(&(a.from..set.len()).collect::<Vec<_>>());
+    set.check_labels(clf.num_classes())?;
     let model = AttackModel::new(&clf, &device);
     if a.include_misclassified {
         let first = set.take(a.num);

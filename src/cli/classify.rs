@@ -79,6 +79,9 @@ pub fn run(a: Args) -> Result<()> {
             set.shape[2]
         );
     }
+    if has_labels {
+        set.check_labels(clf.num_classes())?;
+    }
     let pred = defed::eval::predict(&clf, &set, a.batch_size, &device)
         .context("classifying the images")?;
     let mut out = std::io::stdout().lock();
@@ -188,6 +191,7 @@ pub fn quality(a: QualityArgs) -> Result<()> {
     if let Some(n) = a.num {
         set = set.take(n);
     }
+    set.check_labels(clf.num_classes())?;
     let noise = a
         .noise
         .or(meta.noise)

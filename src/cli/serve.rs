@@ -37,6 +37,29 @@ pub struct ServeArgs {
     /// Most images in one batch request.
     #[arg(long, default_value_t = 256)]
     max_images: usize,
+    /// Seconds a client has to send a request's head (also the keep-alive wait between
+    /// requests).
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, default_value_t = 10.0)]
+    body_timeout: f64,
+    /// Seconds without a byte in either direction after which a connection is closed.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Most connections at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds requests in flight get after SIGTERM before their connections are dropped.
+    #[arg(long, default_value_t = 15.0)]
+    shutdown_deadline: f64,
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration> {
+    if !(v > 0.0 && v <= 86_400.0) {
+        bail!("--{name} must be between 0 and 86400 seconds, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
@@ -61,6 +84,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         max_batch: a.max_batch,
         batch_window: Duration::from_secs_f64(a.batch_window_ms / 1e3),
         max_images_per_request: a.max_images,
+        header_timeout: seconds("header-timeout", a.header_timeout)?,
+        body_timeout: seconds("body-timeout", a.body_timeout)?,
+        idle_timeout: seconds("idle-timeout", a.idle_timeout)?,
+        max_connections: a.max_connections,
+        shutdown_deadline: seconds("shutdown-deadline", a.shutdown_deadline)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

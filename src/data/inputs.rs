@@ -62,6 +62,12 @@ pub fn read_inputs(paths: &[PathBuf], channels: usize, size: [usize; 2]) -> Resu
     let mut labels: Option<Vec<usize>> = Some(Vec::new());
     let mut push = |p: &Path, data: Vec<f32>, s: [usize; 4], name: Vec<String>| -> Result<()> {
         let img = [s[1], s[2], s[3]];
+        if img.contains(&0) {
+            return Err(Error::format(
+                p,
+                format!("empty images of shape {}x{}x{}", img[0], img[1], img[2]),
+            ));
+        }
         match shape {
             None => shape = Some(img),
             Some(prev) if prev != img => {
@@ -138,8 +144,21 @@ pub fn read_inputs(paths: &[PathBuf], channels: usize, size: [usize; 2]) -> Resu
                 let nm = (0..s[0]).map(|i| format!("{}[{i}]", p.display())).collect();
                 push(p, v, s, nm)?;
             }
-            _ => {
-                let arr = read_idx(p)?;
+            other => {
+                let arr = read_idx(p).map_err(|e| match e {
+                    Error::Format { ref msg, .. } if msg.contains("magic") => Error::format(
+                        p,
+                        format!(
+                            "{msg}; inputs are .npy, .npz, .png, .jpg or IDX files (raw or .gz){}",
+                            if other.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", and .{other} is none of these")
+                            }
+                        ),
+                    ),
+                    e => e,
+                })?;
                 if arr.dims.len() != 3 {
                     return Err(Error::format(
                         p,
@@ -166,10 +185,13 @@ pub fn read_inputs(paths: &[PathBuf], channels: usize, size: [usize; 2]) -> Resu
     })
 }
 
-/// Reads labels from an IDX labels file or a `.npy` integer array.
+/// Reads labels from an IDX labels file, a `.npy` integer array, or the `y` / `labels` array
+/// of an `.npz`.
 pub fn read_labels(path: &Path) -> Result<Vec<usize>> {
-    if ext(path) == "npy" {
-        return read_npy_labels(path);
+    match ext(path).as_str() {
+        "npy" => return read_npy_labels(path),
+        "npz" => return Ok(read_npz_set(path)?.labels),
+        _ => {}
     }
     let arr = read_idx(path)?;
     if arr.dims.len() != 1 {

@@ -69,6 +69,20 @@ impl ImageSet {
         })
     }
 
+    /// Checks every label against the class count of the model it is used with: a label out of
+    /// range would otherwise index past a one-hot row or count as a silent error.
+    pub fn check_labels(&self, classes: usize) -> Result<()> {
+        match self.labels.iter().position(|&l| l >= classes) {
+            Some(i) => Err(Error::Invalid(format!(
+                "label {} of image {} is not a class of a {classes}-class model (0..={})",
+                self.labels[i],
+                self.indices.get(i).copied().unwrap_or(i),
+                classes.saturating_sub(1)
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::util::{read_file, write_atomic};
+use crate::util::{element_count, read_file, write_atomic};
 
 /// The element data of an array.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,7 +138,7 @@ pub fn read_npy_bytes(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     }
     let shape_txt = dict_value(header, "shape").ok_or("header has no 'shape'")?;
     let shape = parse_shape(shape_txt)?;
-    let n: usize = shape.iter().product();
+    let n = element_count(&shape)?;
     let body = &bytes[end..];
     let (size, data) = match descr {
         "<f4" | "f4" => (4, None),
@@ -154,18 +154,21 @@ pub fn read_npy_bytes(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         }
     };
     let _ = data;
-    if body.len() < n * size {
+    let bytes_needed = n
+        .checked_mul(size)
+        .ok_or_else(|| format!("shape {shape:?} is too large (its byte size overflows)"))?;
+    if body.len() < bytes_needed {
         return Err(format!(
             "truncated data: shape {:?} needs {} bytes, file has {}",
             shape,
-            n * size,
+            bytes_needed,
             body.len()
         ));
     }
-    if body.len() > n * size {
+    if body.len() > bytes_needed {
         return Err(format!(
             "{} trailing bytes after the data of shape {:?}",
-            body.len() - n * size,
+            body.len() - bytes_needed,
             shape
         ));
     }
@@ -322,5 +325,21 @@ mod tests {
         let mut bytes = write_npy_bytes(&NpyArray::f32(vec![1], vec![1.0]));
         bytes.push(0);
         assert!(read_npy_bytes(&bytes).unwrap_err().contains("trailing"));
+    }
+
+    #[test]
+    fn shapes_that_overflow_are_refused() {
+        for shape in [
+            "(4294967296, 4294967296, 2)",
+            "(4611686018427387904,)",
+            "(18446744073709551615, 2)",
+        ] {
+            let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(header.as_bytes());
+            let e = read_npy_bytes(&bytes).unwrap_err();
+            assert!(e.contains("too large"), "{shape}: {e}");
+        }
     }
 }

@@ -26,12 +26,12 @@ pub fn read_api_keys(path: &Path) -> Result<Vec<String>> {
     if keys.is_empty() {
         return Err(Error::format(path, "no API key in the file (one per line)"));
     }
-    if let Some(k) = keys.iter().find(|k| k.len() < 16) {
+    if let Some(k) = keys.iter().find(|k| k.chars().count() < 16) {
         return Err(Error::format(
             path,
             format!(
                 "API key of {} characters is too short to be secret; use at least 16",
-                k.len()
+                k.chars().count()
             ),
         ));
     }
@@ -42,6 +42,16 @@ pub(super) fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 9110), the token is not.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 pub(super) async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if st.key_digests.is_empty() {
         return next.run(req).await;
@@ -50,8 +60,8 @@ pub(super) async fn auth(State(st): State<AppState>, req: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|k| digest(k.trim()));
+        .and_then(bearer_token)
+        .map(digest);
     // Compare digests in full for every key, so timing says nothing about a key's prefix.
     let ok = given.is_some_and(|g| {
         st.key_digests.iter().fold(false, |acc, d| {
@@ -64,11 +74,45 @@ pub(super) async fn auth(State(st): State<AppState>, req: Request, next: Next) -
     if let Some(e) = Endpoint::from_path(req.uri().path()) {
         st.metrics.request(e, Outcome::Unauthorized);
     }
-    tracing::warn!(path = %req.uri().path(), "refused: missing or invalid API key");
+    if let Some(total) = st
+        .metrics
+        .auth_failure(st.started.elapsed().as_millis() as u64)
+    {
+        tracing::warn!(
+            path = %req.uri().path(),
+            refused_so_far = total,
+            "refused: missing or invalid API key (logged at most every 10 s; see defed_auth_failures_total)"
+        );
+    }
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         Outcome::Unauthorized,
         "missing or invalid API key: send `Authorization: Bearer <key>`",
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+
+    #[test]
+    fn key_length_is_counted_in_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys");
+        // 8 characters, 24 bytes.
+        std::fs::write(&p, "ééééé€€€\n").unwrap();
+        let e = read_api_keys(&p).unwrap_err().to_string();
+        assert!(e.contains("of 8 characters"), "{e}");
+    }
 }

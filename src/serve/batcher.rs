@@ -1,7 +1,9 @@
 //! Micro-batching: one inference thread takes requests from a bounded queue, gathers those that
 //! arrive within a short window (up to a batch size) and runs them through the defender as one
-//! batch, which burn spreads over every core.
+//! batch, which burn spreads over every core. Requests larger than a batch are run in pieces,
+//! interleaved fairly with the others (see [`fair_shares`]).
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -63,7 +65,8 @@ impl Queue {
 pub struct BatchOptions {
     /// Requests that may wait; more are refused.
     pub capacity: usize,
-    /// Images per inference batch (a single larger request still runs whole).
+    /// Images per inference batch; a larger request is run in pieces of this size,
+    /// interleaved with the other requests.
     pub max_batch: usize,
     /// How long the first request of a batch waits for others.
     pub window: Duration,
@@ -85,6 +88,52 @@ pub fn start(
     Ok((Queue { tx, metrics }, handle))
 }
 
+/// A request being answered: its images before `next` have verdicts.
+struct Active {
+    job: Job,
+    next: usize,
+    verdicts: Vec<Verdict>,
+}
+
+impl Active {
+    fn new(job: Job) -> Self {
+        Active {
+            verdicts: Vec::with_capacity(job.n),
+            job,
+            next: 0,
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.job.n - self.next
+    }
+}
+
+/// How many images each request in progress puts in the next batch: one image per request in
+/// turn until the batch is full, so a large request cannot hold back single images queued
+/// behind it (fair scheduling), while a request alone fills whole batches.
+pub fn fair_shares(left: &[usize], max_batch: usize) -> Vec<usize> {
+    let mut take = vec![0; left.len()];
+    let mut total = 0;
+    let max_batch = max_batch.max(1);
+    loop {
+        let mut moved = false;
+        for (t, &l) in take.iter_mut().zip(left) {
+            if total == max_batch {
+                return take;
+            }
+            if *t < l {
+                *t += 1;
+                total += 1;
+                moved = true;
+            }
+        }
+        if !moved {
+            return take;
+        }
+    }
+}
+
 fn worker(
     defender: Defender,
     device: Device,
@@ -92,34 +141,55 @@ fn worker(
     opts: BatchOptions,
     metrics: Arc<Metrics>,
 ) {
-    while let Ok(first) = rx.recv() {
+    let mut active: VecDeque<Active> = VecDeque::new();
+    let take_job = |active: &mut VecDeque<Active>, j: Job| {
         metrics.queue(-1);
-        let mut n = first.n;
-        let mut jobs = vec![first];
-        let deadline = Instant::now() + opts.window;
-        while n < opts.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+        active.push_back(Active::new(j));
+    };
+    loop {
+        if active.is_empty() {
+            // Idle: wait for a request, then up to the window for others to join it.
+            match rx.recv() {
+                Ok(j) => take_job(&mut active, j),
+                Err(_) => break,
             }
-            match rx.recv_timeout(left) {
-                Ok(j) => {
-                    metrics.queue(-1);
-                    n += j.n;
-                    jobs.push(j);
+            let deadline = Instant::now() + opts.window;
+            while active.iter().map(Active::left).sum::<usize>() < opts.max_batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
                 }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                match rx.recv_timeout(left) {
+                    Ok(j) => take_job(&mut active, j),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        // Requests queued meanwhile join at once, so they share the next batch.
+        while active.len() < opts.capacity.max(1) {
+            match rx.try_recv() {
+                Ok(j) => take_job(&mut active, j),
+                Err(_) => break,
             }
         }
         // Requesters that gave up (timed out, disconnected) need no answer.
-        jobs.retain(|j| !j.reply.is_closed());
-        if jobs.is_empty() {
+        active.retain(|a| {
+            let gone = a.job.reply.is_closed();
+            if gone {
+                metrics.abandoned_images(a.left());
+            }
+            !gone
+        });
+        if active.is_empty() {
             continue;
         }
-        let n: usize = jobs.iter().map(|j| j.n).sum();
-        let mut pixels = Vec::with_capacity(jobs.iter().map(|j| j.pixels.len()).sum());
-        for j in &jobs {
-            pixels.extend_from_slice(&j.pixels);
+        let left: Vec<usize> = active.iter().map(Active::left).collect();
+        let shares = fair_shares(&left, opts.max_batch);
+        let n: usize = shares.iter().sum();
+        let mut pixels = Vec::new();
+        for (a, &k) in active.iter().zip(&shares) {
+            let per = a.job.pixels.len() / a.job.n.max(1);
+            pixels.extend_from_slice(&a.job.pixels[a.next * per..(a.next + k) * per]);
         }
         metrics.batch(n);
         // A fault in the numeric code must not take the service down with it.
@@ -134,19 +204,54 @@ fn worker(
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("inference panicked".to_string()),
         };
-        if let Err(e) = &verdicts {
-            tracing::error!(images = n, "inference failed: {e}");
+        match verdicts {
+            Ok(v) => {
+                let mut at = 0;
+                for (a, &k) in active.iter_mut().zip(&shares) {
+                    a.verdicts.extend_from_slice(&v[at..at + k]);
+                    a.next += k;
+                    at += k;
+                }
+            }
+            Err(e) => {
+                tracing::error!(images = n, "inference failed: {e}");
+                // Every request with images in the failed batch gets the error.
+                for (a, &k) in active.iter_mut().zip(&shares) {
+                    if k > 0 {
+                        a.next = a.job.n;
+                        a.verdicts.clear();
+                        a.verdicts.shrink_to_fit();
+                        let (tx, _) = oneshot::channel();
+                        let reply = std::mem::replace(&mut a.job.reply, tx);
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
         }
-        let mut at = 0;
-        for j in jobs {
-            let part = match &verdicts {
-                Ok(v) => Ok(v[at..at + j.n].to_vec()),
-                Err(e) => Err(e.clone()),
-            };
-            at += j.n;
-            // The requester may have gone meanwhile; nothing to do then.
-            let _ = j.reply.send(part);
+        // Answer the requests now complete; the requester may have gone meanwhile.
+        let mut still = VecDeque::with_capacity(active.len());
+        for a in active.drain(..) {
+            if a.left() > 0 {
+                still.push_back(a);
+            } else if a.verdicts.len() == a.job.n {
+                let _ = a.job.reply.send(Ok(a.verdicts));
+            }
         }
+        active = still;
     }
     tracing::info!("inference thread stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fair_shares;
+
+    #[test]
+    fn shares_interleave_large_and_small_requests() {
+        assert_eq!(fair_shares(&[256, 1, 1], 64), vec![62, 1, 1]);
+        assert_eq!(fair_shares(&[256], 64), vec![64]);
+        assert_eq!(fair_shares(&[3, 100, 100], 10), vec![3, 4, 3]);
+        assert_eq!(fair_shares(&[2, 2], 64), vec![2, 2]);
+        assert_eq!(fair_shares(&[], 64), Vec::<usize>::new());
+    }
 }

@@ -148,6 +148,18 @@ pub fn image_bytes(bytes: &[u8], shape: [usize; 3]) -> Result<Vec<f32>> {
             ));
         }
     }
+    // The size from the header first: an image of the wrong size is refused before a single
+    // pixel is decoded, whatever it claims.
+    let (w, h) = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .and_then(|r| r.into_dimensions().map_err(std::io::Error::other))
+        .map_err(|e| Error::Invalid(format!("cannot read the image header: {e}")))?;
+    if (w as usize, h as usize) != (shape[2], shape[1]) {
+        return Err(Error::Shape(format!(
+            "image is {w} wide and {h} high; the model takes {}",
+            describe(shape)
+        )));
+    }
     let mut reader = reader;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_DECODED_SIDE);
@@ -199,6 +211,12 @@ mod tests {
         assert!(e.to_string().contains("3 colour channel"), "{e}");
         let e = image_bytes(&png(image::GrayImage::new(5, 2).into()), [1, 2, 4]).unwrap_err();
         assert!(e.to_string().contains("5 wide"), "{e}");
+        // A 4000 x 4000 PNG (16 MB decoded) is refused from its header alone: cut after the
+        // header, it still gets the size error, not a decoding one.
+        let mut big = png(image::GrayImage::new(4000, 4000).into());
+        big.truncate(64);
+        let e = image_bytes(&big, [1, 28, 28]).unwrap_err();
+        assert!(e.to_string().contains("4000 wide"), "{e}");
         let e = image_bytes(b"not an image", [1, 2, 4]).unwrap_err();
         assert!(e.to_string().contains("PNG or JPEG"), "{e}");
         let mut broken = png(image::GrayImage::new(4, 2).into());

@@ -15,14 +15,17 @@ pub enum Endpoint {
     Model,
     /// `GET /metrics`.
     Metrics,
+    /// Any other path or method (answered 404 or 405).
+    Other,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 4] = [
+    const ALL: [Endpoint; 5] = [
         Endpoint::Classify,
         Endpoint::ClassifyBatch,
         Endpoint::Model,
         Endpoint::Metrics,
+        Endpoint::Other,
     ];
 
     fn label(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Endpoint {
             Endpoint::ClassifyBatch => "classify_batch",
             Endpoint::Model => "model",
             Endpoint::Metrics => "metrics",
+            Endpoint::Other => "other",
         }
     }
 
@@ -65,10 +69,16 @@ pub enum Outcome {
     Timeout,
     /// A fault inside the service (500).
     InternalError,
+    /// The body did not arrive within the body timeout (408).
+    BodyTimeout,
+    /// No such path or method (404, 405).
+    NotFound,
+    /// The client closed the connection before its answer was ready.
+    Abandoned,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::BadRequest,
         Outcome::Unauthorized,
@@ -77,6 +87,9 @@ impl Outcome {
         Outcome::Overloaded,
         Outcome::Timeout,
         Outcome::InternalError,
+        Outcome::BodyTimeout,
+        Outcome::NotFound,
+        Outcome::Abandoned,
     ];
 
     fn label(self) -> &'static str {
@@ -89,6 +102,9 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::Timeout => "timeout",
             Outcome::InternalError => "internal_error",
+            Outcome::BodyTimeout => "body_timeout",
+            Outcome::NotFound => "not_found",
+            Outcome::Abandoned => "abandoned",
         }
     }
 }
@@ -101,7 +117,10 @@ const BUCKETS: [f64; 13] = [
 /// The service's counters; all lock-free.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; 8]; 4],
+    requests: [[AtomicU64; Outcome::ALL.len()]; Endpoint::ALL.len()],
+    auth_failures: AtomicU64,
+    auth_log_ms: AtomicU64,
+    abandoned_images: AtomicU64,
     benign: AtomicU64,
     adversarial: AtomicU64,
     latency: [AtomicU64; BUCKETS.len() + 1],
@@ -120,6 +139,28 @@ impl Metrics {
     /// Requests counted so far for an endpoint and outcome.
     pub fn count(&self, endpoint: Endpoint, outcome: Outcome) -> u64 {
         self.requests[endpoint as usize][outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused API key; says whether to log it (at most one line every 10 seconds,
+    /// so that a flood of bad keys cannot flood the log).
+    pub fn auth_failure(&self, now_ms: u64) -> Option<u64> {
+        let total = self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.auth_log_ms.load(Ordering::Relaxed);
+        if (total == 1 || now_ms >= last + 10_000)
+            && self
+                .auth_log_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(total)
+        } else {
+            None
+        }
+    }
+
+    /// Counts images whose requester had gone before inference, and were skipped.
+    pub fn abandoned_images(&self, n: usize) {
+        self.abandoned_images.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Records a classification request's latency.
@@ -170,6 +211,18 @@ impl Metrics {
                 );
             }
         }
+        s.push_str(
+            "# HELP defed_auth_failures_total Requests refused for a missing or wrong API key.\n",
+        );
+        s.push_str("# TYPE defed_auth_failures_total counter\n");
+        let _ = writeln!(s, "defed_auth_failures_total {}", ld(&self.auth_failures));
+        s.push_str("# HELP defed_abandoned_images_total Queued images skipped because their client had gone.\n");
+        s.push_str("# TYPE defed_abandoned_images_total counter\n");
+        let _ = writeln!(
+            s,
+            "defed_abandoned_images_total {}",
+            ld(&self.abandoned_images)
+        );
         s.push_str("# HELP defed_images_total Classified images by verdict.\n");
         s.push_str("# TYPE defed_images_total counter\n");
         let _ = writeln!(

@@ -10,7 +10,7 @@
 //!
 //! Files by concern: this one holds the settings and the lifecycle (bind, run, shut down);
 //! `auth` the API keys and their middleware; `routes` the handlers, answers and errors;
-//! `batcher` the queue and the inference thread; `decode` the request bodies; `metrics` the
+//! `conn` one connection's timeouts; `batcher` the queue and the inference thread; `decode` the request bodies; `metrics` the
 //! Prometheus counters; `client` a Rust client.
 
 pub mod batcher;
@@ -19,6 +19,7 @@ pub mod decode;
 pub mod metrics;
 
 mod auth;
+mod conn;
 mod routes;
 
 use std::future::Future;
@@ -56,6 +57,18 @@ pub struct ServeConfig {
     pub batch_window: Duration,
     /// Most images in one batch request.
     pub max_images_per_request: usize,
+    /// Time a client has to send a request's head, from the connection's opening or the end of
+    /// the previous response on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once its head has arrived.
+    pub body_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// After shutdown is asked for, how long requests in flight may take before the remaining
+    /// connections are dropped.
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +82,11 @@ impl Default for ServeConfig {
             max_batch: 64,
             batch_window: Duration::from_millis(2),
             max_images_per_request: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            shutdown_deadline: Duration::from_secs(15),
         }
     }
 }
@@ -84,6 +102,7 @@ struct Shared {
     thresholds: Vec<f32>,
     info: ModelInfo,
     key_digests: Vec<[u8; 32]>,
+    started: std::time::Instant,
 }
 
 type AppState = Arc<Shared>;
@@ -112,10 +131,26 @@ impl Server {
                 "the bundle has no thresholds: calibrate it first (`defed calibrate`)".into(),
             )
         })?;
-        if cfg.max_batch == 0 || cfg.max_images_per_request == 0 || cfg.queue_capacity == 0 {
+        if cfg.max_batch == 0
+            || cfg.max_images_per_request == 0
+            || cfg.queue_capacity == 0
+            || cfg.max_connections == 0
+        {
             return Err(Error::Invalid(
-                "batch size, images per request and queue capacity must be positive".into(),
+                "batch size, images per request, queue capacity and connection limit must be positive".into(),
             ));
+        }
+        if cfg.header_timeout.is_zero() || cfg.body_timeout.is_zero() {
+            return Err(Error::Invalid(
+                "the header and body timeouts must be positive".into(),
+            ));
+        }
+        if cfg.idle_timeout <= cfg.timeout {
+            return Err(Error::Invalid(format!(
+                "the idle timeout ({} ms) must be longer than the request timeout ({} ms): a request waiting for inference is idle",
+                cfg.idle_timeout.as_millis(),
+                cfg.timeout.as_millis()
+            )));
         }
         let shape = defender.input_shape();
         let policy = defender.policy;
@@ -185,6 +220,7 @@ impl Server {
             thresholds,
             info,
             key_digests,
+            started: std::time::Instant::now(),
         });
         Ok(Server {
             listener,
@@ -200,27 +236,76 @@ impl Server {
             .map_err(|e| Error::Invalid(format!("no local address: {e}")))
     }
 
-    /// Serves until `shutdown` completes, then stops taking connections, finishes the requests
-    /// in flight and the queued inference, and returns.
+    /// Serves until `shutdown` completes, then stops taking connections, lets the requests in
+    /// flight finish (for at most `shutdown_deadline`, after which the remaining connections
+    /// are dropped), drains the queued inference, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let state = self.state.clone();
-        let app = router(self.state);
-        let addr = self.listener.local_addr().ok();
-        tracing::info!(?addr, "serving");
-        let st = state.clone();
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                st.ready.store(false, Ordering::SeqCst);
-                tracing::info!("shutdown requested: finishing requests in flight");
-            })
-            .await;
+        let Server {
+            listener,
+            state,
+            worker,
+        } = self;
+        let app = router(state.clone());
+        let cfg = state.cfg.clone();
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving");
+        let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut conns = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            // A permit first: past the cap, clients wait in the listen backlog.
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let (stream, _peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors, or a connection reset before it was accepted:
+                        // wait a little instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            while conns.try_join_next().is_some() {}
+            conns.spawn(conn::serve(
+                stream,
+                app.clone(),
+                cfg.clone(),
+                stop_rx.clone(),
+                permit,
+            ));
+        }
+        state.ready.store(false, Ordering::SeqCst);
+        drop(listener);
+        tracing::info!(
+            connections = conns.len(),
+            "shutdown requested: finishing requests in flight"
+        );
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(cfg.shutdown_deadline, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                connections = conns.len(),
+                deadline_ms = cfg.shutdown_deadline.as_millis() as u64,
+                "dropping the connections still open at the shutdown deadline"
+            );
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+        }
         // The last queue handle goes with the state; the inference thread then drains and ends.
+        drop(app);
         drop(state);
-        let worker = self.worker;
         let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         tracing::info!("stopped");
-        result.map_err(|e| Error::Invalid(format!("server error: {e}")))
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -50,18 +50,122 @@ pub(super) struct ModelInfo {
 }
 
 pub(super) fn router(state: AppState) -> Router {
+    // Layers run last-added first: the key is checked on the head alone, before any body is
+    // read; then the body is read whole under the body timeout.
     let protected = Router::new()
         .route("/v1/classify", post(classify))
         .route("/v1/classify/batch", post(classify_batch))
         .route("/v1/model", get(model))
         .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.body_limit))
         .with_state(state)
+}
+
+async fn not_found(State(st): State<AppState>, req: Request) -> Response {
+    st.metrics.request(Endpoint::Other, Outcome::NotFound);
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        Outcome::NotFound,
+        format!(
+            "no such endpoint {}: POST /v1/classify, /v1/classify/batch; GET /v1/model, /healthz, /readyz, /metrics",
+            req.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(State(st): State<AppState>, req: Request) -> Response {
+    st.metrics.request(Endpoint::Other, Outcome::NotFound);
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Outcome::NotFound,
+        format!("{} does not take {}", req.uri().path(), req.method()),
+    )
+    .into_response()
+}
+
+/// Reads the whole body within the body timeout and the size limit, so that a client sending
+/// slowly holds nothing for long; the handlers then get the buffered body.
+async fn read_body(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = Endpoint::from_path(req.uri().path()).unwrap_or(Endpoint::Other);
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(
+        st.cfg.body_timeout,
+        axum::body::to_bytes(body, st.cfg.body_limit),
+    )
+    .await;
+    let e = match read {
+        Ok(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await;
+        }
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            Outcome::BodyTimeout,
+            format!(
+                "the request body did not arrive within {} ms",
+                st.cfg.body_timeout.as_millis()
+            ),
+        ),
+        Ok(Err(e)) if is_length_limit(&e) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::PayloadTooLarge,
+            format!(
+                "request body over the service's limit of {} bytes",
+                st.cfg.body_limit
+            ),
+        ),
+        Ok(Err(e)) if client_went_away(&e) => {
+            // Nobody is left to answer.
+            st.metrics.request(endpoint, Outcome::Abandoned);
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Outcome::BadRequest,
+            format!("cannot read the body: {e}"),
+        ),
+    };
+    st.metrics.request(endpoint, e.outcome);
+    let mut r = e.into_response();
+    // The rest of the body is not read: the connection cannot carry another request.
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Whether any error in the chain satisfies `f`.
+fn any_cause(e: &axum::Error, f: impl Fn(&(dyn std::error::Error + 'static)) -> bool) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if f(c) {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    any_cause(e, |c| c.is::<http_body_util::LengthLimitError>())
+}
+
+/// The connection closed or reset in the middle of the body.
+fn client_went_away(e: &axum::Error) -> bool {
+    any_cause(e, |c| {
+        c.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+            || c.is::<std::io::Error>()
+    })
 }
 
 /// An error answer: status, JSON `{"error": ...}`, and how it is counted.
@@ -245,12 +349,39 @@ async fn infer(
     }
 }
 
-fn finish(
-    st: &Shared,
+/// Counts a classification request that never got to [`finish`]: its client closed the
+/// connection and hyper dropped the handler.
+struct Answering<'a> {
+    st: &'a Shared,
     endpoint: Endpoint,
+    answered: bool,
+}
+
+impl<'a> Answering<'a> {
+    fn new(st: &'a Shared, endpoint: Endpoint) -> Self {
+        Answering {
+            st,
+            endpoint,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.st.metrics.request(self.endpoint, Outcome::Abandoned);
+        }
+    }
+}
+
+fn finish(
+    mut guard: Answering<'_>,
     start: Instant,
     r: std::result::Result<Response, ApiError>,
 ) -> Response {
+    guard.answered = true;
+    let (st, endpoint) = (guard.st, guard.endpoint);
     st.metrics.latency(start.elapsed());
     match r {
         Ok(resp) => {
@@ -276,8 +407,23 @@ fn count_verdicts(st: &Shared, v: &[Verdict]) {
 
 async fn classify(State(st): State<AppState>, req: Request) -> Response {
     let start = Instant::now();
+    let guard = Answering::new(&st, Endpoint::Classify);
     let r = classify_inner(&st, req, start).await;
-    finish(&st, Endpoint::Classify, start, r)
+    finish(guard, start, r)
+}
+
+/// Decodes off the async threads: a large PNG or JSON body takes milliseconds of CPU.
+async fn decode_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> std::result::Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::bad),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Outcome::InternalError,
+            format!("decoding failed: {e}"),
+        )),
+    }
 }
 
 async fn classify_inner(
@@ -287,9 +433,10 @@ async fn classify_inner(
 ) -> std::result::Result<Response, ApiError> {
     let kind = content_kind(req.headers())?;
     let body = Bytes::from_request(req, &()).await.map_err(body_error)?;
+    let shape = st.shape;
     let pixels = match kind {
-        Kind::Json => decode::json_image(&body, st.shape),
-        Kind::Image => decode::image_bytes(&body, st.shape),
+        Kind::Json => decode_blocking(move || decode::json_image(&body, shape)).await?,
+        Kind::Image => decode_blocking(move || decode::image_bytes(&body, shape)).await?,
         Kind::Multipart => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -297,8 +444,7 @@ async fn classify_inner(
                 "multipart bodies go to /v1/classify/batch",
             ));
         }
-    }
-    .map_err(ApiError::bad)?;
+    };
     let mut v = infer(st, pixels, 1).await?;
     count_verdicts(st, &v);
     let verdict = v.pop().ok_or_else(|| {
@@ -318,8 +464,9 @@ async fn classify_inner(
 
 async fn classify_batch(State(st): State<AppState>, req: Request) -> Response {
     let start = Instant::now();
+    let guard = Answering::new(&st, Endpoint::ClassifyBatch);
     let r = batch_inner(&st, req, start).await;
-    finish(&st, Endpoint::ClassifyBatch, start, r)
+    finish(guard, start, r)
 }
 
 /// A multipart failure: over the body limit (413) or malformed (400).
@@ -365,12 +512,16 @@ async fn multipart_images(
                 st.cfg.max_images_per_request
             ))));
         }
-        let img = if is_json {
-            decode::json_image(&bytes, st.shape)
-        } else {
-            decode::image_bytes(&bytes, st.shape)
-        }
-        .map_err(|e| ApiError::bad(decode::prefix(n, e)))?;
+        let shape = st.shape;
+        let img = decode_blocking(move || {
+            if is_json {
+                decode::json_image(&bytes, shape)
+            } else {
+                decode::image_bytes(&bytes, shape)
+            }
+            .map_err(|e| decode::prefix(n, e))
+        })
+        .await?;
         pixels.extend(img);
         n += 1;
     }
@@ -386,8 +537,8 @@ async fn batch_inner(
     let (pixels, n) = match content_kind(req.headers())? {
         Kind::Json => {
             let body = Bytes::from_request(req, &()).await.map_err(body_error)?;
-            decode::json_batch(&body, st.shape, st.cfg.max_images_per_request)
-                .map_err(ApiError::bad)?
+            let (shape, max) = (st.shape, st.cfg.max_images_per_request);
+            decode_blocking(move || decode::json_batch(&body, shape, max)).await?
         }
         Kind::Multipart => multipart_images(st, req).await?,
         Kind::Image => {

@@ -157,6 +157,8 @@ pub fn train_classifier<M: ClassifierNet>(
         adv.check()?;
     }
     cfg.augment.check()?;
+    train.check_labels(CLASSES)?;
+    val.check_labels(CLASSES)?;
     let (mut model, mut optim, mut progress) = state::start(run, model)?;
     let plain = device.clone().inner();
     let channels = train.shape[0];

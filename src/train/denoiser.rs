@@ -363,6 +363,8 @@ pub fn train_denoiser<M: DenoiserNet>(
         [1, train.shape[0], train.shape[1], train.shape[2]],
         train.shape[0],
     )?;
+    train.check_labels(classifier.num_classes())?;
+    val.check_labels(classifier.num_classes())?;
     if let Some(adv) = &cfg.adversarial {
         adv.check()?;
     }

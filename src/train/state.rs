@@ -1,5 +1,6 @@
 //! Resumable training state: model and optimiser (burnpack, parameter ids kept), epoch and
-//! history, each written atomically after every epoch.
+//! history, written after every epoch as one file (`NAME.resume`) replaced atomically, so a
+//! kill at any moment leaves the previous epoch's state or the new one, never a mix.
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -27,34 +28,72 @@ pub struct Progress {
     pub finished: bool,
 }
 
-fn dir(opts: &RunOptions) -> std::path::PathBuf {
+/// The resume state: one file, so that model, optimiser and progress are replaced together.
+pub fn state_file(opts: &RunOptions) -> std::path::PathBuf {
     opts.file(".resume")
 }
 
-/// Saves the state after an epoch.
+const MAGIC: &[u8; 8] = b"DEFEDRS1";
+
+/// The three parts in one buffer: magic, then each part as a little-endian u64 length and its
+/// bytes (model, optimiser, progress JSON).
+fn pack(parts: [&[u8]; 3]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
+    out.extend_from_slice(MAGIC);
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+fn unpack(bytes: &[u8]) -> std::result::Result<[&[u8]; 3], String> {
+    let mut rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or("not a defed resume state (bad magic)")?;
+    let mut parts = [&[][..]; 3];
+    for (i, part) in parts.iter_mut().enumerate() {
+        let (len, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| format!("truncated before part {i}"))?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|&l| l <= tail.len())
+            .ok_or_else(|| format!("part {i} claims more bytes than the file has (truncated)"))?;
+        (*part, rest) = tail.split_at(len);
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} unexpected bytes at the end", rest.len()));
+    }
+    Ok(parts)
+}
+
+/// Saves the state after an epoch, as one file written atomically.
 pub fn save<M: Module>(
     opts: &RunOptions,
     model: &M,
     optim: &ModuleOptimizer,
     progress: &Progress,
 ) -> Result<()> {
-    let d = dir(opts);
     let bad = |e: burn::store::RecordError| {
         Error::Invalid(format!("cannot serialise training state: {e}"))
     };
     let model_bytes = model.clone().into_record().into_bytes().map_err(bad)?;
-    write_atomic(d.join("model.bpk"), &model_bytes)?;
     let optim_bytes = optim.into_bytes().map_err(bad)?;
-    write_atomic(d.join("optim.bpk"), &optim_bytes)?;
-    write_atomic(
-        d.join("progress.json"),
-        &serde_json::to_vec_pretty(progress).expect("progress serialises"),
-    )
+    let progress_bytes = serde_json::to_vec_pretty(progress).expect("progress serialises");
+    let path = state_file(opts);
+    if path.is_dir() {
+        // The layout of earlier versions: a folder of three files, replaced by the one file.
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    write_atomic(&path, &pack([&model_bytes, &optim_bytes, &progress_bytes]))
 }
 
 /// The model, an Adam optimiser (PyTorch's epsilon 1e-8) and the progress to train from: the
-/// saved state when `run.resume` is set and one exists, else a fresh start.
+/// saved state when `run.resume` is set and one exists, else a fresh start. Temporary files
+/// left by an interrupted write are removed first.
 pub fn start<M: Module>(run: &RunOptions, model: M) -> Result<(M, ModuleOptimizer, Progress)> {
+    remove_stale_temporaries(&run.out_dir);
     let optim = burn::optim::AdamConfig::new().with_epsilon(1e-8).init();
     if run.resume
         && let Some((m, o, p)) = load(run, model.clone(), optim.clone())?
@@ -65,28 +104,103 @@ pub fn start<M: Module>(run: &RunOptions, model: M) -> Result<(M, ModuleOptimize
     Ok((model, optim, Progress::default()))
 }
 
+/// Removes `write_atomic`'s temporary files (`.NAME.tmp-PID`) whose process is gone.
+fn remove_stale_temporaries(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Some((_, pid)) = name.rsplit_once(".tmp-") else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let alive = pid == std::process::id()
+            || (cfg!(target_os = "linux")
+                && std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if name.starts_with('.') && !alive {
+            tracing::info!(file = %e.path().display(), "removing a temporary file left by an interrupted run");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Loads the state if there is one: the model, optimiser and progress to continue from.
 pub fn load<M: Module>(
     opts: &RunOptions,
     model: M,
     optim: ModuleOptimizer,
 ) -> Result<Option<(M, ModuleOptimizer, Progress)>> {
-    let d = dir(opts);
-    let p = d.join("progress.json");
-    if !p.exists() {
+    let path = state_file(opts);
+    let owned;
+    let [model_bytes, optim_bytes, progress_bytes]: [&[u8]; 3] = if path.is_dir() {
+        // Earlier versions' folder of three files.
+        if !path.join("progress.json").exists() {
+            return Ok(None);
+        }
+        owned = [
+            read_file(path.join("model.bpk"))?,
+            read_file(path.join("optim.bpk"))?,
+            read_file(path.join("progress.json"))?,
+        ];
+        [&owned[0], &owned[1], &owned[2]]
+    } else if path.exists() {
+        owned = [read_file(&path)?, vec![], vec![]];
+        unpack(&owned[0]).map_err(|m| Error::format(&path, format!("corrupt resume state: {m}")))?
+    } else {
         return Ok(None);
-    }
-    let progress: Progress = serde_json::from_slice(&read_file(&p)?)
-        .map_err(|e| Error::format(&p, format!("corrupt resume state: {e}")))?;
-    let mp = d.join("model.bpk");
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(read_file(&mp)?))
-        .map_err(|e| Error::format(&mp, format!("corrupt resume state: {e}")))?;
+    };
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        Error::format(&path, format!("corrupt resume state ({what}): {e}"))
+    };
+    let progress: Progress =
+        serde_json::from_slice(progress_bytes).map_err(|e| corrupt("progress", &e))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes.to_vec()))
+        .map_err(|e| corrupt("model", &e))?;
     let model = model
         .try_load_record(record)
-        .map_err(|e| Error::format(&mp, format!("resume state does not fit the model: {e}")))?;
-    let op = d.join("optim.bpk");
+        .map_err(|e| Error::format(&path, format!("resume state does not fit the model: {e}")))?;
     let optim = optim
-        .from_bytes(Bytes::from_bytes_vec(read_file(&op)?))
-        .map_err(|e| Error::format(&op, format!("corrupt optimiser state: {e}")))?;
+        .from_bytes(Bytes::from_bytes_vec(optim_bytes.to_vec()))
+        .map_err(|e| corrupt("optimiser", &e))?;
     Ok(Some((model, optim, progress)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_state_round_trips_and_refuses_damage() {
+        let bytes = pack([b"model", b"", b"{}"]);
+        assert_eq!(unpack(&bytes).unwrap(), [&b"model"[..], b"", b"{}"]);
+        for cut in 0..bytes.len() {
+            assert!(unpack(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(unpack(&long).unwrap_err().contains("unexpected"));
+        let mut huge = bytes.clone();
+        huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(unpack(&huge).unwrap_err().contains("claims"));
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(".r.resume.tmp-4000000000");
+        let mine = dir
+            .path()
+            .join(format!(".r.resume.tmp-{}", std::process::id()));
+        let other = dir.path().join("notes.tmp-1");
+        for f in [&dead, &mine, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        remove_stale_temporaries(dir.path());
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists());
+    }
 }
