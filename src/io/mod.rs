@@ -4,4 +4,4 @@ mod npy;
 mod npz;
 
 pub use npy::{NpyArray, NpyData, read_npy, read_npy_bytes, write_npy, write_npy_bytes};
-pub use npz::{read_npz, write_npz};
+pub use npz::{read_npz, read_npz_bytes, write_npz};

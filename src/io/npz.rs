@@ -16,15 +16,20 @@ use crate::util::{check_inflated_claim, read_exactly, read_file, write_atomic};
 /// declared size is cut off with an error.
 pub fn read_npz(path: impl AsRef<Path>) -> Result<BTreeMap<String, NpyArray>> {
     let path = path.as_ref();
-    let bytes = read_file(path)?;
+    read_npz_bytes(read_file(path)?).map_err(|m| Error::format(path, m))
+}
+
+/// Parses `.npz` bytes, with the checks of [`read_npz`]; the error is a message without the
+/// file name.
+pub fn read_npz_bytes(bytes: Vec<u8>) -> std::result::Result<BTreeMap<String, NpyArray>, String> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| Error::format(path, format!("not a valid .npz (zip) archive: {e}")))?;
+        .map_err(|e| format!("not a valid .npz (zip) archive: {e}"))?;
     let mut out = BTreeMap::new();
     let mut total = 0u64;
     for i in 0..archive.len() {
         let mut file = archive
             .by_index(i)
-            .map_err(|e| Error::format(path, format!("corrupt .npz member {i}: {e}")))?;
+            .map_err(|e| format!("corrupt .npz member {i}: {e}"))?;
         let name = file.name().to_string();
         let claimed = file.size();
         total = total.saturating_add(claimed);
@@ -34,9 +39,8 @@ pub fn read_npz(path: impl AsRef<Path>) -> Result<BTreeMap<String, NpyArray>> {
                 usize::try_from(claimed).map_err(|_| "too large for this machine".to_string())
             })
             .and_then(|len| read_exactly(&mut file, len))
-            .map_err(|m| Error::format(path, format!("member {name}: {m}")))?;
-        let array =
-            read_npy_bytes(&buf).map_err(|m| Error::format(path, format!("member {name}: {m}")))?;
+            .map_err(|m| format!("member {name}: {m}"))?;
+        let array = read_npy_bytes(&buf).map_err(|m| format!("member {name}: {m}"))?;
         out.insert(name.trim_end_matches(".npy").to_string(), array);
     }
     Ok(out)
