@@ -671,3 +671,103 @@ fn hostile_files_and_labels_get_messages() {
     assert!(!ok);
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
+
+/// The job-array recipe on one machine: three shard processes at once, `defed merge`, and the
+/// same tables and examples as one unsharded run.
+#[test]
+fn sharded_attack_grid_merges_into_the_unsharded_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let lenet = "models/lenet-mnist.safetensors";
+    let (ok, _, err) = defed(&[
+        "benign",
+        "--classifier",
+        lenet,
+        "--dataset",
+        "mnist-embedded:val",
+        "--num",
+        "24",
+        "--out",
+        &p("benign.npz"),
+    ]);
+    assert!(ok, "{err}");
+    let args = |out: &str, shard: &str| -> Vec<String> {
+        [
+            "attack",
+            "--classifier",
+            lenet,
+            "--benign",
+            &p("benign.npz"),
+            "--attack",
+            "fgsm",
+            "--eps",
+            "0.1",
+            "0.2",
+            "0.3",
+            "--out",
+            &p(out),
+            "--shard",
+            shard,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_defed"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(args(&format!("shard-{i}"), &format!("{i}/3")))
+                .output()
+        })
+        .collect();
+    for c in children {
+        let c = c.unwrap();
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    }
+    let whole: Vec<String> = args("whole", "0/1");
+    let whole: Vec<&str> = whole.iter().map(String::as_str).collect();
+    let (ok, _, err) = defed(&whole);
+    assert!(ok, "{err}");
+    let (ok, out, err) = defed(&[
+        "merge",
+        &p("shard-0"),
+        &p("shard-1"),
+        &p("shard-2"),
+        "--out",
+        &p("merged"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("summary.csv (3 rows)"), "{out}");
+    // The same rows, timings aside.
+    let rows = |d: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_to_string(dir.path().join(d).join("summary.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut c: Vec<&str> = l.split(',').collect();
+                c.remove(6); // seconds_per_image
+                c.join(",")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(rows("merged"), rows("whole"));
+    // The same adversarial examples.
+    for f in std::fs::read_dir(dir.path().join("whole")).unwrap() {
+        let f = f.unwrap().file_name().to_string_lossy().to_string();
+        if f.ends_with(".npz") {
+            let a = defed::io::read_npz(dir.path().join("whole").join(&f)).unwrap();
+            let b = defed::io::read_npz(dir.path().join("merged").join(&f)).unwrap();
+            assert_eq!(a.get("adv"), b.get("adv"), "{f}");
+        }
+    }
+    let md = std::fs::read_to_string(dir.path().join("merged/merged.md")).unwrap();
+    assert!(md.contains("| FGSM"), "{md}");
+    // More shards than jobs: a clear error.
+    let many: Vec<String> = args("x", "3/4");
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (ok, _, err) = defed(&many);
+    assert!(!ok && err.contains("no attack"), "{err}");
+}

@@ -149,6 +149,10 @@ pub struct AttackArgs {
     /// Output folder: one .npz + .json per attack and budget, and summary.csv / summary.json.
     #[arg(long, default_value = "adv")]
     out: PathBuf,
+    /// Run only shard i of n of the (attack, budget) grid (or of the strong suite's budgets),
+    /// e.g. 0/4, for a job array; `defed merge` joins the shards' folders.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
 }
 
 pub(super) fn parse_eps(s: &str) -> Result<f32> {
@@ -187,9 +191,10 @@ pub fn attack(a: AttackArgs) -> Result<()> {
     if set.is_empty() {
         bail!("{} holds no images", a.benign.display());
     }
+    let shard = defed::eval::merge::parse_shard(&a.shard)?;
     let model = AttackModel::new(&clf, &device);
     if a.suite == Some(Suite::Strong) {
-        return strong(&a, &model, &set);
+        return strong(&a, &model, &set, shard);
     }
     let attacks: Vec<Box<dyn Attack>> = match (a.suite, a.attack) {
         (Some(Suite::Paper), _) => paper_grid(&settings(&a))?,
@@ -213,6 +218,18 @@ pub fn attack(a: AttackArgs) -> Result<()> {
         (Some(Suite::Strong), _) => unreachable!("handled above"),
         (None, None) => bail!("give --attack or --suite"),
     };
+    let attacks: Vec<Box<dyn Attack>> = attacks
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| defed::eval::merge::in_shard(*k, shard))
+        .map(|(_, at)| at)
+        .collect();
+    if attacks.is_empty() {
+        bail!(
+            "--shard {}: this shard has no attack (the grid has fewer jobs than shards)",
+            a.shard
+        );
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut all: Vec<AttackStats> = Vec::new();
@@ -280,7 +297,12 @@ pub fn attack(a: AttackArgs) -> Result<()> {
     Ok(())
 }
 
-fn strong(a: &AttackArgs, model: &AttackModel, set: &defed::data::ImageSet) -> Result<()> {
+fn strong(
+    a: &AttackArgs,
+    model: &AttackModel,
+    set: &defed::data::ImageSet,
+    shard: (usize, usize),
+) -> Result<()> {
     use defed::attack::{strong_attacks, strong_protocol};
     let eps: Vec<f32> = if a.eps.is_empty() {
         match a.norm {
@@ -291,6 +313,15 @@ fn strong(a: &AttackArgs, model: &AttackModel, set: &defed::data::ImageSet) -> R
     } else {
         a.eps.iter().map(|s| parse_eps(s)).collect::<Result<_>>()?
     };
+    let eps: Vec<f32> = eps
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| defed::eval::merge::in_shard(*k, shard))
+        .map(|(_, e)| e)
+        .collect();
+    if eps.is_empty() {
+        bail!("--shard {}: this shard has no budget", a.shard);
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut reports = Vec::new();
     let mut csv = String::from(

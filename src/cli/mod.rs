@@ -72,11 +72,47 @@ enum Command {
     /// Time the performance workloads (training step, inference, input gradient, defender
     /// latency) on the selected device.
     Bench(bench::Args),
+    /// Merge the output folders of sharded runs (`--shard i/n`) into one folder and report.
+    Merge(MergeArgs),
     /// Data sets: download and cache.
     Data {
         #[command(subcommand)]
         command: data::Command,
     },
+}
+
+/// `defed merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The shards' output folders (e.g. results/shard-*).
+    #[arg(required = true)]
+    shards: Vec<std::path::PathBuf>,
+    /// Folder for the merged tables, files and merged.md.
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+fn merge(a: MergeArgs) -> anyhow::Result<()> {
+    let s = defed::eval::merge::merge_shards(&a.shards, &a.out)?;
+    let tables: Vec<String> = s
+        .tables
+        .iter()
+        .map(|(k, v)| format!("{k} ({v} rows)"))
+        .collect();
+    println!(
+        "merged {} shards into {}: {}; {} files copied, {} training runs; report {}",
+        s.shards,
+        a.out.display(),
+        if tables.is_empty() {
+            "no tables".to_string()
+        } else {
+            tables.join(", ")
+        },
+        s.copied,
+        s.training_runs.len(),
+        a.out.join("merged.md").display()
+    );
+    Ok(())
 }
 
 /// `defed report`.
@@ -133,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Defend(a) => defense::defend(a),
         Command::Evaluate(a) => defense::evaluate_cmd(a),
         Command::Report(a) => report(a),
+        Command::Merge(a) => merge(a),
         Command::Train { command } => train::run(command),
         Command::DenoiseQuality(a) => classify::quality(a),
         Command::Serve(a) => serve::serve(a),

@@ -116,6 +116,12 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Check a service's liveness (`GET /healthz`); exits 0 when it answers 200. For container
+    /// health checks, without curl in the image.
+    Health {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show what the service has loaded.
     Model {
         #[command(flatten)]
@@ -188,6 +194,14 @@ pub fn client(c: ClientCommand) -> Result<()> {
             Ok(())
         }
         ClientCommand::Model { conn } => print_reply(conn.client()?.get("/v1/model")?),
+        ClientCommand::Health { conn } => {
+            let r = conn.client()?.get("/healthz")?;
+            if r.status != 200 {
+                bail!("HTTP {}: {}", r.status, r.body.trim());
+            }
+            println!("{}", r.body.trim());
+            Ok(())
+        }
         ClientCommand::Load {
             image,
             concurrency,

@@ -426,18 +426,9 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let (i, n) = s.split_once('/').context("--shard takes i/n, e.g. 0/4")?;
-    let (i, n): (usize, usize) = (i.parse()?, n.parse()?);
-    if n == 0 || i >= n {
-        bail!("--shard {s}: need 0 <= i < n");
-    }
-    Ok((i, n))
-}
-
 fn denoiser(a: DenoiserArgs) -> Result<()> {
     let c = &a.common;
-    let (shard, shards) = parse_shard(&a.shard)?;
+    let shard = defed::eval::merge::parse_shard(&a.shard)?;
     if !matches!(a.arch, Architecture::Defed | Architecture::Basenet) {
         bail!("--arch must be defed or basenet");
     }
@@ -457,7 +448,7 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
         .flat_map(|&n| a.alpha.iter().map(move |&al| (n, al)))
         .collect();
     for (k, &(noise, alpha)) in grid.iter().enumerate() {
-        if k % shards != shard {
+        if !defed::eval::merge::in_shard(k, shard) {
             continue;
         }
         let arch_tag = match a.arch {

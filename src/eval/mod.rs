@@ -5,6 +5,7 @@ pub mod charts;
 pub mod detection;
 pub mod figures;
 pub mod html;
+pub mod merge;
 pub mod metrics;
 pub mod report;
 
