@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use defed::data::download::{RemoteFile, Source, download};
+use defed::data::download::{Checksum, RemoteFile, Source, download, download_with};
 use sha2::{Digest, Sha256};
 
 /// Serves `files` (path -> body) on a loopback port until the test process ends; counts requests.
@@ -73,11 +73,15 @@ fn downloads_verifies_and_caches() {
         files: Box::leak(Box::new([
             RemoteFile {
                 name: "a.gz",
-                sha256: hex(&a),
+                checksum: Checksum::Sha256(hex(&a)),
+                max_bytes: 1 << 20,
+                optional: false,
             },
             RemoteFile {
                 name: "b.gz",
-                sha256: hex(&b),
+                checksum: Checksum::Sha256(hex(&b)),
+                max_bytes: 1 << 20,
+                optional: false,
             },
         ])),
     };
@@ -97,7 +101,9 @@ fn downloads_verifies_and_caches() {
         mirrors: &[],
         files: Box::leak(Box::new([RemoteFile {
             name: "bad.gz",
-            sha256: hex(b"expected"),
+            checksum: Checksum::Sha256(hex(b"expected")),
+            max_bytes: 1 << 20,
+            optional: false,
         }])),
     };
     let e = download(&bad, cache.path(), Some(&base))
@@ -115,7 +121,9 @@ fn downloads_verifies_and_caches() {
         mirrors: &[],
         files: Box::leak(Box::new([RemoteFile {
             name: "nope.gz",
-            sha256: hex(b"x"),
+            checksum: Checksum::Sha256(hex(b"x")),
+            max_bytes: 1 << 20,
+            optional: false,
         }])),
     };
     let e = download(&missing, cache.path(), Some(&base))
@@ -153,4 +161,73 @@ fn cli_download_refuses_wrong_checksum() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SHA-256 mismatch"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn svhn_downloads_with_md5_and_reads() {
+    let plain = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/svhn/svhn-plain.mat"
+    ))
+    .unwrap();
+    let md5 = |b: &[u8]| -> &'static str {
+        use md5::Digest;
+        let s: String = md5::Md5::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        Box::leak(s.into_boxed_str())
+    };
+    let mut files = HashMap::new();
+    files.insert("/data/train_32x32.mat".to_string(), plain.clone());
+    files.insert("/data/test_32x32.mat".to_string(), plain.clone());
+    files.insert("/data/extra_32x32.mat".to_string(), b"tampered".to_vec());
+    let (base, count) = serve(files);
+    let file = |name, sum, optional| RemoteFile {
+        name,
+        checksum: Checksum::Md5(sum),
+        max_bytes: 1 << 20,
+        optional,
+    };
+    let source = Source {
+        name: "svhn",
+        mirrors: &[],
+        files: Box::leak(Box::new([
+            file("train_32x32.mat", md5(&plain), false),
+            file("test_32x32.mat", md5(&plain), false),
+            file("extra_32x32.mat", md5(&plain), true),
+        ])),
+    };
+    let cache = tempfile::tempdir().unwrap();
+    // Without --extra the optional file is not fetched.
+    download(&source, cache.path(), Some(&base)).unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    let set =
+        defed::data::download::load_named("svhn", defed::data::download::Split::Test, cache.path())
+            .unwrap();
+    assert_eq!(set.labels, vec![0, 1, 9]);
+    // With it, the tampered file is refused by its MD5 and not kept.
+    let e = download_with(&source, cache.path(), Some(&base), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("MD5 mismatch") && e.contains("extra_32x32.mat"),
+        "{e}"
+    );
+    assert!(!cache.path().join("svhn/extra_32x32.mat").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(cache.path().join("svhn"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part"))
+        .collect();
+    assert!(leftovers.is_empty());
+    // The extra split says how to get it.
+    let e = defed::data::download::load_named(
+        "svhn",
+        defed::data::download::Split::Extra,
+        cache.path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("download svhn --extra"), "{e}");
 }

@@ -191,6 +191,24 @@ pub fn targets() -> Vec<Target> {
             },
         },
         Target {
+            name: "mat",
+            seeds: || {
+                ["svhn-plain.mat", "svhn-compressed.mat"]
+                    .iter()
+                    .map(|f| {
+                        std::fs::read(
+                            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                                .join("tests/fixtures/svhn")
+                                .join(f),
+                        )
+                        .expect("the SVHN fixtures")
+                    })
+                    .collect()
+            },
+            wrap: None,
+            run: |b| defed::io::read_mat_bytes(b).map(drop),
+        },
+        Target {
             name: "image",
             seeds: image_seeds,
             wrap: None,

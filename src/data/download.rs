@@ -1,22 +1,79 @@
 //! Downloading the standard data sets into a local cache, SHA-256 checked, and finding them
 //! again (cache, Debian's `dataset-fashion-mnist` package, or the embedded digits).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{ImageSet, embedded_mnist, read_cifar10, read_idx_pair};
+use super::{ImageSet, embedded_mnist, read_cifar10, read_idx_pair, read_svhn};
 use crate::error::{Error, Result};
-use crate::util::write_atomic;
 
-/// One file of a data set: its name and SHA-256.
+/// The published checksum of a file, lower-case hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// SHA-256.
+    Sha256(&'static str),
+    /// MD5, where the data set's publisher gives nothing stronger (SVHN).
+    Md5(&'static str),
+}
+
+impl Checksum {
+    fn name(self) -> &'static str {
+        match self {
+            Checksum::Sha256(_) => "SHA-256",
+            Checksum::Md5(_) => "MD5",
+        }
+    }
+
+    fn hex(self) -> &'static str {
+        match self {
+            Checksum::Sha256(h) | Checksum::Md5(h) => h,
+        }
+    }
+}
+
+/// A running checksum over a download.
+enum Hasher {
+    Sha256(Sha256),
+    Md5(md5::Md5),
+}
+
+impl Hasher {
+    fn new(c: Checksum) -> Self {
+        match c {
+            Checksum::Sha256(_) => Hasher::Sha256(Sha256::new()),
+            Checksum::Md5(_) => Hasher::Md5(md5::Md5::new()),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Md5(h) => h.update(b),
+        }
+    }
+
+    fn hex(self) -> String {
+        let bytes: Vec<u8> = match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Md5(h) => h.finalize().to_vec(),
+        };
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// One file of a data set: its name and checksum.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteFile {
     /// File name, appended to a mirror's base address.
     pub name: &'static str,
-    /// Lower-case hex SHA-256 of the file.
-    pub sha256: &'static str,
+    /// Its published checksum.
+    pub checksum: Checksum,
+    /// Largest size accepted, in bytes (a server sending more is cut off).
+    pub max_bytes: u64,
+    /// Downloaded only when asked for (SVHN's 1.3 GB `extra` split).
+    pub optional: bool,
 }
 
 /// A downloadable data set.
@@ -40,19 +97,35 @@ pub const MNIST: Source = Source {
     files: &[
         RemoteFile {
             name: "train-images-idx3-ubyte.gz",
-            sha256: "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            checksum: Checksum::Sha256(
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
         RemoteFile {
             name: "train-labels-idx1-ubyte.gz",
-            sha256: "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            checksum: Checksum::Sha256(
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
         RemoteFile {
             name: "t10k-images-idx3-ubyte.gz",
-            sha256: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            checksum: Checksum::Sha256(
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
         RemoteFile {
             name: "t10k-labels-idx1-ubyte.gz",
-            sha256: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            checksum: Checksum::Sha256(
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
     ],
 };
@@ -64,19 +137,35 @@ pub const FASHION_MNIST: Source = Source {
     files: &[
         RemoteFile {
             name: "train-images-idx3-ubyte.gz",
-            sha256: "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            checksum: Checksum::Sha256(
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
         RemoteFile {
             name: "train-labels-idx1-ubyte.gz",
-            sha256: "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            checksum: Checksum::Sha256(
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
         RemoteFile {
             name: "t10k-images-idx3-ubyte.gz",
-            sha256: "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            checksum: Checksum::Sha256(
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
         RemoteFile {
             name: "t10k-labels-idx1-ubyte.gz",
-            sha256: "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            checksum: Checksum::Sha256(
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            ),
+            max_bytes: 1 << 30,
+            optional: false,
         },
     ],
 };
@@ -87,8 +176,39 @@ pub const CIFAR10: Source = Source {
     mirrors: &["https://www.cs.toronto.edu/~kriz/"],
     files: &[RemoteFile {
         name: "cifar-10-binary.tar.gz",
-        sha256: "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+        checksum: Checksum::Sha256(
+            "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+        ),
+        max_bytes: 1 << 30,
+        optional: false,
     }],
+};
+
+/// SVHN's cropped digits (format 2): 73,257 training, 26,032 test and 531,131 extra 32 x 32
+/// RGB digits, MAT-files, with the MD5 sums of the data set's page.
+pub const SVHN: Source = Source {
+    name: "svhn",
+    mirrors: &["http://ufldl.stanford.edu/housenumbers/"],
+    files: &[
+        RemoteFile {
+            name: "train_32x32.mat",
+            checksum: Checksum::Md5("e26dedcc434d2e4c54c9b2d4a06d8373"),
+            max_bytes: 1 << 30,
+            optional: false,
+        },
+        RemoteFile {
+            name: "test_32x32.mat",
+            checksum: Checksum::Md5("eb5a983be6a315427106f1b164d9cef3"),
+            max_bytes: 1 << 30,
+            optional: false,
+        },
+        RemoteFile {
+            name: "extra_32x32.mat",
+            checksum: Checksum::Md5("a93ce644f1a588dc4d68dda5feec44a7"),
+            max_bytes: 4 << 30,
+            optional: true,
+        },
+    ],
 };
 
 /// The source of a data set name.
@@ -97,8 +217,9 @@ pub fn source(name: &str) -> Result<Source> {
         "mnist" => Ok(MNIST),
         "fashion-mnist" | "fashion" => Ok(FASHION_MNIST),
         "cifar10" | "cifar-10" => Ok(CIFAR10),
+        "svhn" => Ok(SVHN),
         other => Err(Error::Invalid(format!(
-            "unknown data set {other:?} (downloadable: mnist, fashion-mnist, cifar10)"
+            "unknown data set {other:?} (downloadable: mnist, fashion-mnist, cifar10, svhn)"
         ))),
     }
 }
@@ -113,36 +234,73 @@ pub fn default_cache_dir() -> PathBuf {
         .join("defed")
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+/// The checksum of a file on disk, streamed.
+fn file_checksum(path: &Path, kind: Checksum) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Hasher::new(kind);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.hex());
+        }
+        h.update(&buf[..n]);
+    }
 }
 
-fn fetch(url: &str, max_bytes: u64) -> Result<Vec<u8>> {
+/// Streams `url` into `tmp`, hashing as it goes; returns the checksum and the size.
+fn fetch(url: &str, tmp: &Path, file: &RemoteFile) -> Result<(String, u64)> {
     let err = |msg: String| Error::Download {
         url: url.to_string(),
         msg,
     };
     let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(600)))
+        .timeout_global(Some(std::time::Duration::from_secs(3600)))
         .build()
         .new_agent();
     let response = agent.get(url).call().map_err(|e| err(e.to_string()))?;
-    let mut body = Vec::new();
-    response
-        .into_body()
-        .into_reader()
-        .take(max_bytes)
-        .read_to_end(&mut body)
-        .map_err(|e| err(format!("reading the body: {e}")))?;
-    Ok(body)
+    let mut reader = response.into_body().into_reader().take(file.max_bytes + 1);
+    let mut out = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+    let mut h = Hasher::new(file.checksum);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| err(format!("reading the body: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > file.max_bytes {
+            return Err(err(format!(
+                "more than the {} bytes expected of {}",
+                file.max_bytes, file.name
+            )));
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| Error::io(tmp, e))?;
+    }
+    out.sync_all().map_err(|e| Error::io(tmp, e))?;
+    Ok((h.hex(), total))
 }
 
 /// Downloads every file of `source` that is not already in `cache_dir/<name>/` with the right
-/// checksum, from `mirror` if given, else from the source's mirrors in turn. Each file is
-/// checked against its SHA-256 before it is moved into place, so the cache never holds a
-/// partial or wrong file. Returns the data set's folder.
+/// checksum (optional files only with `optional`), from `mirror` if given, else from the
+/// source's mirrors in turn. Each file is streamed to a temporary file and checked against its
+/// checksum before it is moved into place, so the cache never holds a partial or wrong file.
+/// Returns the data set's folder.
 pub fn download(source: &Source, cache_dir: &Path, mirror: Option<&str>) -> Result<PathBuf> {
+    download_with(source, cache_dir, mirror, false)
+}
+
+/// [`download`], including the optional files when `optional` is set.
+pub fn download_with(
+    source: &Source,
+    cache_dir: &Path,
+    mirror: Option<&str>,
+    optional: bool,
+) -> Result<PathBuf> {
     let dir = cache_dir.join(source.name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let mirrors: Vec<String> = match mirror {
@@ -153,39 +311,40 @@ pub fn download(source: &Source, cache_dir: &Path, mirror: Option<&str>) -> Resu
         }],
         None => source.mirrors.iter().map(|s| s.to_string()).collect(),
     };
-    for file in source.files {
+    for file in source.files.iter().filter(|f| optional || !f.optional) {
         let target = dir.join(file.name);
-        if let Ok(existing) = std::fs::read(&target)
-            && sha256_hex(&existing) == file.sha256
+        if target.exists()
+            && file_checksum(&target, file.checksum).ok().as_deref() == Some(file.checksum.hex())
         {
             tracing::info!(file = %target.display(), "already downloaded");
             continue;
         }
+        let tmp = dir.join(format!(".{}.part-{}", file.name, std::process::id()));
         let mut last_error = None;
         for base in &mirrors {
             let url = format!("{base}{}", file.name);
             tracing::info!(%url, "downloading");
-            match fetch(&url, 1 << 30) {
-                Ok(bytes) => {
-                    let got = sha256_hex(&bytes);
-                    if got != file.sha256 {
+            match fetch(&url, &tmp, file) {
+                Ok((got, size)) => {
+                    if got != file.checksum.hex() {
                         last_error = Some(Error::Download {
                             url,
                             msg: format!(
-                                "SHA-256 mismatch: expected {}, got {got} ({} bytes); the file was not kept",
-                                file.sha256,
-                                bytes.len()
+                                "{} mismatch: expected {}, got {got} ({size} bytes); the file was not kept",
+                                file.checksum.name(),
+                                file.checksum.hex(),
                             ),
                         });
                         continue;
                     }
-                    write_atomic(&target, &bytes)?;
+                    std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
                     last_error = None;
                     break;
                 }
                 Err(e) => last_error = Some(e),
             }
         }
+        let _ = std::fs::remove_file(&tmp);
         if let Some(e) = last_error {
             return Err(e);
         }
@@ -218,6 +377,8 @@ pub enum Split {
     Train,
     /// The test split.
     Test,
+    /// SVHN's extra training digits.
+    Extra,
 }
 
 /// Loads a named data set split: `mnist-embedded` (the compiled-in 10,000 training digits,
@@ -226,13 +387,18 @@ pub enum Split {
 /// `cache_dir`.
 pub fn load_named(name: &str, split: Split, cache_dir: &Path) -> Result<ImageSet> {
     let (img, lab) = match split {
-        Split::Train => ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
         Split::Test => ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+        _ => ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     };
+    if split == Split::Extra && name != "svhn" {
+        return Err(Error::Invalid(format!(
+            "{name} has no extra split (only svhn:extra)"
+        )));
+    }
     match name {
         "mnist-embedded" | "embedded" => match split {
             Split::Train => Ok(embedded_mnist()),
-            Split::Test => Err(Error::Invalid(
+            _ => Err(Error::Invalid(
                 "the embedded MNIST digits are training digits only; carve a validation split from them, or download the test split with `defed data download mnist`".into(),
             )),
         },
@@ -259,10 +425,10 @@ pub fn load_named(name: &str, split: Split, cache_dir: &Path) -> Result<ImageSet
         "cifar10" | "cifar-10" => {
             let d = cache_dir.join("cifar10").join("cifar-10-batches-bin");
             let files: Vec<PathBuf> = match split {
-                Split::Train => (1..=5)
+                Split::Test => vec![d.join("test_batch.bin")],
+                _ => (1..=5)
                     .map(|i| d.join(format!("data_batch_{i}.bin")))
                     .collect(),
-                Split::Test => vec![d.join("test_batch.bin")],
             };
             if !files[0].exists() {
                 return Err(Error::Invalid(format!(
@@ -272,8 +438,24 @@ pub fn load_named(name: &str, split: Split, cache_dir: &Path) -> Result<ImageSet
             }
             read_cifar10(&files)
         }
+        "svhn" => {
+            let d = cache_dir.join("svhn");
+            let (file, how) = match split {
+                Split::Train => ("train_32x32.mat", "`defed data download svhn`"),
+                Split::Test => ("test_32x32.mat", "`defed data download svhn`"),
+                Split::Extra => ("extra_32x32.mat", "`defed data download svhn --extra`"),
+            };
+            let p = d.join(file);
+            if !p.exists() {
+                return Err(Error::Invalid(format!(
+                    "svhn is not downloaded ({} is missing); run {how}",
+                    p.display()
+                )));
+            }
+            read_svhn(&p)
+        }
         other => Err(Error::Invalid(format!(
-            "unknown data set {other:?} (known: mnist-embedded, mnist, fashion-mnist, cifar10, or a folder)"
+            "unknown data set {other:?} (known: mnist-embedded, mnist, fashion-mnist, cifar10, svhn, or a folder)"
         ))),
     }
 }

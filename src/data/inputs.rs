@@ -207,12 +207,12 @@ pub fn read_labels(path: &Path) -> Result<Vec<usize>> {
 }
 
 /// Loads a data set from a spec `NAME[:SPLIT]`: NAME is `mnist-embedded`, `mnist`,
-/// `fashion-mnist`, `cifar10`, or a class folder; SPLIT is `train`, `test`, `val` (a seeded
-/// `val_fraction` of train) or `train-val` (train without that part). `mnist-embedded`
-/// defaults to `train`, the others to `test`.
+/// `fashion-mnist`, `cifar10`, `svhn`, or a class folder; SPLIT is `train`, `test`, `val` (a
+/// seeded `val_fraction` of train), `train-val` (train without that part) or, for SVHN,
+/// `extra`. `mnist-embedded` defaults to `train`, the others to `test`.
 pub fn load_spec(spec: &str, val_fraction: f64, seed: u64) -> Result<ImageSet> {
     let (name, split) = match spec.rsplit_once(':') {
-        Some((n, s)) if ["train", "test", "val", "train-val"].contains(&s) => (n, Some(s)),
+        Some((n, s)) if ["train", "test", "val", "train-val", "extra"].contains(&s) => (n, Some(s)),
         _ => (spec, None),
     };
     let path = Path::new(name);
@@ -230,6 +230,7 @@ pub fn load_spec(spec: &str, val_fraction: f64, seed: u64) -> Result<ImageSet> {
     match split.unwrap_or(default_split) {
         "test" => load_named(name, Split::Test, &cache),
         "train" => load_named(name, Split::Train, &cache),
+        "extra" => load_named(name, Split::Extra, &cache),
         "val" => Ok(load_named(name, Split::Train, &cache)?
             .split(val_fraction, seed)
             .1),

@@ -10,6 +10,7 @@ mod folder;
 mod idx;
 mod inputs;
 mod noise;
+mod svhn;
 
 use std::path::Path;
 
@@ -24,6 +25,7 @@ pub use folder::{FolderOptions, read_image_file, read_image_folder};
 pub use idx::{IdxArray, read_idx, read_idx_bytes, read_idx_pair};
 pub use inputs::{Inputs, load_spec, load_train_val, read_inputs, read_labels, read_npz_set};
 pub use noise::{add_gaussian_noise, add_gaussian_noise_tensor};
+pub use svhn::read_svhn;
 
 use crate::backend::Device;
 use crate::error::{Error, Result};
