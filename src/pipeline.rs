@@ -1,5 +1,7 @@
-//! The whole Defed pipeline, stages 1 to 5, on the embedded MNIST digits: benign set, attacks,
-//! denoisers, defender, evaluation, and a report folder.
+//! The whole Defed pipeline, stages 1 to 5: benign set, attacks, denoisers, defender,
+//! evaluation, and a report folder. By default on the embedded MNIST digits with the embedded
+//! models; with a data set (`svhn`, `cifar10`, `mnist`, ..., or an `.npz` / SVHN `.mat` file)
+//! on its test split, with models given or trained.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,12 @@ use crate::util::write_atomic;
 pub struct PipelineConfig {
     /// Report folder.
     pub out: PathBuf,
+    /// The data: `None` for the embedded MNIST digits (held-out 10% evaluated); a named data
+    /// set (`svhn`, `cifar10`, `mnist`, `fashion-mnist`: its test split is evaluated, its
+    /// training split trains with `train`), or an `.npz` (`x`, `y`) or SVHN `.mat` file
+    /// (evaluated whole).
+    #[serde(default)]
+    pub dataset: Option<String>,
     /// Classifier checkpoint (default: the embedded LeNet).
     pub classifier: Option<PathBuf>,
     /// Denoiser checkpoints (default: the embedded Defeds).
@@ -67,6 +75,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             out: PathBuf::from("report"),
+            dataset: None,
             classifier: None,
             denoisers: vec![],
             train: false,
@@ -140,8 +149,8 @@ fn progress_line(msg: &str) {
 /// Gradient attacks only, for the robust defender: query attacks (HopSkipJump, Square) and
 /// JSMA / Carlini-Wagner cost far more against the larger network, and the white-box adaptive
 /// attack is the test that matters for it.
-fn robust_attack_suite() -> Vec<Box<dyn Attack>> {
-    crate::attack::pipeline_suite()
+fn robust_attack_suite(colour: bool) -> Vec<Box<dyn Attack>> {
+    crate::attack::pipeline_suite_for(colour)
         .into_iter()
         .filter(|a| {
             a.name().starts_with("FGSM")
@@ -151,32 +160,124 @@ fn robust_attack_suite() -> Vec<Box<dyn Attack>> {
         .collect()
 }
 
+/// The data a run works on.
+struct Data {
+    /// Training images (for `--train`).
+    train: ImageSet,
+    /// The images evaluated (benign set, calibration, attacks).
+    eval: ImageSet,
+    /// How the report describes them.
+    description: String,
+    /// Natural colour images (attack budgets of SVHN / CIFAR-10).
+    colour: bool,
+}
+
+fn load_data(cfg: &PipelineConfig) -> Result<Data> {
+    let Some(spec) = &cfg.dataset else {
+        let (train, eval) = embedded_mnist().split(0.1, cfg.seed);
+        return Ok(Data {
+            train,
+            eval,
+            description: format!(
+                "the 10,000 embedded MNIST training digits; the classifier's held-out 10% split supplies the benign images (seed {})",
+                cfg.seed
+            ),
+            colour: false,
+        });
+    };
+    let file = Path::new(spec);
+    let (train, eval, description) = if spec.ends_with(".npz") || spec.ends_with(".mat") {
+        if cfg.train {
+            return Err(Error::Invalid(format!(
+                "--train needs a named data set with a training split, not the file {spec}"
+            )));
+        }
+        let eval = if spec.ends_with(".npz") {
+            crate::data::read_npz_set(file)?
+        } else {
+            crate::data::read_svhn(file)?
+        };
+        let d = format!("the {} images of `{spec}`", eval.len());
+        (ImageSet::new(vec![], vec![], eval.shape)?, eval, d)
+    } else {
+        let name = spec.split(':').next().unwrap_or(spec);
+        let eval = crate::data::load_spec(&format!("{name}:test"), 0.1, cfg.seed)?;
+        let train = if cfg.train {
+            crate::data::load_spec(&format!("{name}:train"), 0.1, cfg.seed)?
+        } else {
+            ImageSet::new(vec![], vec![], eval.shape)?
+        };
+        let d = format!(
+            "the {name} test split ({} images) supplies the benign images{}",
+            eval.len(),
+            if cfg.train {
+                format!(
+                    "; the models were trained on its training split ({} images)",
+                    train.len()
+                )
+            } else {
+                String::new()
+            }
+        );
+        (train, eval, d)
+    };
+    if !cfg.train
+        && eval.shape != [1, 28, 28]
+        && (cfg.classifier.is_none() || cfg.denoisers.is_empty())
+    {
+        return Err(Error::Invalid(format!(
+            "the embedded models are for 1x28x28 MNIST digits and {spec} holds {}x{}x{} images: give --classifier and --denoisers (e.g. the authors' svhn-classifier.pth and svhn-laplacian-alpha=1-noise=40.pth) or --train",
+            eval.shape[0], eval.shape[1], eval.shape[2]
+        )));
+    }
+    let colour = eval.shape[0] == 3;
+    Ok(Data {
+        train,
+        eval,
+        description,
+        colour,
+    })
+}
+
 /// Runs stages 1-5 for the paper's defender and, unless switched off, for the robust one, and
 /// writes the report folder.
 pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     let device = crate::default_device();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let (train, val) = embedded_mnist().split(0.1, cfg.seed);
-    let (classifier, classifier_source) = classifier_stage(cfg, &train, &device)?;
+    let data = load_data(cfg)?;
+    let (classifier, classifier_source) = classifier_stage(cfg, &data.train, &device)?;
+    if classifier.input_shape() != data.eval.shape {
+        return Err(Error::Shape(format!(
+            "the classifier ({classifier_source}) takes {:?} images, the data holds {:?}",
+            classifier.input_shape(),
+            data.eval.shape
+        )));
+    }
+    let title = if data.colour {
+        "the classifier + Defed denoisers (the paper's defender)"
+    } else {
+        "LeNet-5 + Defed denoisers (the paper's defender)"
+    };
     let paper = defence_stages(
         cfg,
+        &data,
         &cfg.out,
         "the paper's defender",
         classifier,
         classifier_source,
-        &val,
-        crate::attack::pipeline_suite(),
+        crate::attack::pipeline_suite_for(data.colour),
         Policy::Correct,
-        |classifier| paper_denoisers(cfg, classifier, &train),
+        |classifier| paper_denoisers(cfg, classifier, &data.train),
     )?;
-    write_report(
-        &cfg.out,
-        &paper,
-        cfg,
-        "LeNet-5 + Defed denoisers (the paper's defender)",
-    )?;
-    let robust = match cfg.robust {
-        true => Some(robust_defence(cfg, &val, &device)?),
+    write_report(&cfg.out, &paper, cfg, &data, title)?;
+    let robust_fits = data.eval.shape == [1, 28, 28] || cfg.robust_classifier.is_some();
+    if cfg.robust && !robust_fits {
+        progress_line(
+            "the robust defender is skipped: its embedded models are for MNIST (give --robust-classifier and --robust-denoisers for this data)",
+        );
+    }
+    let robust = match cfg.robust && robust_fits {
+        true => Some(robust_defence(cfg, &data, &device)?),
         false => None,
     };
     finish(cfg, paper, robust)
@@ -189,7 +290,40 @@ fn classifier_stage(
     train: &ImageSet,
     device: &Device,
 ) -> Result<(Classifier, String)> {
-    if cfg.train {
+    if cfg.train && train.shape != [1, 28, 28] {
+        progress_line(&format!(
+            "training the SVHN VGG classifier for {} epochs on {} images",
+            cfg.classifier_epochs,
+            train.len()
+        ));
+        let ad = autodiff_device();
+        ad.seed(cfg.seed);
+        let epochs = cfg.classifier_epochs;
+        let run = RunOptions {
+            out_dir: cfg.out.join("models"),
+            name: "classifier".into(),
+            epochs,
+            batch_size: 64,
+            lr: 1e-3,
+            milestones: vec![epochs * 7 / 10, epochs * 9 / 10],
+            seed: cfg.seed,
+            resume: false,
+            progress: cfg.progress,
+            source: "defed pipeline --train".into(),
+            dataset: cfg.dataset.clone().unwrap_or_default(),
+        };
+        let (tr, va) = train.split(0.1, cfg.seed + 1);
+        train_classifier(
+            crate::model::SvhnNet::new(train.shape[0], &ad),
+            &tr,
+            &va,
+            &ClassifierTrainConfig::default(),
+            &run,
+            &ad,
+        )?;
+        let p = run.file(".safetensors");
+        Ok((load_classifier(&p, device)?.0, p.display().to_string()))
+    } else if cfg.train {
         progress_line(&format!(
             "training LeNet-5 for {} epochs on {} digits",
             cfg.classifier_epochs,
@@ -230,7 +364,7 @@ fn classifier_stage(
 }
 
 /// The robust defender's stages, in `<out>/robust/`.
-fn robust_defence(cfg: &PipelineConfig, val: &ImageSet, device: &Device) -> Result<DefenceReport> {
+fn robust_defence(cfg: &PipelineConfig, data: &Data, device: &Device) -> Result<DefenceReport> {
     let (classifier, source) = match &cfg.robust_classifier {
         Some(p) => (load_classifier(p, device)?.0, p.display().to_string()),
         None => (
@@ -241,12 +375,12 @@ fn robust_defence(cfg: &PipelineConfig, val: &ImageSet, device: &Device) -> Resu
     let out = cfg.out.join("robust");
     let r = defence_stages(
         cfg,
+        data,
         &out,
         "the robust defender",
         classifier,
         source,
-        val,
-        robust_attack_suite(),
+        robust_attack_suite(data.colour),
         // A flag withholds the label: the corrected label would come from denoisers the
         // attacker can steer, where the robust classifier's own label holds.
         Policy::Reject,
@@ -269,6 +403,7 @@ fn robust_defence(cfg: &PipelineConfig, val: &ImageSet, device: &Device) -> Resu
         &out,
         &r,
         cfg,
+        data,
         "adversarially trained Madry CNN + Defed denoisers (the robust defender)",
     )?;
     Ok(r)
@@ -324,7 +459,10 @@ fn paper_denoisers(
             ));
             let run = RunOptions {
                 out_dir: cfg.out.join("models"),
-                name: format!("defed-mnist-n{noise}"),
+                name: format!(
+                    "defed-{}-n{noise}",
+                    cfg.dataset.as_deref().unwrap_or("mnist")
+                ),
                 epochs: cfg.denoiser_epochs,
                 batch_size: 64,
                 lr: 1e-3,
@@ -333,7 +471,10 @@ fn paper_denoisers(
                 resume: false,
                 progress: cfg.progress,
                 source: "defed pipeline --train".into(),
-                dataset: "mnist-embedded".into(),
+                dataset: cfg
+                    .dataset
+                    .clone()
+                    .unwrap_or_else(|| "mnist-embedded".into()),
             };
             let (tr, va) = train.split(0.1, cfg.seed + 1);
             let dc = DenoiserTrainConfig {
@@ -345,7 +486,7 @@ fn paper_denoisers(
                 detection: None,
             };
             train_denoiser(
-                Defed::new(1, EdgeMethod::Laplacian, &ad),
+                Defed::new(train.shape[0], EdgeMethod::Laplacian, &ad),
                 &clf_ad,
                 &tr,
                 &va,
@@ -376,23 +517,24 @@ fn paper_denoisers(
 #[allow(clippy::too_many_arguments)]
 fn defence_stages(
     cfg: &PipelineConfig,
+    data: &Data,
     out: &Path,
     name: &str,
     classifier: Classifier,
     classifier_source: String,
-    val: &ImageSet,
     attacks_to_run: Vec<Box<dyn Attack>>,
     policy: Policy,
     denoisers: impl FnOnce(&Classifier) -> Result<Vec<DefenderDenoiser>>,
 ) -> Result<DefenceReport> {
     let device = crate::default_device();
+    let val = &data.eval;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     progress_line(&format!("{name}: classifier {classifier_source}"));
     let model = AttackModel::new(&classifier, &device);
     let val_pred = crate::eval::predict(&classifier, val, 500, &device)?;
     let classifier_accuracy = crate::eval::accuracy(&val_pred, &val.labels);
     progress_line(&format!(
-        "stage 1: classifier ({classifier_source}) scores {:.2}% on the {} held-out digits",
+        "stage 1: classifier ({classifier_source}) scores {:.2}% on the {} held-out images",
         100.0 * classifier_accuracy,
         val.len()
     ));
@@ -414,7 +556,13 @@ fn defence_stages(
     let mut defender = Defender::new(classifier.clone(), denoisers, 1.0)?;
     let (evaluation, headline) =
         evaluation_stage(cfg, &mut defender, policy, &benign, &adv_sets, out, &device)?;
-    let adaptive = adaptive_stage(cfg, &defender, &targets, &device)?;
+    let adaptive = adaptive_stage(
+        cfg,
+        &defender,
+        &targets,
+        adaptive_budgets(data.colour),
+        &device,
+    )?;
     Ok(DefenceReport {
         classifier_source,
         adaptive,
@@ -537,7 +685,7 @@ fn evaluation_stage(
         &calib,
         ThresholdRule::KStd(2.0),
         benign.indices[..cfg.calibration].to_vec(),
-        "defed pipeline: held-out embedded digits",
+        "defed pipeline: held-out benign images",
     )?;
     defender.policy = policy;
     defender.save(out.join("defender.safetensors"))?;
@@ -559,24 +707,39 @@ fn evaluation_stage(
     Ok((evaluation, headline))
 }
 
-/// The small white-box adaptive run on the calibrated bundle (Linf 0.3 and L2 2), if asked.
+/// The adaptive run's budgets: MNIST's Linf 0.3 and L2 2, or Linf 8/255 and L2 0.5 for colour
+/// images.
+fn adaptive_budgets(colour: bool) -> [(Norm, f32); 2] {
+    if colour {
+        [(Norm::Linf, 8.0 / 255.0), (Norm::L2, 0.5)]
+    } else {
+        [(Norm::Linf, 0.3), (Norm::L2, 2.0)]
+    }
+}
+
+/// The small white-box adaptive run on the calibrated bundle at `budgets`, if asked.
 fn adaptive_stage(
     cfg: &PipelineConfig,
     defender: &Defender,
     targets: &ImageSet,
+    budgets: [(Norm, f32); 2],
     device: &Device,
 ) -> Result<Vec<crate::eval::adaptive::AdaptiveRow>> {
     if cfg.adaptive == 0 {
         return Ok(vec![]);
     }
     progress_line(&format!(
-        "adaptive white-box attack on the bundle: {} held-out images, Linf 0.3 and L2 2",
-        cfg.adaptive.min(targets.len())
+        "adaptive white-box attack on the bundle: {} held-out images, {} {} and {} {}",
+        cfg.adaptive.min(targets.len()),
+        budgets[0].0.name(),
+        budgets[0].1,
+        budgets[1].0.name(),
+        budgets[1].1
     ));
     crate::eval::adaptive::evaluate_adaptive(
         defender,
         &targets.take(cfg.adaptive),
-        &[(Norm::Linf, 0.3), (Norm::L2, 2.0)],
+        &budgets,
         &adaptive_settings(cfg.seed),
         device,
         |_| {},
@@ -642,7 +805,13 @@ fn comparison_markdown(paper: &DefenceReport, robust: &DefenceReport) -> String 
     s
 }
 
-fn write_report(out: &Path, r: &DefenceReport, cfg: &PipelineConfig, title: &str) -> Result<()> {
+fn write_report(
+    out: &Path,
+    r: &DefenceReport,
+    cfg: &PipelineConfig,
+    data: &Data,
+    title: &str,
+) -> Result<()> {
     write_atomic(out.join("results.csv"), to_csv(&r.evaluation).as_bytes())?;
     write_atomic(
         out.join("results.json"),
@@ -717,16 +886,15 @@ fn write_report(out: &Path, r: &DefenceReport, cfg: &PipelineConfig, title: &str
     let md = format!(
         "# defed pipeline report: {title}\n\n\
          Classifier: {source}.\n\n\
-         Data: the {n} embedded MNIST training digits; the classifier's held-out 10% split supplies the benign images (seed {seed}).\n\n\
-         ## Stage 1: benign set\n\nClassifier accuracy on the held-out digits: {acc:.2}%. Kept the first {b} correctly classified; the first {c} calibrate the thresholds, the others are held out for evaluation and attacked.\n\n\
+         Data: {data}.\n\n\
+         ## Stage 1: benign set\n\nClassifier accuracy on the held-out images: {acc:.2}%. Kept the first {b} correctly classified; the first {c} calibrate the thresholds, the others are held out for evaluation and attacked.\n\n\
          ## Stage 2: attacks (against the bare classifier)\n\n{attacks_md}\n\
          ## Stage 5: defender\n\n{headline}\n\
          Each attack cell: detection rate / accuracy of the final label / ROC-AUC of the max normalised score. These are non-adaptive attacks: the attacker does not know the defence, so these figures are an upper bound; run `defed evaluate --adaptive --bundle defender.safetensors --benign benign.npz` for the white-box attack (see the README).\n\n{table}\n\
          ## Figures\n\n{figures_md}\
          Files: `benign.npz`, `adv/*.npz` (+ `.json` stats), `attacks.csv`, `results.csv`, `results.json`, `adaptive.csv`, and the calibrated bundle `defender.safetensors` (all denoisers, k = 2).\n{adaptive_md}",
-        n = 10_000,
+        data = data.description,
         source = r.classifier_source,
-        seed = cfg.seed,
         acc = 100.0 * r.classifier_accuracy,
         b = r.benign,
         c = r.calibration,

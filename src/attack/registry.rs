@@ -252,7 +252,20 @@ pub fn paper_grid(s: &AttackSettings) -> Result<Vec<Box<dyn Attack>>> {
 /// The pipeline's eight attacks, one of each kind at its default budget: FGSM and PGD at Linf
 /// 0.3, PGD-L2 2, DeepFool, JSMA, CW-Linf and Square at 64/256, HopSkipJump-L2.
 pub fn pipeline_suite() -> Vec<Box<dyn Attack>> {
+    pipeline_suite_for(false)
+}
+
+/// The pipeline's eight attacks at the budgets usual for the data: MNIST's defaults, or for
+/// natural colour images (`colour`: SVHN, CIFAR-10) Linf 8/255 (FGSM, PGD, Carlini-Wagner,
+/// Square) and L2 0.5 (PGD), as in the robustness literature for these sets.
+pub fn pipeline_suite_for(colour: bool) -> Vec<Box<dyn Attack>> {
     let s = AttackSettings::default();
+    let eps = |k: AttackKind, n: Norm| match (colour, k, n) {
+        (false, _, _) => None,
+        (true, AttackKind::Pgd, Norm::L2) => Some(0.5),
+        (true, k, _) if k.has_budget() => Some(8.0 / 255.0),
+        _ => None,
+    };
     [
         (AttackKind::Fgsm, Norm::Linf),
         (AttackKind::Pgd, Norm::Linf),
@@ -264,7 +277,7 @@ pub fn pipeline_suite() -> Vec<Box<dyn Attack>> {
         (AttackKind::Hsj, Norm::L2),
     ]
     .into_iter()
-    .map(|(k, n)| build_attack(k, n, None, &s).expect("the pipeline's attacks are valid"))
+    .map(|(k, n)| build_attack(k, n, eps(k, n), &s).expect("the pipeline's attacks are valid"))
     .collect()
 }
 

@@ -8,6 +8,15 @@ pub struct Args {
     /// Report folder.
     #[arg(long, default_value = "report")]
     out: PathBuf,
+    /// Data instead of the embedded digits: svhn, cifar10, mnist, fashion-mnist (their test
+    /// split is evaluated; `defed data download NAME` first), or an .npz (x, y) or SVHN .mat
+    /// file. Colour data need --classifier and --denoisers (e.g. the authors' SVHN models) or
+    /// --train.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Classifier epochs with --train.
+    #[arg(long, default_value_t = 100)]
+    classifier_epochs: usize,
     /// Retrain the classifier and the denoisers from scratch (about an hour on 2 cores)
     /// instead of using the embedded models.
     #[arg(long)]
@@ -51,6 +60,8 @@ pub struct Args {
 pub fn run_cmd(a: Args) -> Result<()> {
     let cfg = PipelineConfig {
         out: a.out,
+        dataset: a.dataset,
+        classifier_epochs: a.classifier_epochs,
         classifier: a.classifier,
         denoisers: a.denoisers,
         train: a.train,
@@ -82,7 +93,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
 fn print_defence(title: &str, r: &DefenceReport) {
     println!("{title}: classifier {}", r.classifier_source);
     println!(
-        "classifier accuracy on held-out digits: {:.2}%",
+        "classifier accuracy on held-out images: {:.2}%",
         100.0 * r.classifier_accuracy
     );
     for s in &r.attacks {
