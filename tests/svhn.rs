@@ -73,3 +73,122 @@ fn wrong_and_damaged_files_get_clear_errors() {
     let e = err(p);
     assert!(e.contains("need 4 values") || e.contains("4 labels"), "{e}");
 }
+
+/// The embedded digits in colour on 32 x 32 (random foreground and background colours), with
+/// their digit labels: SVHN-shaped data for training tests.
+fn colour_digits(n: usize, seed: u64) -> defed::data::ImageSet {
+    use rand::{RngExt, SeedableRng};
+    let digits = defed::data::embedded_mnist().take(n);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut images = Vec::with_capacity(n * 3 * 1024);
+    for i in 0..digits.len() {
+        let fg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
+        let bg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
+        for c in 0..3 {
+            for h in 0..32 {
+                for w in 0..32 {
+                    let v = if (2..30).contains(&h) && (2..30).contains(&w) {
+                        digits.image(i)[(h - 2) * 28 + (w - 2)]
+                    } else {
+                        0.0
+                    };
+                    images.push(v * fg[c] + (1.0 - v) * bg[c]);
+                }
+            }
+        }
+    }
+    defed::data::ImageSet::new(images, digits.labels.clone(), [3, 32, 32]).unwrap()
+}
+
+fn opts(dir: &std::path::Path, name: &str, epochs: usize) -> defed::train::RunOptions {
+    defed::train::RunOptions {
+        out_dir: dir.to_path_buf(),
+        name: name.into(),
+        epochs,
+        batch_size: 32,
+        lr: 1e-3,
+        milestones: vec![],
+        seed: 1,
+        resume: false,
+        progress: false,
+        source: "test".into(),
+        dataset: "colour digits".into(),
+    }
+}
+
+/// Stages 3-4 with 3 channels: the SVHN VGG classifier and a 3-channel Defed train, save and
+/// load like the MNIST ones.
+#[test]
+fn colour_classifier_and_denoiser_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = colour_digits(1200, 5);
+    let (train, val) = set.split(0.2, 0);
+    let device = defed::autodiff_device();
+    device.seed(1);
+    let p = defed::train::train_classifier(
+        defed::model::SvhnNet::new(3, &device),
+        &train,
+        &val,
+        &Default::default(),
+        &opts(dir.path(), "vgg", 3),
+        &device,
+    )
+    .unwrap();
+    let acc = p.best["val_accuracy"];
+    eprintln!("colour digits, 3 epochs: validation accuracy {acc:.3}");
+    assert!(acc > 0.3, "{acc}");
+    let (clf, meta) =
+        defed::model::load_classifier(dir.path().join("vgg.safetensors"), &defed::default_device())
+            .unwrap();
+    assert_eq!(clf.input_shape(), [3, 32, 32]);
+    assert_eq!(meta.architecture.name(), "svhn-vgg");
+
+    let cfg = defed::train::DenoiserTrainConfig {
+        noise: 60.0,
+        alpha: 0.0,
+        edge: Some(defed::model::EdgeMethod::Laplacian),
+        alpha_warmup: 0,
+        adversarial: None,
+        detection: None,
+    };
+    let clf_ad = clf.to_device(&device).frozen();
+    let p = defed::train::train_denoiser(
+        defed::model::Defed::new(3, defed::model::EdgeMethod::Laplacian, &device),
+        &clf_ad,
+        &train.take(800),
+        &val.take(64),
+        &cfg,
+        &opts(dir.path(), "d3", 3),
+        &device,
+    )
+    .unwrap();
+    let (first, last) = (&p.history[0], p.history.last().unwrap());
+    eprintln!(
+        "3-channel Defed: noisy PSNR {:.2}, denoised {:.2}",
+        first["noisy_val_psnr"], last["val_psnr"]
+    );
+    assert!(last["val_psnr"] > first["noisy_val_psnr"] + 1.0);
+    let (d, _) = defed::model::load_denoiser(
+        dir.path().join("d3.safetensors"),
+        &defed::default_device(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(d.channels(), 3);
+}
+
+/// Without the data, the pipeline names the download command.
+#[test]
+fn missing_svhn_names_the_download_command() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_defed"))
+        .env("DEFED_CACHE_DIR", cache.path())
+        .args(["pipeline", "--dataset", "svhn", "--out"])
+        .arg(cache.path().join("r"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("defed data download svhn"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

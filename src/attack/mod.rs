@@ -34,7 +34,7 @@ pub use norm::{Norm, perturbation_sizes, project, step_direction};
 pub use pgd::Pgd;
 pub use registry::{
     AttackKind, AttackSettings, build_attack, default_eps, paper_grid, pipeline_suite,
-    pipeline_suite_for,
+    pipeline_suite_for, transfer_pgd,
 };
 pub use square::Square;
 pub use strong::{StrongReport, strong_attacks, strong_protocol};

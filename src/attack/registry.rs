@@ -141,6 +141,27 @@ pub fn default_eps(kind: AttackKind, norm: Norm) -> Option<f32> {
     }
 }
 
+/// The adaptive evaluation's non-adaptive baseline: PGD on the bare classifier, transferred to
+/// the defended model (Linf: step eps/10, 40 iterations; L2 and L1: step eps/20, 100
+/// iterations; no random start).
+pub fn transfer_pgd(norm: Norm, eps: f32) -> Pgd {
+    match norm {
+        Norm::Linf => Pgd {
+            step: eps / 10.0,
+            ..Pgd::linf(eps)
+        },
+        _ => Pgd {
+            norm,
+            eps,
+            step: eps / 20.0,
+            iterations: 100,
+            random_init: false,
+            restarts: 1,
+            early_stop: false,
+        },
+    }
+}
+
 /// Builds an attack: `eps` (or the attack's default budget) in `norm`, other settings from
 /// `s`. An attack in a norm it does not work in is an error.
 pub fn build_attack(

@@ -39,26 +39,6 @@ pub fn default_budgets() -> Vec<(Norm, f32)> {
     ]
 }
 
-/// The non-adaptive baseline: PGD on the bare classifier (Linf: step eps/10, 40 iterations;
-/// L2: step eps/20, 100 iterations).
-fn transfer_attack(norm: Norm, eps: f32) -> Pgd {
-    match norm {
-        Norm::Linf => Pgd {
-            step: eps / 10.0,
-            ..Pgd::linf(eps)
-        },
-        _ => Pgd {
-            norm,
-            eps,
-            step: eps / 20.0,
-            iterations: 100,
-            random_init: false,
-            restarts: 1,
-            early_stop: false,
-        },
-    }
-}
-
 /// Runs every budget; `template` gives the attack's settings other than norm and budget.
 pub fn evaluate_adaptive(
     defender: &Defender,
@@ -77,7 +57,7 @@ pub fn evaluate_adaptive(
             ..template.clone()
         };
         let adaptive = adaptive_attack(defender, set, &cfg, device)?;
-        let pgd = transfer_attack(norm, eps);
+        let pgd = crate::attack::transfer_pgd(norm, eps);
         let mut adv = Vec::with_capacity(set.images.len());
         let per = set.image_len();
         let bs = template.batch_size.max(1);

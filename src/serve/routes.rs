@@ -58,7 +58,11 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/v1/model", get(model))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_abandoned,
+        ));
     Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -349,8 +353,9 @@ async fn infer(
     }
 }
 
-/// Counts a classification request that never got to [`finish`]: its client closed the
-/// connection and hyper dropped the handler.
+/// Counts a request whose handling was dropped before it produced an answer: its client
+/// closed the connection and hyper dropped the request's future (while reading the body or
+/// waiting for the verdicts).
 struct Answering<'a> {
     st: &'a Shared,
     endpoint: Endpoint,
@@ -375,13 +380,22 @@ impl Drop for Answering<'_> {
     }
 }
 
+/// The outermost layer of the counted routes: every request ends counted, by its handler or
+/// a layer when answered, here when abandoned.
+async fn count_abandoned(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = Endpoint::from_path(req.uri().path()).unwrap_or(Endpoint::Other);
+    let mut guard = Answering::new(&st, endpoint);
+    let r = next.run(req).await;
+    guard.answered = true;
+    r
+}
+
 fn finish(
-    mut guard: Answering<'_>,
+    st: &Shared,
+    endpoint: Endpoint,
     start: Instant,
     r: std::result::Result<Response, ApiError>,
 ) -> Response {
-    guard.answered = true;
-    let (st, endpoint) = (guard.st, guard.endpoint);
     st.metrics.latency(start.elapsed());
     match r {
         Ok(resp) => {
@@ -407,9 +421,8 @@ fn count_verdicts(st: &Shared, v: &[Verdict]) {
 
 async fn classify(State(st): State<AppState>, req: Request) -> Response {
     let start = Instant::now();
-    let guard = Answering::new(&st, Endpoint::Classify);
     let r = classify_inner(&st, req, start).await;
-    finish(guard, start, r)
+    finish(&st, Endpoint::Classify, start, r)
 }
 
 /// Decodes off the async threads: a large PNG or JSON body takes milliseconds of CPU.
@@ -464,9 +477,8 @@ async fn classify_inner(
 
 async fn classify_batch(State(st): State<AppState>, req: Request) -> Response {
     let start = Instant::now();
-    let guard = Answering::new(&st, Endpoint::ClassifyBatch);
     let r = batch_inner(&st, req, start).await;
-    finish(guard, start, r)
+    finish(&st, Endpoint::ClassifyBatch, start, r)
 }
 
 /// A multipart failure: over the body limit (413) or malformed (400).
