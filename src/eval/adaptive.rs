@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{
-    AdaptiveConfig, AdaptiveReport, Attack, AttackModel, Norm, Pgd, adaptive::outcome_shares,
+    AdaptiveConfig, AdaptiveReport, Attack, AttackModel, Norm, adaptive::outcome_shares,
     adaptive_attack,
 };
 use crate::backend::Device;
