@@ -190,7 +190,14 @@ pub fn read_inputs(paths: &[PathBuf], channels: usize, size: [usize; 2]) -> Resu
 pub fn read_labels(path: &Path) -> Result<Vec<usize>> {
     match ext(path).as_str() {
         "npy" => return read_npy_labels(path),
-        "npz" => return Ok(read_npz_set(path)?.labels),
+        "npz" => {
+            let arrays = crate::io::read_npz(path)?;
+            let y = arrays
+                .get("y")
+                .or_else(|| arrays.get("labels"))
+                .ok_or_else(|| Error::format(path, "no array named y or labels"))?;
+            return super::labels_from_array(path, y);
+        }
         _ => {}
     }
     let arr = read_idx(path)?;
@@ -308,11 +315,6 @@ pub fn read_npz_set(path: &Path) -> Result<ImageSet> {
         crate::io::NpyData::U8(v) => v.iter().map(|&b| b as f32 / 255.0).collect(),
         _ => x.to_f32(),
     };
-    let labels = y
-        .to_i64()
-        .ok_or_else(|| Error::format(path, "labels must be integers"))?
-        .into_iter()
-        .map(|l| usize::try_from(l).map_err(|_| Error::format(path, format!("negative label {l}"))))
-        .collect::<Result<Vec<_>>>()?;
+    let labels = super::labels_from_array(path, y)?;
     ImageSet::new(pixels, labels, shape).map_err(|e| Error::format(path, e.to_string()))
 }

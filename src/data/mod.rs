@@ -220,11 +220,14 @@ fn images_from_array(path: &Path, arr: NpyArray) -> Result<(Vec<f32>, [usize; 4]
 /// Reads labels from a `.npy` file of integers.
 pub fn read_npy_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
     let path = path.as_ref();
-    let arr: NpyArray = read_npy(path)?;
-    let v = arr
-        .to_i64()
-        .ok_or_else(|| Error::format(path, "labels must be integers"))?;
-    v.into_iter()
+    labels_from_array(path, &read_npy(path)?)
+}
+
+/// Class labels from an integer array of `path` (negative or fractional values are errors).
+pub(crate) fn labels_from_array(path: &Path, arr: &NpyArray) -> Result<Vec<usize>> {
+    arr.to_i64()
+        .ok_or_else(|| Error::format(path, "labels must be integers"))?
+        .into_iter()
         .map(|x| usize::try_from(x).map_err(|_| Error::format(path, format!("negative label {x}"))))
         .collect()
 }
