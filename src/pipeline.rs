@@ -290,9 +290,15 @@ fn classifier_stage(
     train: &ImageSet,
     device: &Device,
 ) -> Result<(Classifier, String)> {
-    if cfg.train && train.shape != [1, 28, 28] {
+    if cfg.train {
+        let mnist = train.shape == [1, 28, 28];
+        let (what, name) = if mnist {
+            ("LeNet-5", "lenet-mnist")
+        } else {
+            ("the SVHN VGG classifier", "classifier")
+        };
         progress_line(&format!(
-            "training the SVHN VGG classifier for {} epochs on {} images",
+            "training {what} for {} epochs on {} images",
             cfg.classifier_epochs,
             train.len()
         ));
@@ -301,7 +307,7 @@ fn classifier_stage(
         let epochs = cfg.classifier_epochs;
         let run = RunOptions {
             out_dir: cfg.out.join("models"),
-            name: "classifier".into(),
+            name: name.into(),
             epochs,
             batch_size: 64,
             lr: 1e-3,
@@ -310,47 +316,23 @@ fn classifier_stage(
             resume: false,
             progress: cfg.progress,
             source: "defed pipeline --train".into(),
-            dataset: cfg.dataset.clone().unwrap_or_default(),
+            dataset: cfg
+                .dataset
+                .clone()
+                .unwrap_or_else(|| "mnist-embedded".into()),
         };
         let (tr, va) = train.split(0.1, cfg.seed + 1);
-        train_classifier(
-            crate::model::SvhnNet::new(train.shape[0], &ad),
-            &tr,
-            &va,
-            &ClassifierTrainConfig::default(),
-            &run,
-            &ad,
-        )?;
-        let p = run.file(".safetensors");
-        Ok((load_classifier(&p, device)?.0, p.display().to_string()))
-    } else if cfg.train {
-        progress_line(&format!(
-            "training LeNet-5 for {} epochs on {} digits",
-            cfg.classifier_epochs,
-            train.len()
-        ));
-        let ad = autodiff_device();
-        ad.seed(cfg.seed);
-        let epochs = cfg.classifier_epochs;
-        let run = RunOptions {
-            out_dir: cfg.out.join("models"),
-            name: "lenet-mnist".into(),
-            epochs,
-            batch_size: 64,
-            lr: 1e-3,
-            milestones: vec![epochs * 7 / 10, epochs * 9 / 10],
-            seed: cfg.seed,
-            resume: false,
-            progress: cfg.progress,
-            source: "defed pipeline --train".into(),
-            dataset: "mnist-embedded".into(),
-        };
-        let (tr, va) = train.split(0.1, cfg.seed + 1);
-        let recipe = ClassifierTrainConfig {
-            augment: Augment::lenet_mnist(),
-            adversarial: None,
-        };
-        train_classifier(LeNet::new(&ad), &tr, &va, &recipe, &run, &ad)?;
+        if mnist {
+            // The shipped LeNet's recipe.
+            let recipe = ClassifierTrainConfig {
+                augment: Augment::lenet_mnist(),
+                adversarial: None,
+            };
+            train_classifier(LeNet::new(&ad), &tr, &va, &recipe, &run, &ad)?;
+        } else {
+            let net = crate::model::SvhnNet::new(train.shape[0], &ad);
+            train_classifier(net, &tr, &va, &Default::default(), &run, &ad)?;
+        }
         let p = run.file(".safetensors");
         Ok((load_classifier(&p, device)?.0, p.display().to_string()))
     } else if let Some(p) = &cfg.classifier {

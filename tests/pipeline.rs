@@ -165,33 +165,14 @@ mod common;
 /// SVHN).
 #[test]
 fn pipeline_runs_on_svhn_shaped_data_with_the_authors_models() {
-    use rand::{RngExt, SeedableRng};
     let Some(shared) = common::shared() else {
         return;
     };
     let ck = shared.join("reference/checkpoints/pytorch");
     let device = defed::default_device();
     let (clf, _) = defed::model::load_classifier(ck.join("svhn-classifier.pth"), &device).unwrap();
-    let digits = defed::data::embedded_mnist().take(400);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let mut images = Vec::with_capacity(400 * 3 * 1024);
-    for i in 0..digits.len() {
-        let fg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
-        let bg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
-        for c in 0..3 {
-            for h in 0..32 {
-                for w in 0..32 {
-                    let v = if (2..30).contains(&h) && (2..30).contains(&w) {
-                        digits.image(i)[(h - 2) * 28 + (w - 2)]
-                    } else {
-                        0.0
-                    };
-                    images.push(v * fg[c] + (1.0 - v) * bg[c]);
-                }
-            }
-        }
-    }
-    let unlabelled = defed::data::ImageSet::new(images, vec![0; 400], [3, 32, 32]).unwrap();
+    // Labelled by the classifier itself (the digit labels are not SVHN's).
+    let unlabelled = common::colour_digits(400, 3);
     let labels = defed::eval::predict(&clf, &unlabelled, 200, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let npz = dir.path().join("svhn-shaped.npz");

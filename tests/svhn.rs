@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use defed::data::read_svhn;
 
+mod common;
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/svhn")
@@ -74,32 +76,6 @@ fn wrong_and_damaged_files_get_clear_errors() {
     assert!(e.contains("need 4 values") || e.contains("4 labels"), "{e}");
 }
 
-/// The embedded digits in colour on 32 x 32 (random foreground and background colours), with
-/// their digit labels: SVHN-shaped data for training tests.
-fn colour_digits(n: usize, seed: u64) -> defed::data::ImageSet {
-    use rand::{RngExt, SeedableRng};
-    let digits = defed::data::embedded_mnist().take(n);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut images = Vec::with_capacity(n * 3 * 1024);
-    for i in 0..digits.len() {
-        let fg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
-        let bg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
-        for c in 0..3 {
-            for h in 0..32 {
-                for w in 0..32 {
-                    let v = if (2..30).contains(&h) && (2..30).contains(&w) {
-                        digits.image(i)[(h - 2) * 28 + (w - 2)]
-                    } else {
-                        0.0
-                    };
-                    images.push(v * fg[c] + (1.0 - v) * bg[c]);
-                }
-            }
-        }
-    }
-    defed::data::ImageSet::new(images, digits.labels.clone(), [3, 32, 32]).unwrap()
-}
-
 fn opts(dir: &std::path::Path, name: &str, epochs: usize) -> defed::train::RunOptions {
     defed::train::RunOptions {
         out_dir: dir.to_path_buf(),
@@ -121,7 +97,7 @@ fn opts(dir: &std::path::Path, name: &str, epochs: usize) -> defed::train::RunOp
 #[test]
 fn colour_classifier_and_denoiser_train() {
     let dir = tempfile::tempdir().unwrap();
-    let set = colour_digits(1200, 5);
+    let set = common::colour_digits(1200, 5);
     let (train, val) = set.split(0.2, 0);
     let device = defed::autodiff_device();
     device.seed(1);

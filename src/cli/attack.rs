@@ -218,12 +218,7 @@ pub fn attack(a: AttackArgs) -> Result<()> {
         (Some(Suite::Strong), _) => unreachable!("handled above"),
         (None, None) => bail!("give --attack or --suite"),
     };
-    let attacks: Vec<Box<dyn Attack>> = attacks
-        .into_iter()
-        .enumerate()
-        .filter(|(k, _)| defed::eval::merge::in_shard(*k, shard))
-        .map(|(_, at)| at)
-        .collect();
+    let attacks = defed::eval::merge::take_shard(attacks, shard);
     if attacks.is_empty() {
         bail!(
             "--shard {}: this shard has no attack (the grid has fewer jobs than shards)",
@@ -313,12 +308,7 @@ fn strong(
     } else {
         a.eps.iter().map(|s| parse_eps(s)).collect::<Result<_>>()?
     };
-    let eps: Vec<f32> = eps
-        .into_iter()
-        .enumerate()
-        .filter(|(k, _)| defed::eval::merge::in_shard(*k, shard))
-        .map(|(_, e)| e)
-        .collect();
+    let eps = defed::eval::merge::take_shard(eps, shard);
     if eps.is_empty() {
         bail!("--shard {}: this shard has no budget", a.shard);
     }

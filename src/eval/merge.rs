@@ -226,6 +226,15 @@ pub fn in_shard(k: usize, (i, n): (usize, usize)) -> bool {
     k % n == i
 }
 
+/// The jobs of a grid that belong to `shard`, in order.
+pub fn take_shard<T>(jobs: Vec<T>, shard: (usize, usize)) -> Vec<T> {
+    jobs.into_iter()
+        .enumerate()
+        .filter(|(k, _)| in_shard(*k, shard))
+        .map(|(_, j)| j)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,3 +49,29 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     eprintln!("{name}: max abs error {e:.3e}");
     assert!(e <= tol, "{name}: max abs error {e} > {tol}");
 }
+
+/// The first `n` embedded digits in colour on 32 x 32 (random foreground and background
+/// colours, 2-pixel border), with their digit labels: SVHN-shaped data for tests.
+pub fn colour_digits(n: usize, seed: u64) -> defed::data::ImageSet {
+    use rand::{RngExt, SeedableRng};
+    let digits = defed::data::embedded_mnist().take(n);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut images = Vec::with_capacity(n * 3 * 1024);
+    for i in 0..digits.len() {
+        let fg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
+        let bg: [f32; 3] = [rng.random(), rng.random(), rng.random()];
+        for c in 0..3 {
+            for h in 0..32 {
+                for w in 0..32 {
+                    let v = if (2..30).contains(&h) && (2..30).contains(&w) {
+                        digits.image(i)[(h - 2) * 28 + (w - 2)]
+                    } else {
+                        0.0
+                    };
+                    images.push(v * fg[c] + (1.0 - v) * bg[c]);
+                }
+            }
+        }
+    }
+    defed::data::ImageSet::new(images, digits.labels.clone(), [3, 32, 32]).unwrap()
+}
