@@ -14,6 +14,8 @@ use defed::model::embedded;
 use defed::serve::client::{Client, LoadRequest, load_test};
 use defed::serve::{ServeConfig, Server};
 
+mod common;
+
 const KEY: &str = "test-key-0123456789abcdef";
 
 fn defender() -> Defender {
@@ -927,4 +929,53 @@ fn unknown_routes_answer_json_and_every_outcome_is_counted() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A 3-channel bundle (the authors' SVHN classifier and SVHN Defed, from `../shared`) served
+/// over HTTP: an RGB PNG is classified, a grayscale one is refused naming both shapes.
+#[test]
+fn colour_bundle_serves_rgb_png() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let ck = shared.join("reference/checkpoints/pytorch");
+    let device = default_device();
+    let (clf, _) = defed::model::load_classifier(ck.join("svhn-classifier.pth"), &device).unwrap();
+    let (net, meta) = defed::model::load_denoiser(
+        ck.join("svhn-laplacian-alpha=1-noise=40.pth"),
+        &device,
+        &Default::default(),
+    )
+    .unwrap();
+    let mut d = Defender::new(
+        clf,
+        vec![defed::defense::DefenderDenoiser::new(net, meta)],
+        1.0,
+    )
+    .unwrap();
+    let set = common::colour_digits(40, 9);
+    let s = d.scores_batched(&set.images, 20, &device).unwrap();
+    d.thresholds = Some(thresholds_k_std(&s, 2.0));
+    let srv = start_with(d, ServeConfig::default());
+    let rgb = image::RgbImage::from_fn(32, 32, |x, y| {
+        let p = |c: usize| (set.image(0)[c * 1024 + (y * 32 + x) as usize] * 255.0).round() as u8;
+        image::Rgb([p(0), p(1), p(2)])
+    });
+    let mut png = Vec::new();
+    image::DynamicImage::from(rgb)
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let r = srv
+        .client(None)
+        .post("/v1/classify", "image/png", &png)
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r.body)["scores"].as_array().unwrap().len(), 1);
+    let gray = png_of(&vec![0.5; 32 * 32], 32, 32);
+    let r = srv
+        .client(None)
+        .post("/v1/classify", "image/png", &gray)
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("RGB"), "{}", r.body);
 }

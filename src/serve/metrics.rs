@@ -283,6 +283,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auth_failures_are_all_counted_and_logged_at_most_every_10_s() {
+        let m = Metrics::default();
+        let logged: Vec<u64> = (0..100u64)
+            .filter_map(|i| m.auth_failure(1_000 + i * 500))
+            .collect();
+        // 100 failures over 50 s: the first, then one per 10 s with the running total.
+        assert_eq!(logged, vec![1, 21, 41, 61, 81]);
+        assert!(m.render().contains("defed_auth_failures_total 100"));
+    }
+
+    #[test]
     fn histogram_is_cumulative() {
         let m = Metrics::default();
         m.latency(Duration::from_micros(500));
