@@ -257,16 +257,9 @@ impl Panel {
         match self {
             Panel::Line(_) => LINE_SIZE,
             Panel::Heat(h) => {
-                let label = h.rows.iter().map(|r| r.chars().count()).max().unwrap_or(4) as u32;
-                let colw = h
-                    .columns
-                    .iter()
-                    .map(|c| c.chars().count() as u32 * 8 + 12)
-                    .max()
-                    .unwrap_or(0)
-                    .max(HEAT_CELL.0);
+                let (row_w, col_w) = heat_label_widths(h);
                 (
-                    (60 + label * 8 + colw * h.columns.len() as u32 + 30).max(360),
+                    (40 + row_w + 10 + col_w * h.columns.len() as u32 + 30).max(360),
                     90 + HEAT_CELL.1 * h.rows.len() as u32 + 60,
                 )
             }
@@ -275,11 +268,11 @@ impl Panel {
                 let label = g
                     .rows
                     .iter()
-                    .map(|r| r.label.chars().count())
+                    .map(|r| text_width(&r.label, 13.0))
                     .max()
-                    .unwrap_or(0) as u32;
+                    .unwrap_or(0);
                 (
-                    (30 + label * 8 + cw * g.columns.len() as u32).max(360),
+                    (30 + label + cw * g.columns.len() as u32).max(360),
                     80 + ch * g.rows.len() as u32 + 30,
                 )
             }
@@ -454,6 +447,33 @@ pub fn markdown(figures: &[Figure]) -> String {
             )
         })
         .collect()
+}
+
+/// Width in pixels of `text` in the charts' font at `size`, as it is drawn.
+fn text_width(text: &str, size: f64) -> u32 {
+    register_font();
+    plotters::style::FontDesc::from((FONT, size))
+        .box_size(text)
+        .map(|(w, _)| w)
+        .unwrap_or(text.chars().count() as u32 * 8)
+}
+
+/// A heat map's row-label width and column width (its widest name, or the minimum cell).
+fn heat_label_widths(h: &HeatMap) -> (u32, u32) {
+    let row_w = h
+        .rows
+        .iter()
+        .map(|r| text_width(r, 13.0))
+        .max()
+        .unwrap_or(0);
+    let col_w = h
+        .columns
+        .iter()
+        .map(|c| text_width(c, 13.0) + 12)
+        .max()
+        .unwrap_or(0)
+        .max(HEAT_CELL.0);
+    (row_w, col_w)
 }
 
 fn register_font() {
@@ -685,28 +705,8 @@ fn draw_heat<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &HeatMap) -> 
     let title = TextStyle::from((FONT, 20)).pos(Pos::new(HPos::Center, VPos::Top));
     area.draw(&Text::new(h.title.clone(), (w as i32 / 2, 10), title))
         .map_err(err)?;
-    let row_w = h
-        .rows
-        .iter()
-        .map(|r| {
-            area.estimate_text_size(r, &label_style)
-                .map(|s| s.0)
-                .unwrap_or(0)
-        })
-        .max()
-        .unwrap_or(0) as i32;
-    let col_w = h
-        .columns
-        .iter()
-        .map(|c| {
-            area.estimate_text_size(c, &label_style)
-                .map(|s| s.0)
-                .unwrap_or(0)
-                + 12
-        })
-        .max()
-        .unwrap_or(0)
-        .max(HEAT_CELL.0) as i32;
+    let (row_w, col_w) = heat_label_widths(h);
+    let (row_w, col_w) = (row_w as i32, col_w as i32);
     let cell_h = HEAT_CELL.1 as i32;
     let (left, top) = (40 + row_w + 10, 70);
     // Column names above the grid, row names to its left.
