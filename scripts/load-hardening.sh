@@ -42,6 +42,23 @@ SLOW=$!
 sleep 1
 $B client load --url "$URL" --concurrency 8 --seconds 8
 wait $SLOW
+echo "== 8 clients, 8 s, while one client sends 256-image batches back to back"
+python3 - "$PORT" <<'PY' &
+import json, sys, time, urllib.request
+port = int(sys.argv[1])
+body = json.dumps({"images": [{"pixels": [0.0] * 784, "shape": [1, 28, 28]}] * 256}).encode()
+n, start = 0, time.time()
+while time.time() - start < 9:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/classify/batch", body,
+                                 {"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=60).read()
+    n += 1
+print(f"batch client: {n} batches of 256 in {time.time() - start:.1f} s")
+PY
+BATCH=$!
+sleep 1
+$B client load --url "$URL" --concurrency 8 --seconds 8
+wait $BATCH
 echo "== SIGTERM with a stalled client connected"
 python3 -c "
 import socket, time

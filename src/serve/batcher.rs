@@ -88,6 +88,9 @@ pub fn start(
     Ok((Queue { tx, metrics }, handle))
 }
 
+/// How long a batch continuing a large request waits for other requests to join.
+const CONTINUATION_WAIT: Duration = Duration::from_millis(10);
+
 /// A request being answered: its images before `next` have verdicts.
 struct Active {
     job: Job,
@@ -110,19 +113,23 @@ impl Active {
 }
 
 /// How many images each request in progress puts in the next batch: one image per request in
-/// turn until the batch is full, so a large request cannot hold back single images queued
-/// behind it (fair scheduling), while a request alone fills whole batches.
+/// turn, each request at most an equal share of the batch (`max_batch` over the requests
+/// waiting). A request alone fills whole batches; beside others, a large request takes its
+/// share and the batch stays small, so single images queued behind it are answered after one
+/// short batch instead of waiting behind full ones (fair scheduling).
 pub fn fair_shares(left: &[usize], max_batch: usize) -> Vec<usize> {
     let mut take = vec![0; left.len()];
     let mut total = 0;
     let max_batch = max_batch.max(1);
+    let waiting = left.iter().filter(|&&l| l > 0).count().max(1);
+    let cap = max_batch.div_ceil(waiting);
     loop {
         let mut moved = false;
         for (t, &l) in take.iter_mut().zip(left) {
             if total == max_batch {
                 return take;
             }
-            if *t < l {
+            if *t < l.min(cap) {
                 *t += 1;
                 total += 1;
                 moved = true;
@@ -163,6 +170,14 @@ fn worker(
                     Ok(j) => take_job(&mut active, j),
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
+            }
+        } else if active.len() == 1 {
+            // A large request in pieces: clients answered by the last batch get a moment (the
+            // window, at least 10 ms: a few per cent of a full batch's time) to send their
+            // next request, so that it shares the next batch instead of waiting behind a full
+            // one.
+            if let Ok(j) = rx.recv_timeout(opts.window.max(CONTINUATION_WAIT)) {
+                take_job(&mut active, j);
             }
         }
         // Requests queued meanwhile join at once, so they share the next batch.
@@ -248,7 +263,8 @@ mod tests {
 
     #[test]
     fn shares_interleave_large_and_small_requests() {
-        assert_eq!(fair_shares(&[256, 1, 1], 64), vec![62, 1, 1]);
+        assert_eq!(fair_shares(&[256, 1, 1], 64), vec![22, 1, 1]);
+        assert_eq!(fair_shares(&[256, 1, 1, 1, 1, 1, 1, 1, 1], 64)[0], 8);
         assert_eq!(fair_shares(&[256], 64), vec![64]);
         assert_eq!(fair_shares(&[3, 100, 100], 10), vec![3, 4, 3]);
         assert_eq!(fair_shares(&[2, 2], 64), vec![2, 2]);
