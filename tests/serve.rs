@@ -888,6 +888,14 @@ fn unknown_routes_answer_json_and_every_outcome_is_counted() {
         ),
         2
     );
+    assert_eq!(anon.get("/healthz").unwrap().status, 200);
+    assert_eq!(
+        metric(
+            &c,
+            "defed_requests_total{endpoint=\"probe\",outcome=\"ok\"}"
+        ),
+        1
+    );
     // A client that leaves before its answer is counted as abandoned.
     for _ in 0..3 {
         let mut s = raw(&srv.url);

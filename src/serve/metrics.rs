@@ -15,16 +15,19 @@ pub enum Endpoint {
     Model,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /healthz` and `GET /readyz`.
+    Probe,
     /// Any other path or method (answered 404 or 405).
     Other,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 5] = [
+    const ALL: [Endpoint; 6] = [
         Endpoint::Classify,
         Endpoint::ClassifyBatch,
         Endpoint::Model,
         Endpoint::Metrics,
+        Endpoint::Probe,
         Endpoint::Other,
     ];
 
@@ -34,6 +37,7 @@ impl Endpoint {
             Endpoint::ClassifyBatch => "classify_batch",
             Endpoint::Model => "model",
             Endpoint::Metrics => "metrics",
+            Endpoint::Probe => "probe",
             Endpoint::Other => "other",
         }
     }
@@ -45,6 +49,7 @@ impl Endpoint {
             "/v1/classify/batch" => Some(Endpoint::ClassifyBatch),
             "/v1/model" => Some(Endpoint::Model),
             "/metrics" => Some(Endpoint::Metrics),
+            "/healthz" | "/readyz" => Some(Endpoint::Probe),
             _ => None,
         }
     }

@@ -65,7 +65,7 @@ pub(super) fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(protected)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -228,10 +228,17 @@ fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
     }
 }
 
+async fn healthz(State(st): State<AppState>) -> &'static str {
+    st.metrics.request(Endpoint::Probe, Outcome::Ok);
+    "ok\n"
+}
+
 async fn readyz(State(st): State<AppState>) -> Response {
     if st.ready.load(Ordering::SeqCst) {
+        st.metrics.request(Endpoint::Probe, Outcome::Ok);
         (StatusCode::OK, "ready\n").into_response()
     } else {
+        st.metrics.request(Endpoint::Probe, Outcome::Overloaded);
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     }
 }
