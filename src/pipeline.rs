@@ -612,7 +612,7 @@ fn attack_stage(
         save_adv(
             &r,
             out.join("adv")
-                .join(format!("{}.npz", s.attack.replace(' ', "_"))),
+                .join(format!("{}.npz", crate::attack::file_stem(&s.attack))),
         )?;
         attacks.push(s.clone());
         if !r.src_idx.is_empty() {

@@ -384,7 +384,7 @@ impl Attack for Apgd {
         format!(
             "APGD-{loss}-{} eps={}",
             self.config.norm.name(),
-            self.config.eps
+            super::fmt_eps(self.config.eps)
         )
     }
 

@@ -68,7 +68,7 @@ impl CwLinf {
 
 impl Attack for CwLinf {
     fn name(&self) -> String {
-        format!("CW-Linf eps={}", self.eps)
+        format!("CW-Linf eps={}", super::fmt_eps(self.eps))
     }
     fn norm(&self) -> Norm {
         Norm::Linf

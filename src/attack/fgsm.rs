@@ -14,7 +14,7 @@ pub struct Fgsm {
 
 impl Attack for Fgsm {
     fn name(&self) -> String {
-        format!("FGSM-{} eps={}", self.norm.name(), self.eps)
+        format!("FGSM-{} eps={}", self.norm.name(), super::fmt_eps(self.eps))
     }
     fn norm(&self) -> Norm {
         self.norm

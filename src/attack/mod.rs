@@ -447,6 +447,23 @@ pub fn benign_set(model: &AttackModel, set: &ImageSet, num: usize, batch_size: u
     set.select(&keep)
 }
 
+/// A budget as attack names show it: `8/255` for a whole number of 255ths that has no short
+/// decimal form (the colour-image budgets), the shortest decimal otherwise (`0.3`, `2`).
+pub fn fmt_eps(eps: f32) -> String {
+    let decimal = format!("{eps}");
+    let k = (eps * 255.0).round();
+    if decimal.len() > 6 && k >= 1.0 && ((eps * 255.0) - k).abs() < 1e-3 {
+        format!("{k}/255")
+    } else {
+        decimal
+    }
+}
+
+/// The file stem of an attack's outputs: its name with spaces and slashes replaced.
+pub fn file_stem(attack: &str) -> String {
+    attack.replace(' ', "_").replace('/', "-")
+}
+
 /// The images at positions `idx` of a flat batch of `per`-value images, in that order.
 pub fn gather_images(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
     idx.iter()
@@ -493,4 +510,20 @@ pub fn load_adv_npy(dir: impl AsRef<Path>, prefix: &str) -> Result<AdvSet> {
         adv,
         stats: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{file_stem, fmt_eps};
+
+    #[test]
+    fn budgets_read_as_people_write_them() {
+        assert_eq!(fmt_eps(0.3), "0.3");
+        assert_eq!(fmt_eps(2.0), "2");
+        assert_eq!(fmt_eps(64.0 / 256.0), "0.25");
+        assert_eq!(fmt_eps(80.0 / 256.0), "0.3125");
+        assert_eq!(fmt_eps(8.0 / 255.0), "8/255");
+        assert_eq!(fmt_eps(2.0 / 255.0), "2/255");
+        assert_eq!(file_stem("PGD-Linf eps=8/255"), "PGD-Linf_eps=8-255");
+    }
 }

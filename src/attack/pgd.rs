@@ -130,7 +130,7 @@ fn random_in_ball(rng: &mut StdRng, n: usize, norm: Norm, eps: f32) -> Vec<f32> 
 
 impl Attack for Pgd {
     fn name(&self) -> String {
-        format!("PGD-{} eps={}", self.norm.name(), self.eps)
+        format!("PGD-{} eps={}", self.norm.name(), super::fmt_eps(self.eps))
     }
     fn norm(&self) -> Norm {
         self.norm

@@ -66,7 +66,7 @@ fn margins(model: &AttackModel, x: &[f32], labels: &[usize]) -> Vec<f32> {
 
 impl Attack for Square {
     fn name(&self) -> String {
-        format!("Square-Linf eps={}", self.eps)
+        format!("Square-Linf eps={}", super::fmt_eps(self.eps))
     }
     fn norm(&self) -> Norm {
         Norm::Linf

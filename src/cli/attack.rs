@@ -177,10 +177,6 @@ fn settings(a: &AttackArgs) -> AttackSettings {
     }
 }
 
-fn file_name(attack: &str) -> String {
-    attack.replace(' ', "_").replace('/', "-")
-}
-
 pub fn attack(a: AttackArgs) -> Result<()> {
     let device = defed::default_device();
     let (clf, _) = load_classifier(&a.classifier, &device)?;
@@ -239,7 +235,9 @@ pub fn attack(a: AttackArgs) -> Result<()> {
             a.target,
         )?;
         let stats = result.stats.clone().expect("run_attack sets stats");
-        let path = a.out.join(format!("{}.npz", file_name(&stats.attack)));
+        let path = a
+            .out
+            .join(format!("{}.npz", defed::attack::file_stem(&stats.attack)));
         save_adv(&result, &path)?;
         println!(
             "{:<24} success {:>6.2}% ({}/{})  {:.4} s/img  L0 {:.1}  L1 {:.3}  L2 {:.3}  Linf {:.3}  -> {}",
