@@ -111,6 +111,18 @@ pub fn read_exactly(mut r: impl std::io::Read, len: usize) -> std::result::Resul
     }
 }
 
+/// Row `i` of a flat buffer of rows of `per` values (image `i` of a batch, logits of image `i`).
+#[inline]
+pub fn row<T>(x: &[T], i: usize, per: usize) -> &[T] {
+    &x[i * per..(i + 1) * per]
+}
+
+/// Row `i` of a flat buffer of rows of `per` values, mutable.
+#[inline]
+pub fn row_mut<T>(x: &mut [T], i: usize, per: usize) -> &mut [T] {
+    &mut x[i * per..(i + 1) * per]
+}
+
 /// Builds an `N x C x H x W` tensor from a flat buffer.
 pub fn tensor4(data: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(data, shape), device)

@@ -35,6 +35,7 @@ use crate::defense::{Defender, Policy, Scores, Verdict, decide_with};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Denoiser};
 use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
+use crate::util::{row, row_mut};
 
 /// Settings of the adaptive attack.
 #[derive(Debug, Clone)]
@@ -311,16 +312,16 @@ pub fn adaptive_attack(
                 },
             )?;
             for (j, &i) in todo.iter().enumerate() {
-                let row = &res.adv[j * per..(j + 1) * per];
+                let row = row(&res.adv, j, per);
                 match goal {
                     Goal::Evade => {
                         // Without success, keep the candidate of the largest lambda tried.
-                        best[i * per..(i + 1) * per].copy_from_slice(row);
+                        row_mut(&mut best, i, per).copy_from_slice(row);
                         done[i] = res.reached[j];
                     }
                     Goal::Corrupt => {
                         if res.reached[j] {
-                            best[i * per..(i + 1) * per].copy_from_slice(row);
+                            row_mut(&mut best, i, per).copy_from_slice(row);
                             corrupted[i] = true;
                         }
                     }

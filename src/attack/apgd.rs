@@ -10,6 +10,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 use super::{Attack, AttackModel, Norm, clip01, gather_images, project, step_direction};
 use crate::error::{Error, Result};
+use crate::util::{row, row_mut};
 
 /// What an objective says about a batch of candidate images.
 #[derive(Debug, Clone, Default)]
@@ -137,7 +138,7 @@ fn run_once(
     let eps = cfg.eps;
     // Projection onto the ball around the clean image, then the box.
     let proj = |x: &mut [f32], j: usize| {
-        let b = &base[j * per..(j + 1) * per];
+        let b = row(&base, j, per);
         let mut d: Vec<f32> = x.iter().zip(b).map(|(a, b)| a - b).collect();
         project(&mut d, cfg.norm, eps);
         for ((o, b), d) in x.iter_mut().zip(b).zip(&d) {
@@ -148,7 +149,7 @@ fn run_once(
     let mut x = base.clone();
     if random_start {
         for j in 0..m {
-            let row = &mut x[j * per..(j + 1) * per];
+            let row = row_mut(&mut x, j, per);
             let mut d: Vec<f32> = (0..per).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             if cfg.norm != Norm::Linf {
                 step_direction(&mut d, cfg.norm);
@@ -264,17 +265,17 @@ impl Track {
                 self.increases[j] += 1;
             }
             self.f[j] = v;
-            let grad = &e.grad[r * per..(r + 1) * per];
-            self.g[j * per..(j + 1) * per].copy_from_slice(grad);
-            let xi = &x[j * per..(j + 1) * per];
+            let grad = row(&e.grad, r, per);
+            row_mut(&mut self.g, j, per).copy_from_slice(grad);
+            let xi = row(x, j, per);
             if v > self.best_f[j] {
                 self.best_f[j] = v;
-                self.x_best[j * per..(j + 1) * per].copy_from_slice(xi);
-                self.g_best[j * per..(j + 1) * per].copy_from_slice(grad);
+                row_mut(&mut self.x_best, j, per).copy_from_slice(xi);
+                row_mut(&mut self.g_best, j, per).copy_from_slice(grad);
             }
             let i = act[j];
             if !out.reached[i] && (e.reached[r] || v > out.best[i]) {
-                out.adv[i * per..(i + 1) * per].copy_from_slice(xi);
+                row_mut(&mut out.adv, i, per).copy_from_slice(xi);
                 out.reached[i] = e.reached[r];
             }
             out.best[i] = out.best[i].max(v);
@@ -437,7 +438,7 @@ impl Attack for Apgd {
         let n = labels.len();
         let order: Vec<Vec<usize>> = (0..n)
             .map(|i| {
-                let row = &logits[i * k..(i + 1) * k];
+                let row = row(&logits, i, k);
                 let mut c: Vec<usize> = (0..k).filter(|&c| c != labels[i]).collect();
                 c.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
                 c
@@ -474,7 +475,7 @@ impl Attack for Apgd {
             let pred = model.predict(&r.adv);
             for (r_i, &i) in todo.iter().enumerate() {
                 if pred[r_i] != labels[i] || t == 0 {
-                    adv[i * per..(i + 1) * per].copy_from_slice(&r.adv[r_i * per..(r_i + 1) * per]);
+                    row_mut(&mut adv, i, per).copy_from_slice(row(&r.adv, r_i, per));
                 }
                 broken[i] = pred[r_i] != labels[i];
             }

@@ -3,6 +3,7 @@
 
 use super::{Attack, AttackModel, LossKind, Norm};
 use crate::error::Result;
+use crate::util::{row, row_mut};
 
 /// Adam on a flat parameter vector.
 struct Adam {
@@ -120,7 +121,7 @@ impl Attack for CwLinf {
             let mut grad_w = vec![0f64; w.len()];
             let mut still = Vec::new();
             for (k, &i) in live.iter().enumerate() {
-                best[i * per..(i + 1) * per].copy_from_slice(&xs[k * per..(k + 1) * per]);
+                row_mut(&mut best, i, per).copy_from_slice(row(&xs, k, per));
                 if margin[k] < 0.0 {
                     continue; // fooled
                 }
@@ -138,7 +139,7 @@ impl Attack for CwLinf {
             live = still;
         }
         for &i in &live {
-            best[i * per..(i + 1) * per].copy_from_slice(&image(&w, i));
+            row_mut(&mut best, i, per).copy_from_slice(&image(&w, i));
         }
         Ok(best)
     }
@@ -219,8 +220,7 @@ impl Attack for CwL2 {
                         success[i] = true;
                         if l2 < best_l2[i] {
                             best_l2[i] = l2;
-                            best[i * per..(i + 1) * per]
-                                .copy_from_slice(&xs[i * per..(i + 1) * per]);
+                            row_mut(&mut best, i, per).copy_from_slice(row(&xs, i, per));
                         }
                     }
                     let active = margin[i] > -self.confidence;

@@ -3,6 +3,7 @@
 
 use super::{Attack, AttackModel, Norm, clip01, gather_images};
 use crate::error::Result;
+use crate::util::{row, row_mut};
 
 /// DeepFool over all classes.
 #[derive(Debug, Clone)]
@@ -55,20 +56,20 @@ impl Attack for DeepFool {
             let (logits, jac) = model.jacobian(&xs);
             let mut still = Vec::new();
             for (k, &i) in live.iter().enumerate() {
-                let z = &logits[k * classes..(k + 1) * classes];
+                let z = row(&logits, k, classes);
                 let pred = crate::util::argmax_rows(z, classes)[0];
                 if pred != orig[i] {
                     continue;
                 }
                 still.push(i);
                 let o = orig[i];
-                let go = &jac[o][k * per..(k + 1) * per];
+                let go = row(&jac[o], k, per);
                 let mut best: Option<(f64, f64, usize)> = None; // (distance, |f|, class)
                 for (c, jc) in jac.iter().enumerate() {
                     if c == o {
                         continue;
                     }
-                    let gc = &jc[k * per..(k + 1) * per];
+                    let gc = row(jc, k, per);
                     let wn: f64 = gc
                         .iter()
                         .zip(go)
@@ -82,16 +83,16 @@ impl Attack for DeepFool {
                     }
                 }
                 let Some((_, f, c)) = best else { continue };
-                let gc = &jac[c][k * per..(k + 1) * per];
+                let gc = row(&jac[c], k, per);
                 let w: Vec<f64> = gc.iter().zip(go).map(|(a, b)| (a - b) as f64).collect();
                 let wn2: f64 = w.iter().map(|v| v * v).sum::<f64>().max(1e-24);
                 let scale = (f + 1e-4) / wn2;
-                let r = &mut r_tot[i * per..(i + 1) * per];
+                let r = row_mut(&mut r_tot, i, per);
                 for (rv, wv) in r.iter_mut().zip(&w) {
                     *rv += scale * wv;
                 }
-                let a = &mut adv[i * per..(i + 1) * per];
-                for ((av, xv), rv) in a.iter_mut().zip(&x[i * per..(i + 1) * per]).zip(r.iter()) {
+                let a = row_mut(&mut adv, i, per);
+                for ((av, xv), rv) in a.iter_mut().zip(row(x, i, per)).zip(r.iter()) {
                     *av = xv + ((1.0 + self.overshoot as f64) * rv) as f32;
                 }
                 clip01(a);

@@ -7,6 +7,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::{Attack, AttackModel, Norm, clip01};
 use crate::error::{Error, Result};
+use crate::util::{row, row_mut};
 
 /// HopSkipJump, untargeted, L2 or Linf.
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ impl HopSkipJump {
         let mut upper: Vec<f64> = idx
             .iter()
             .map(|&i| match self.norm {
-                Norm::Linf => self.dist(&adv[i * per..(i + 1) * per], &x[i * per..(i + 1) * per]),
+                Norm::Linf => self.dist(row(adv, i, per), row(x, i, per)),
                 _ => 1.0,
             })
             .collect();
@@ -96,11 +97,7 @@ impl HopSkipJump {
             for &k in &open {
                 let i = idx[k];
                 let a = (upper[k] + lower[k]) / 2.0;
-                q.extend(self.interpolate(
-                    &x[i * per..(i + 1) * per],
-                    &adv[i * per..(i + 1) * per],
-                    a,
-                ));
+                q.extend(self.interpolate(row(x, i, per), row(adv, i, per), a));
             }
             let pred = model.predict(&q);
             for (m, &k) in open.iter().enumerate() {
@@ -113,12 +110,8 @@ impl HopSkipJump {
             }
         }
         for (k, &i) in idx.iter().enumerate() {
-            let v = self.interpolate(
-                &x[i * per..(i + 1) * per],
-                &adv[i * per..(i + 1) * per],
-                upper[k],
-            );
-            adv[i * per..(i + 1) * per].copy_from_slice(&v);
+            let v = self.interpolate(row(x, i, per), row(adv, i, per), upper[k]);
+            row_mut(adv, i, per).copy_from_slice(&v);
         }
     }
 }
@@ -170,7 +163,7 @@ impl Attack for HopSkipJump {
                     if !found[i] && pred[k * 10 + r] != labels[i] {
                         found[i] = true;
                         let off = (k * 10 + r) * per;
-                        start[i * per..(i + 1) * per].copy_from_slice(&q[off..off + per]);
+                        row_mut(&mut start, i, per).copy_from_slice(&q[off..off + per]);
                     }
                 }
             }
@@ -211,7 +204,7 @@ impl Attack for HopSkipJump {
             self.binary_search(model, x, &mut adv, labels, &live, theta, per);
             let mut dist: Vec<f64> = live
                 .iter()
-                .map(|&i| self.dist(&adv[i * per..(i + 1) * per], &x[i * per..(i + 1) * per]))
+                .map(|&i| self.dist(row(&adv, i, per), row(x, i, per)))
                 .collect();
             for t in 0..self.iterations {
                 let delta: Vec<f64> = dist
@@ -232,7 +225,7 @@ impl Attack for HopSkipJump {
                 let mut rvs = Vec::with_capacity(live.len() * evals * per);
                 let mut q = Vec::with_capacity(live.len() * evals * per);
                 for (k, &i) in live.iter().enumerate() {
-                    let base = &adv[i * per..(i + 1) * per];
+                    let base = row(&adv, i, per);
                     for _ in 0..evals {
                         let mut rv: Vec<f32> = (0..per)
                             .map(|_| match self.norm {
@@ -280,7 +273,7 @@ impl Attack for HopSkipJump {
                         }
                     }
                     let gn = g.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-                    for (u, gv) in update[k * per..(k + 1) * per].iter_mut().zip(&g) {
+                    for (u, gv) in row_mut(&mut update, k, per).iter_mut().zip(&g) {
                         let unit = gv / gn;
                         *u = match self.norm {
                             Norm::L2 => unit as f32,
@@ -302,9 +295,9 @@ impl Attack for HopSkipJump {
                     for &k in &open {
                         eps[k] /= 2.0;
                         let i = live[k];
-                        let mut p: Vec<f32> = adv[i * per..(i + 1) * per]
+                        let mut p: Vec<f32> = row(&adv, i, per)
                             .iter()
-                            .zip(&update[k * per..(k + 1) * per])
+                            .zip(row(&update, k, per))
                             .map(|(a, u)| a + (eps[k] as f32) * u)
                             .collect();
                         clip01(&mut p);
@@ -315,7 +308,7 @@ impl Attack for HopSkipJump {
                     for (m, &k) in open.iter().enumerate() {
                         let i = live[k];
                         if pred[m] != labels[i] {
-                            adv[i * per..(i + 1) * per].copy_from_slice(&q[m * per..(m + 1) * per]);
+                            row_mut(&mut adv, i, per).copy_from_slice(row(&q, m, per));
                         } else {
                             still.push(k);
                         }
@@ -325,7 +318,7 @@ impl Attack for HopSkipJump {
                 self.binary_search(model, x, &mut adv, labels, &live, theta, per);
                 dist = live
                     .iter()
-                    .map(|&i| self.dist(&adv[i * per..(i + 1) * per], &x[i * per..(i + 1) * per]))
+                    .map(|&i| self.dist(row(&adv, i, per), row(x, i, per)))
                     .collect();
             }
         }

@@ -6,6 +6,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 use super::{Attack, AttackModel, LossKind, Norm, gather_images};
 use crate::error::{Error, Result};
+use crate::util::row;
 
 /// JSMA, targeted; without targets, a random class other than the true one (seeded).
 #[derive(Debug, Clone)]
@@ -84,9 +85,7 @@ impl Attack for Jsma {
                 .iter()
                 .zip(pred)
                 .filter(|&(&i, p)| {
-                    p != target[i]
-                        && changed[i] < budget
-                        && space[i * per..(i + 1) * per].iter().any(|s| *s)
+                    p != target[i] && changed[i] < budget && row(&space, i, per).iter().any(|s| *s)
                 })
                 .map(|(&i, _)| i)
                 .collect();
@@ -97,8 +96,8 @@ impl Attack for Jsma {
             let ts: Vec<usize> = live.iter().map(|&i| target[i]).collect();
             let (_, g) = model.loss_grad(&xs, &ts, LossKind::Logit);
             for (k, &i) in live.iter().enumerate() {
-                let gk = &g[k * per..(k + 1) * per];
-                let sp = &space[i * per..(i + 1) * per];
+                let gk = row(&g, k, per);
+                let sp = row(&space, i, per);
                 let score = |j: usize| if up { gk[j] } else { -gk[j] };
                 let (mut a, mut b) = (usize::MAX, usize::MAX);
                 for j in (0..per).filter(|&j| sp[j]) {

@@ -42,6 +42,7 @@ pub use strong::{StrongReport, strong_attacks, strong_protocol};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::io::{NpyArray, read_npz, write_npz};
+use crate::util::row;
 use crate::util::write_atomic;
 
 /// An adversarial attack.
@@ -249,7 +250,7 @@ pub fn run_attack(
             };
             if fooled {
                 keep.push(i);
-                adv_all.extend_from_slice(&adv[j * per..(j + 1) * per]);
+                adv_all.extend_from_slice(row(&adv, j, per));
                 pred_all.push(pred[j]);
             }
         }
@@ -260,7 +261,7 @@ pub fn run_attack(
     let benign = set.select(&keep);
     let mut sums = [0f64; 4];
     for k in 0..keep.len() {
-        let s = perturbation_sizes(benign.image(k), &adv_all[k * per..(k + 1) * per]);
+        let s = perturbation_sizes(benign.image(k), row(&adv_all, k, per));
         for (a, b) in sums.iter_mut().zip(s) {
             *a += b;
         }
@@ -466,10 +467,7 @@ pub fn file_stem(attack: &str) -> String {
 
 /// The images at positions `idx` of a flat batch of `per`-value images, in that order.
 pub fn gather_images(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
-    idx.iter()
-        .flat_map(|&i| &x[i * per..(i + 1) * per])
-        .copied()
-        .collect()
+    idx.iter().flat_map(|&i| row(x, i, per)).copied().collect()
 }
 
 /// Clips every value into `[0, 1]`.

@@ -4,6 +4,7 @@ use burn::tensor::Tensor;
 
 use crate::backend::Device;
 use crate::model::{Classifier, Denoiser};
+use crate::util::row;
 use crate::util::{cross_entropy_rows, one_hot, tensor4, to_vec};
 
 /// A frozen classifier with a no-gradient copy for queries and an autodiff copy for input
@@ -205,7 +206,7 @@ impl AttackModel {
         let mut p3 = Vec::with_capacity(n);
         let mut p4 = Vec::with_capacity(n);
         for i in 0..n {
-            let row = &values[i * k..(i + 1) * k];
+            let row = row(&values, i, k);
             let mut order: Vec<usize> = (0..k).collect();
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             p1.push(order[0]);

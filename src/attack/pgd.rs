@@ -5,6 +5,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::{Attack, AttackModel, LossKind, Norm, clip01, gather_images, project, step_direction};
 use crate::error::{Error, Result};
+use crate::util::{row, row_mut};
 
 /// PGD: `iterations` steps of size `step` along the normalised gradient of the cross-entropy,
 /// each followed by projection onto the `eps` ball and the `[0, 1]` box.
@@ -76,10 +77,10 @@ impl Pgd {
             let xs: Vec<f32> = gather_images(&cur, &live, per);
             let mut g = grad(&xs, &live);
             for (k, &j) in live.iter().enumerate() {
-                let gk = &mut g[k * per..(k + 1) * per];
+                let gk = row_mut(&mut g, k, per);
                 step_direction(gk, self.norm);
-                let d = &mut delta[j * per..(j + 1) * per];
-                let base = &x0[j * per..(j + 1) * per];
+                let d = row_mut(&mut delta, j, per);
+                let base = row(x0, j, per);
                 for (dv, gv) in d.iter_mut().zip(gk.iter()) {
                     *dv += self.step * gv;
                 }
@@ -88,11 +89,7 @@ impl Pgd {
                 for (dv, b) in d.iter_mut().zip(base) {
                     *dv = (b + *dv).clamp(0.0, 1.0) - b;
                 }
-                for ((c, b), dv) in cur[j * per..(j + 1) * per]
-                    .iter_mut()
-                    .zip(base)
-                    .zip(d.iter())
-                {
+                for ((c, b), dv) in row_mut(&mut cur, j, per).iter_mut().zip(base).zip(d.iter()) {
                     *c = b + dv;
                 }
             }
@@ -195,7 +192,7 @@ impl Attack for Pgd {
             let pred = model.predict(&cur);
             for (j, &i) in active.iter().enumerate() {
                 if fooled(pred[j], i) || !done[i] {
-                    best[i * per..(i + 1) * per].copy_from_slice(&cur[j * per..(j + 1) * per]);
+                    row_mut(&mut best, i, per).copy_from_slice(row(&cur, j, per));
                 }
                 if fooled(pred[j], i) {
                     done[i] = true;

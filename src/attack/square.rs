@@ -6,6 +6,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 use super::{Attack, AttackModel, Norm, clip01};
 use crate::error::Result;
+use crate::util::{row, row_mut};
 
 /// Square Attack in the Linf norm.
 #[derive(Debug, Clone)]
@@ -114,8 +115,8 @@ impl Attack for Square {
             let s = ((p * (h * w) as f32).sqrt().round() as usize).clamp(1, h.min(w));
             let mut cand = Vec::with_capacity(live.len() * per);
             for &i in &live {
-                let xi = &x[i * per..(i + 1) * per];
-                let bi = &best[i * per..(i + 1) * per];
+                let xi = row(x, i, per);
+                let bi = row(&best, i, per);
                 let mut ci = bi.to_vec();
                 let vh = rng.random_range(0..=h - s);
                 let vw = rng.random_range(0..=w - s);
@@ -152,7 +153,7 @@ impl Attack for Square {
             for (k, &i) in live.iter().enumerate() {
                 if m[k] < margin[i] {
                     margin[i] = m[k];
-                    best[i * per..(i + 1) * per].copy_from_slice(&cand[k * per..(k + 1) * per]);
+                    row_mut(&mut best, i, per).copy_from_slice(row(&cand, k, per));
                 }
             }
         }

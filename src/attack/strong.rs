@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{Apgd, Attack, AttackModel, Norm, Square, gather_images};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
+use crate::util::{row, row_mut};
 
 /// One stage of the protocol.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +106,7 @@ pub fn strong_protocol(
                 if p[r] != y[r] {
                     broken[i] = true;
                     newly += 1;
-                    adv[i * per..(i + 1) * per].copy_from_slice(&a[r * per..(r + 1) * per]);
+                    row_mut(&mut adv, i, per).copy_from_slice(row(&a, r, per));
                 }
             }
         }

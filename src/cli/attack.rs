@@ -7,6 +7,7 @@ use defed::attack::{
 };
 use defed::data::{load_spec, read_inputs, read_labels};
 use defed::model::load_classifier;
+use defed::util::row;
 
 #[derive(Debug, clap::Args)]
 pub struct BenignArgs {
@@ -352,11 +353,11 @@ fn strong(
             benign: set.select(&idx),
             adv: idx
                 .iter()
-                .flat_map(|&i| r.adv[i * per..(i + 1) * per].to_vec())
+                .flat_map(|&i| row(&r.adv, i, per).to_vec())
                 .collect(),
             adv_pred: model.predict(
                 &idx.iter()
-                    .flat_map(|&i| r.adv[i * per..(i + 1) * per].to_vec())
+                    .flat_map(|&i| row(&r.adv, i, per).to_vec())
                     .collect::<Vec<_>>(),
             ),
             src_idx: idx.clone(),

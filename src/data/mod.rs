@@ -30,6 +30,7 @@ pub use svhn::read_svhn;
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::io::{NpyArray, read_npy};
+use crate::util::row;
 
 /// A set of images with labels, held as float32 in `[0, 1]`, layout `N x C x H x W`.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +104,7 @@ impl ImageSet {
     /// The pixels of image `i`.
     pub fn image(&self, i: usize) -> &[f32] {
         let n = self.image_len();
-        &self.images[i * n..(i + 1) * n]
+        row(&self.images, i, n)
     }
 
     /// A new set of the images at `idx` (in that order), keeping their source indices.

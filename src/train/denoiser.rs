@@ -22,6 +22,7 @@ use crate::model::CLASSES;
 use crate::model::checkpoint::{CheckpointMeta, save_model};
 use crate::model::{Classifier, Denoiser, EdgeMethod};
 use crate::util::{argmax_rows, cross_entropy_rows, one_hot, tensor4, to_vec};
+use crate::util::{row, row_mut};
 
 /// What a denoiser run trains for.
 #[derive(Debug, Clone)]
@@ -256,7 +257,7 @@ impl DenoiserAdversarial {
                 |_, live| live.to_vec(),
             );
             for (k, &i) in rows.iter().enumerate() {
-                out[i * per..(i + 1) * per].copy_from_slice(&adv[k * per..(k + 1) * per]);
+                row_mut(&mut out, i, per).copy_from_slice(row(&adv, k, per));
             }
         }
         out
