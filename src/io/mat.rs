@@ -112,7 +112,12 @@ pub fn read_mat_bytes(bytes: &[u8]) -> std::result::Result<BTreeMap<String, MatA
     if bytes.len() < 128 {
         return Err("too short to be a MAT-file (no 128-byte header)".into());
     }
-    if bytes.starts_with(b"\x89HDF") || bytes[..128].windows(4).any(|w| w == b"HDF\r") {
+    // MATLAB 7.3 files are HDF5 behind a 512-byte user block whose text names the version.
+    const HDF5: &[u8] = b"\x89HDF\r\n\x1a\n";
+    if bytes.starts_with(b"MATLAB 7.3")
+        || bytes.starts_with(HDF5)
+        || bytes.get(512..520) == Some(HDF5)
+    {
         return Err("a MATLAB 7.3 (HDF5) file: save it with -v7 or -v6 to read it here".into());
     }
     let endian = match &bytes[126..128] {
@@ -346,4 +351,22 @@ fn matrix(b: &[u8], e: Endian) -> std::result::Result<Option<(String, MatArray)>
         MatData::F64(real.chunks_exact(width).map(v).collect())
     };
     Ok(Some((name, MatArray { dims, class, data })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_mat_bytes;
+
+    #[test]
+    fn matlab_7_3_files_are_named() {
+        let mut b = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 2024 HDF5 schema 1.00 .".to_vec();
+        b.resize(512, b' ');
+        b.extend_from_slice(b"\x89HDF\r\n\x1a\n");
+        b.resize(1024, 0);
+        let e = read_mat_bytes(&b).unwrap_err();
+        assert!(e.contains("7.3"), "{e}");
+        let mut h = vec![0u8; 512];
+        h.extend_from_slice(b"\x89HDF\r\n\x1a\n");
+        assert!(read_mat_bytes(&h).unwrap_err().contains("7.3"));
+    }
 }
