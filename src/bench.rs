@@ -45,7 +45,7 @@ pub struct Workloads {
 }
 
 /// The adversarial-training workload's settings: PGD-10, Linf 0.3, step 0.075, random start.
-pub fn adversarial_bench_config() -> AdversarialConfig {
+pub(crate) fn adversarial_bench_config() -> AdversarialConfig {
     AdversarialConfig {
         method: AdversarialMethod::Pgd,
         norm: Norm::Linf,

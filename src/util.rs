@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::backend::Device;
 use crate::error::{Error, Result};
@@ -42,7 +42,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 }
 
 /// Reads a whole file, naming it in the error.
-pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+pub(crate) fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
@@ -53,11 +53,11 @@ pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
 
 /// Deflate cannot expand data more than about 1032:1, so a header claiming more than this many
 /// bytes per compressed byte is lying.
-pub const MAX_DEFLATE_RATIO: u64 = 1032;
+pub(crate) const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// The number of elements of an array with dimensions `dims`, or a message when the product
 /// does not fit in memory addresses (a corrupt or hostile header).
-pub fn element_count(dims: &[usize]) -> std::result::Result<usize, String> {
+pub(crate) fn element_count(dims: &[usize]) -> std::result::Result<usize, String> {
     dims.iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= isize::MAX as usize)
@@ -66,7 +66,10 @@ pub fn element_count(dims: &[usize]) -> std::result::Result<usize, String> {
 
 /// Checks that `claimed` decompressed bytes are possible from `compressed` input bytes and
 /// within [`MAX_INFLATED_BYTES`].
-pub fn check_inflated_claim(claimed: u64, compressed: u64) -> std::result::Result<(), String> {
+pub(crate) fn check_inflated_claim(
+    claimed: u64,
+    compressed: u64,
+) -> std::result::Result<(), String> {
     if claimed > MAX_INFLATED_BYTES {
         return Err(format!(
             "claims {claimed} bytes of data once decompressed, more than the {MAX_INFLATED_BYTES}-byte limit"
@@ -86,7 +89,10 @@ pub fn check_inflated_claim(claimed: u64, compressed: u64) -> std::result::Resul
 
 /// Reads exactly `len` bytes from a stream and checks that nothing follows, without ever
 /// holding more than `len + 1` bytes: a stream that inflates past its claim is cut off.
-pub fn read_exactly(mut r: impl std::io::Read, len: usize) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn read_exactly(
+    mut r: impl std::io::Read,
+    len: usize,
+) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
     let mut out = Vec::new();
     (&mut r)
@@ -119,19 +125,13 @@ pub fn row<T>(x: &[T], i: usize, per: usize) -> &[T] {
 
 /// Row `i` of a flat buffer of rows of `per` values, mutable.
 #[inline]
-pub fn row_mut<T>(x: &mut [T], i: usize, per: usize) -> &mut [T] {
+pub(crate) fn row_mut<T>(x: &mut [T], i: usize, per: usize) -> &mut [T] {
     &mut x[i * per..(i + 1) * per]
 }
 
 /// Builds an `N x C x H x W` tensor from a flat buffer.
 pub fn tensor4(data: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(data, shape), device)
-}
-
-/// Builds an integer label tensor.
-pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-    Tensor::from_data(TensorData::new(v, [labels.len()]), device)
 }
 
 /// Copies a float tensor of any rank into a flat `Vec<f32>`.
@@ -142,16 +142,8 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("float tensor converts to f32")
 }
 
-/// Copies an integer tensor into a `Vec<i64>`.
-pub fn to_vec_int<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
-    t.into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .expect("int tensor converts to i64")
-}
-
 /// Index of the largest value of each row of a row-major `rows x cols` matrix.
-pub fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
+pub(crate) fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
     values
         .chunks(cols)
         .map(|row| {
@@ -168,7 +160,7 @@ pub fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
 
 /// Cross-entropy of each row of `logits` (`N x classes`) against the same row of `target`
 /// (one-hot labels or probabilities): `-sum_k target_k log softmax(logits)_k`, one per row.
-pub fn cross_entropy_rows(logits: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
+pub(crate) fn cross_entropy_rows(logits: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
     let n = logits.dims()[0];
     (burn::tensor::activation::log_softmax(logits, 1) * target)
         .sum_dim(1)
@@ -177,7 +169,7 @@ pub fn cross_entropy_rows(logits: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
 }
 
 /// A one-hot `N x classes` matrix for the given labels.
-pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
+pub(crate) fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     let mut v = vec![0f32; labels.len() * classes];
     for (i, &l) in labels.iter().enumerate() {
         v[i * classes + l] = 1.0;

@@ -377,7 +377,7 @@ pub fn adaptive_attack(
 
 /// Shares of `verdicts` that evade the defender (wrong label, no flag), that are flagged, and
 /// that end with a wrong label (corrected where flagged), against the true `labels`.
-pub fn outcome_shares(verdicts: &[Verdict], labels: &[usize]) -> (f64, f64, f64) {
+pub(crate) fn outcome_shares(verdicts: &[Verdict], labels: &[usize]) -> (f64, f64, f64) {
     let n = verdicts.len().max(1) as f64;
     let share = |f: &dyn Fn(&Verdict, usize) -> bool| {
         verdicts

@@ -14,7 +14,7 @@ use crate::util::{row, row_mut};
 
 /// What an objective says about a batch of candidate images.
 #[derive(Debug, Clone, Default)]
-pub struct ObjectiveEval {
+pub(crate) struct ObjectiveEval {
     /// The value to maximise, per image.
     pub value: Vec<f32>,
     /// Its gradient with respect to the input, flat like the images.
@@ -25,7 +25,7 @@ pub struct ObjectiveEval {
 
 /// A per-image objective with input gradients. `idx` names, for each row of `x`, the image of
 /// the attacked batch it belongs to, so an objective can hold per-image data (labels, targets).
-pub trait Objective {
+pub(crate) trait Objective {
     /// Values, gradients and goal flags for candidate images `x`.
     fn eval(&self, x: &[f32], idx: &[usize]) -> Result<ObjectiveEval>;
 }
@@ -64,7 +64,7 @@ impl ApgdConfig {
 /// The iterations after which the step size may halve: the paper's
 /// `p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`, `p_1 = 0.22`, in whole iterations (first
 /// interval `0.22 N`, each next one `0.03 N` shorter, never under `0.06 N`).
-pub fn checkpoints(iterations: usize) -> Vec<usize> {
+pub(crate) fn checkpoints(iterations: usize) -> Vec<usize> {
     let first = ((0.22 * iterations as f64) as usize).max(1);
     let shrink = ((0.03 * iterations as f64) as usize).max(1);
     let min = ((0.06 * iterations as f64) as usize).max(1);
@@ -80,7 +80,7 @@ pub fn checkpoints(iterations: usize) -> Vec<usize> {
 
 /// The outcome of [`apgd`] for a batch.
 #[derive(Debug, Clone)]
-pub struct ApgdResult {
+pub(crate) struct ApgdResult {
     /// Per image: the first point that reached the goal, else the best point found.
     pub adv: Vec<f32>,
     /// Whether each image reached the goal.
@@ -90,7 +90,7 @@ pub struct ApgdResult {
 }
 
 /// Runs APGD on a batch `x0` (flat, `per` values per image) for `objective`.
-pub fn apgd(
+pub(crate) fn apgd(
     objective: &dyn Objective,
     x0: &[f32],
     per: usize,

@@ -4,8 +4,8 @@
 //! adversarial images out, inside `[0, 1]` and within the attack's budget. [`run_attack`]
 //! batches a set through an attack, times it, keeps the successful examples and measures them.
 
-pub mod adaptive;
-pub mod apgd;
+pub(crate) mod adaptive;
+mod apgd;
 mod cw;
 mod deepfool;
 mod fgsm;
@@ -16,7 +16,7 @@ mod norm;
 mod pgd;
 mod registry;
 mod square;
-pub mod strong;
+mod strong;
 
 use std::path::Path;
 
@@ -32,12 +32,10 @@ pub use jsma::Jsma;
 pub use model::{AttackModel, LossKind};
 pub use norm::{Norm, perturbation_sizes, project, step_direction};
 pub use pgd::Pgd;
-pub use registry::{
-    AttackKind, AttackSettings, build_attack, default_eps, paper_grid, pipeline_suite,
-    pipeline_suite_for, transfer_pgd,
-};
+pub use registry::{AttackKind, AttackSettings, build_attack, default_eps, paper_grid};
+pub(crate) use registry::{pipeline_suite_for, transfer_pgd};
 pub use square::Square;
-pub use strong::{StrongReport, strong_attacks, strong_protocol};
+pub use strong::{StrongReport, StrongStage, strong_attacks, strong_protocol};
 
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
@@ -466,7 +464,7 @@ pub fn file_stem(attack: &str) -> String {
 }
 
 /// The images at positions `idx` of a flat batch of `per`-value images, in that order.
-pub fn gather_images(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
+pub(crate) fn gather_images(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
     idx.iter().flat_map(|&i| row(x, i, per)).copied().collect()
 }
 

@@ -144,7 +144,7 @@ pub fn default_eps(kind: AttackKind, norm: Norm) -> Option<f32> {
 /// The adaptive evaluation's non-adaptive baseline: PGD on the bare classifier, transferred to
 /// the defended model (Linf: step eps/10, 40 iterations; L2 and L1: step eps/20, 100
 /// iterations; no random start).
-pub fn transfer_pgd(norm: Norm, eps: f32) -> Pgd {
+pub(crate) fn transfer_pgd(norm: Norm, eps: f32) -> Pgd {
     match norm {
         Norm::Linf => Pgd {
             step: eps / 10.0,
@@ -270,16 +270,10 @@ pub fn paper_grid(s: &AttackSettings) -> Result<Vec<Box<dyn Attack>>> {
     Ok(v)
 }
 
-/// The pipeline's eight attacks, one of each kind at its default budget: FGSM and PGD at Linf
-/// 0.3, PGD-L2 2, DeepFool, JSMA, CW-Linf and Square at 64/256, HopSkipJump-L2.
-pub fn pipeline_suite() -> Vec<Box<dyn Attack>> {
-    pipeline_suite_for(false)
-}
-
 /// The pipeline's eight attacks at the budgets usual for the data: MNIST's defaults, or for
 /// natural colour images (`colour`: SVHN, CIFAR-10) Linf 8/255 (FGSM, PGD, Carlini-Wagner,
 /// Square) and L2 0.5 (PGD), as in the robustness literature for these sets.
-pub fn pipeline_suite_for(colour: bool) -> Vec<Box<dyn Attack>> {
+pub(crate) fn pipeline_suite_for(colour: bool) -> Vec<Box<dyn Attack>> {
     let s = AttackSettings::default();
     let eps = |k: AttackKind, n: Norm| match (colour, k, n) {
         (false, _, _) => None,
@@ -329,6 +323,6 @@ mod tests {
             .is_err()
         );
         assert_eq!(paper_grid(&AttackSettings::default()).unwrap().len(), 32);
-        assert_eq!(pipeline_suite().len(), 8);
+        assert_eq!(pipeline_suite_for(false).len(), 8);
     }
 }

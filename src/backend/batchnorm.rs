@@ -163,7 +163,7 @@ fn plane_sums(x: &[f32], dy: &[f32], (k, b, a, mean, inv): (f32, f32, f32, f32, 
 
 /// Gradients `(dx, dgamma, dbeta, dalpha)` of the fused train-mode op.
 #[allow(clippy::too_many_arguments)]
-pub fn bn_prelu_backward_values(
+pub(crate) fn bn_prelu_backward_values(
     x: &[f32],
     dy: &[f32],
     dims: (usize, usize, usize),
@@ -457,7 +457,7 @@ pub fn conv_bn_prelu(conv: &Conv2d, bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -
 }
 
 /// [`conv_bn_prelu`] for a transposed convolution.
-pub fn conv_transpose_bn_prelu(
+pub(crate) fn conv_transpose_bn_prelu(
     conv: &ConvTranspose2d,
     bn: &BatchNorm,
     act: &PRelu,

@@ -2,7 +2,7 @@
 //!
 //! [`fast_conv`] is a drop-in for `burn::tensor::module::conv2d` with a 3x3 or 5x5 kernel,
 //! stride 1, dilation 1 and one group. On the `flex` CPU backend it runs the SIMD kernels of
-//! [`kernels`](super::kernels) (forward, input gradient and weight gradient); on other devices
+//! `backend::kernels` (forward, input gradient and weight gradient); on other devices
 //! (the GPU backends) it is burn's own `conv2d`. Under autodiff a custom backward node calls the
 //! same fast kernels, so models and training code are unchanged apart from which function the
 //! layer calls: [`conv2d`] and [`conv_transpose2d`] take burn's modules (same parameters, same
@@ -496,7 +496,7 @@ fn patch_conv_transpose(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// `conv.forward(x)` for a transposed convolution, through [`fast_conv`] when
-/// [`conv_transpose_form`] applies, as one matrix product for patchify layers under autodiff,
+/// `conv_transpose_form` applies, as one matrix product for patchify layers under autodiff,
 /// else burn's own `forward`.
 pub fn conv_transpose2d(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     if let Some(f) = conv_transpose_form(conv, &x) {

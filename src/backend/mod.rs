@@ -8,9 +8,9 @@
 
 pub mod batchnorm;
 pub mod conv;
-pub mod filter;
+pub(crate) mod filter;
 pub(crate) mod flex;
-pub mod kernels;
+pub(crate) mod kernels;
 
 use std::str::FromStr;
 use std::sync::OnceLock;

@@ -49,7 +49,7 @@ impl Augment {
     }
 
     /// Whether this changes nothing.
-    pub fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         self.shift == 0 && self.rotate == 0.0 && self.scale == 0.0 && self.elastic_alpha == 0.0
     }
 

@@ -87,7 +87,7 @@ impl Defender {
     }
 
     /// Serialises the defender as bundle bytes.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
         use safetensors::Dtype;
         use safetensors::tensor::TensorView;
         let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();

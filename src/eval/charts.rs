@@ -66,7 +66,7 @@ impl Series {
     }
 
     /// The same curve with a dot at every point.
-    pub fn with_markers(mut self) -> Self {
+    pub(crate) fn with_markers(mut self) -> Self {
         self.markers = true;
         self
     }
@@ -402,7 +402,7 @@ impl Figure {
 }
 
 /// The file every report folder keeps its figures' data in, for `defed report`.
-pub const FIGURES_FILE: &str = "figures.json";
+pub(crate) const FIGURES_FILE: &str = "figures.json";
 
 /// Draws `figures` into `dir` (SVG and PNG each) and records their data in
 /// `dir/figures.json`, so [`redraw`] can render them again without recomputing.
@@ -497,7 +497,7 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
 }
 
 /// A short number for ticks and cells: no trailing zeros, at most 3 significant digits.
-pub fn short_number(v: f64) -> String {
+pub(crate) fn short_number(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return format!("{v}");
     }

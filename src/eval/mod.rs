@@ -6,7 +6,7 @@ pub mod detection;
 pub mod figures;
 pub mod html;
 pub mod merge;
-pub mod metrics;
+mod metrics;
 pub mod report;
 
 pub use metrics::{accuracy, mse_per_image, psnr, psnr_per_image, ssim_per_image};

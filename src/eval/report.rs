@@ -140,7 +140,7 @@ pub fn compute_scores(input: &EvalInput<'_>, device: &Device) -> Result<EvalScor
 }
 
 /// The set's label (noise levels when every denoiser has one).
-pub fn set_label(d: &Defender, set: &[usize]) -> String {
+pub(crate) fn set_label(d: &Defender, set: &[usize]) -> String {
     set.iter()
         .map(|&i| match d.denoisers[i].meta.noise {
             Some(n)
@@ -159,7 +159,7 @@ pub fn set_label(d: &Defender, set: &[usize]) -> String {
 }
 
 /// Per image, the largest score normalised by the calibration mean and std of its denoiser.
-pub fn max_normalized(calib: &Scores, s: &Scores) -> Vec<f64> {
+pub(crate) fn max_normalized(calib: &Scores, s: &Scores) -> Vec<f64> {
     let stats: Vec<(f64, f64)> = calib.total.iter().map(|t| mean_std(t)).collect();
     (0..s.len())
         .map(|j| {

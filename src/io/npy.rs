@@ -87,7 +87,7 @@ impl NpyArray {
     }
 
     /// The dtype descriptor NumPy uses for this array.
-    pub fn descr(&self) -> &'static str {
+    pub(crate) fn descr(&self) -> &'static str {
         match self.data {
             NpyData::F32(_) => "<f4",
             NpyData::F64(_) => "<f8",

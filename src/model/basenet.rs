@@ -11,14 +11,14 @@ use crate::backend::batchnorm::{conv_bn_prelu, conv_transpose_bn_prelu};
 
 /// A `CBP` wrapped in a module with one field `conv` (the original's `body.N.conv.*`).
 #[derive(Module, Debug)]
-pub struct CbpWrap {
+pub(crate) struct CbpWrap {
     /// The wrapped block.
     pub conv: Cbp,
 }
 
 /// A `CBP` with a transposed convolution, wrapped like [`CbpWrap`].
 #[derive(Module, Debug)]
-pub struct CbpTWrap {
+pub(crate) struct CbpTWrap {
     /// The wrapped block.
     pub conv: CbpT,
 }
@@ -26,7 +26,7 @@ pub struct CbpTWrap {
 /// The original's flat `body` sequence; field `lN` is `body.N`.
 #[derive(Module, Debug)]
 #[allow(missing_docs)]
-pub struct BaseBody {
+pub(crate) struct BaseBody {
     pub l0: CbpWrap,
     pub l1: Conv2d,
     pub l2: BatchNorm,
@@ -51,7 +51,7 @@ pub struct BaseNet {
     /// `CBP(C -> 16)`.
     pub head: Cbp,
     /// Encoder and decoder.
-    pub body: BaseBody,
+    pub(crate) body: BaseBody,
     /// `ConvTranspose 3x3 (16 -> C) + BN + PReLU`.
     pub tail: CbpT,
 }

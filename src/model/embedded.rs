@@ -48,12 +48,6 @@ pub fn robust_denoisers(device: &Device) -> Result<Vec<(Denoiser, CheckpointMeta
     load_denoisers(ROBUST_DENOISERS, device)
 }
 
-/// The default denoisers (name, safetensors bytes): Defed-Laplacian, alpha 1, noise 20, 60 and
-/// 100.
-pub fn default_denoiser_files() -> Vec<(&'static str, &'static [u8])> {
-    DENOISERS.to_vec()
-}
-
 static DENOISERS: &[(&str, &[u8])] = &[
     (
         "<embedded defed-mnist-n20>",

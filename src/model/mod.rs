@@ -1,14 +1,14 @@
 //! Models: the classifiers, the denoisers, their fixed filters, and checkpoints.
 
-pub mod basenet;
-pub mod blocks;
+mod basenet;
+pub(crate) mod blocks;
 pub mod checkpoint;
 pub mod defed;
 pub mod embedded;
 pub mod filters;
-pub mod lenet;
-pub mod madry;
-pub mod svhn;
+mod lenet;
+mod madry;
+mod svhn;
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -259,7 +259,7 @@ impl Denoiser {
 }
 
 /// Checks that a batch fits a denoiser: the right channel count and sides divisible by 4.
-pub fn check_denoiser_input(dims: [usize; 4], channels: usize) -> Result<()> {
+pub(crate) fn check_denoiser_input(dims: [usize; 4], channels: usize) -> Result<()> {
     let [_, c, h, w] = dims;
     if c != channels {
         return Err(Error::Shape(format!(

@@ -14,7 +14,7 @@ use crate::backend::Device;
 /// `features.N` of the original.
 #[derive(Module, Debug)]
 #[allow(missing_docs)]
-pub struct SvhnFeatures {
+pub(crate) struct SvhnFeatures {
     pub l0: Conv2d,
     pub l1: BatchNorm,
     pub l4: Conv2d,
@@ -37,7 +37,7 @@ pub struct SvhnFeatures {
 #[derive(Module, Debug)]
 pub struct SvhnNet {
     /// Convolutional features.
-    pub features: SvhnFeatures,
+    pub(crate) features: SvhnFeatures,
     /// Linear 128 -> 10.
     pub classifier: Linear,
     pool: MaxPool2d,

@@ -39,7 +39,7 @@ pub enum JsonBatch {
 
 impl JsonBatch {
     /// The images, whichever form was sent.
-    pub fn into_images(self) -> Vec<JsonImage> {
+    pub(crate) fn into_images(self) -> Vec<JsonImage> {
         match self {
             JsonBatch::Wrapped { images } => images,
             JsonBatch::List(v) => v,
@@ -58,7 +58,7 @@ fn describe(shape: [usize; 3]) -> String {
 }
 
 /// Checks a JSON image against the model's input shape `[C, H, W]` and its pixel values.
-pub fn check_json_image(img: JsonImage, shape: [usize; 3]) -> Result<Vec<f32>> {
+pub(crate) fn check_json_image(img: JsonImage, shape: [usize; 3]) -> Result<Vec<f32>> {
     if img.shape != shape {
         return Err(Error::Shape(format!(
             "image shape {:?} does not match the model's input {}; send \"shape\": {:?}",
@@ -107,7 +107,7 @@ pub fn json_batch(body: &[u8], shape: [usize; 3], max_images: usize) -> Result<(
 }
 
 /// Refuses an empty batch or one over the per-request limit.
-pub fn check_count(n: usize, max_images: usize) -> Result<()> {
+pub(crate) fn check_count(n: usize, max_images: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::Invalid("the batch holds no images".into()));
     }

@@ -3,7 +3,7 @@
 //! Endpoints: `POST /v1/classify` (one PNG/JPEG or JSON image), `POST /v1/classify/batch`
 //! (JSON array or multipart), `GET /v1/model`, `GET /healthz`, `GET /readyz`, `GET /metrics`
 //! (Prometheus). Requests wait in a bounded queue (503 when full) and are run in micro-batches
-//! by one inference thread; see [`batcher`].
+//! by one inference thread; see `serve::batcher`.
 //!
 //! With API keys configured, `/v1/*` and `/metrics` need `Authorization: Bearer <key>`; the
 //! probes `/healthz` and `/readyz` stay open.
@@ -13,10 +13,10 @@
 //! `conn` one connection's timeouts; `batcher` the queue and the inference thread; `decode` the request bodies; `metrics` the
 //! Prometheus counters; `client` a Rust client.
 
-pub mod batcher;
+pub(crate) mod batcher;
 pub mod client;
 pub mod decode;
-pub mod metrics;
+pub(crate) mod metrics;
 
 mod auth;
 mod conn;

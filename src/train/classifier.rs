@@ -73,7 +73,7 @@ pub struct AdversarialConfig {
 
 impl AdversarialConfig {
     /// The budget at a point of training (`epoch` counts fractions of epochs).
-    pub fn eps_at(&self, epoch: f64) -> f32 {
+    pub(crate) fn eps_at(&self, epoch: f64) -> f32 {
         if self.ramp_epochs <= 0.0 {
             return self.eps;
         }
@@ -94,7 +94,7 @@ impl AdversarialConfig {
     }
 
     /// The validation attack: PGD at the full budget, `val_steps` steps of 2.5 eps / steps.
-    pub fn val_attack(&self) -> Pgd {
+    pub(crate) fn val_attack(&self) -> Pgd {
         Pgd {
             norm: self.norm,
             eps: self.eps,

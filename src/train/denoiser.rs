@@ -266,7 +266,7 @@ impl DenoiserAdversarial {
 
 impl DenoiserTrainConfig {
     /// The class-loss weight used for training in `epoch` (0-based).
-    pub fn alpha_at(&self, epoch: usize) -> f32 {
+    pub(crate) fn alpha_at(&self, epoch: usize) -> f32 {
         if self.alpha_warmup == 0 {
             self.alpha
         } else {

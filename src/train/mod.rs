@@ -132,7 +132,7 @@ pub struct RunOptions {
 
 impl RunOptions {
     /// The learning rate in `epoch` (0-based) after the milestone decays.
-    pub fn lr_at(&self, epoch: usize) -> f64 {
+    pub(crate) fn lr_at(&self, epoch: usize) -> f64 {
         let decays = self.milestones.iter().filter(|&&m| epoch >= m).count();
         self.lr * 0.1f64.powi(decays as i32)
     }
@@ -144,7 +144,7 @@ impl RunOptions {
 }
 
 /// One epoch's figures, as logged.
-pub type EpochLog = std::collections::BTreeMap<String, f64>;
+pub(crate) type EpochLog = std::collections::BTreeMap<String, f64>;
 
 pub use crate::util::derive_seed;
 
@@ -164,7 +164,7 @@ fn log_columns(history: &[EpochLog]) -> Vec<&String> {
 
 /// Writes the epoch logs as CSV and JSON, and the training curves as `<name>.svg` and
 /// `<name>.png`, atomically.
-pub fn write_logs(opts: &RunOptions, progress: &state::Progress) -> crate::Result<()> {
+pub(crate) fn write_logs(opts: &RunOptions, progress: &state::Progress) -> crate::Result<()> {
     let history = &progress.history;
     let cols = log_columns(history);
     let mut csv = cols
@@ -250,7 +250,12 @@ pub fn training_figure(name: &str, progress: &state::Progress) -> crate::eval::c
 }
 
 /// A progress bar for one epoch (hidden when `show` is false).
-pub fn epoch_bar(show: bool, images: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+pub(crate) fn epoch_bar(
+    show: bool,
+    images: usize,
+    epoch: usize,
+    epochs: usize,
+) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }

@@ -29,7 +29,7 @@ pub struct Progress {
 }
 
 /// The resume state: one file, so that model, optimiser and progress are replaced together.
-pub fn state_file(opts: &RunOptions) -> std::path::PathBuf {
+pub(crate) fn state_file(opts: &RunOptions) -> std::path::PathBuf {
     opts.file(".resume")
 }
 

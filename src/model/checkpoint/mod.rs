@@ -13,7 +13,8 @@ mod tensors;
 
 pub use meta::{CheckpointMeta, LoadOptions, infer_architecture, resolve_meta};
 pub use read::{FileFormat, RawCheckpoint, RawTensor, read_checkpoint, read_checkpoint_bytes};
-pub use tensors::{apply_tensors, collect_tensors, model_bytes, raw_to_bytes, save_model};
+pub(crate) use tensors::{apply_tensors, collect_tensors};
+pub use tensors::{raw_to_bytes, save_model};
 
 use std::path::Path;
 
@@ -110,7 +111,7 @@ pub fn load_denoiser(
 }
 
 /// Builds a denoiser from checkpoint content already read.
-pub fn denoiser_from_raw(
+pub(crate) fn denoiser_from_raw(
     path: &Path,
     raw: &RawCheckpoint,
     device: &Device,

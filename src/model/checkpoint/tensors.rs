@@ -119,7 +119,7 @@ impl ModuleMapper for Loader<'_> {
 
 /// Loads raw checkpoint tensors into `module`, failing on the first missing or mis-shaped
 /// tensor, and on tensors the architecture does not have.
-pub fn apply_tensors<M: Module>(
+pub(crate) fn apply_tensors<M: Module>(
     module: M,
     raw: &RawCheckpoint,
     path: &Path,
@@ -185,7 +185,7 @@ impl ModuleVisitor for Saver {
 }
 
 /// The named tensors of a module, in PyTorch keys and layouts, in module order.
-pub fn collect_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+pub(crate) fn collect_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut saver = Saver {
         path: Vec::new(),
         types: Vec::new(),
@@ -196,7 +196,7 @@ pub fn collect_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Vec<f3
 }
 
 /// Serialises a module and its metadata as safetensors bytes.
-pub fn model_bytes<M: Module>(module: &M, meta: &CheckpointMeta) -> Result<Vec<u8>> {
+pub(crate) fn model_bytes<M: Module>(module: &M, meta: &CheckpointMeta) -> Result<Vec<u8>> {
     let tensors = collect_tensors(module);
     serialize(
         tensors
