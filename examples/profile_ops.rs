@@ -29,6 +29,9 @@ fn time(name: &str, f: &dyn Fn() -> Tensor<4>) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "raw-pool") {
+        return raw_pool();
+    }
     let d = defed::autodiff_device();
     let x16 = Tensor::<4>::random([64, 16, 28, 28], Distribution::Default, &d).require_grad();
     let x32 = Tensor::<4>::random([64, 32, 14, 14], Distribution::Default, &d).require_grad();
@@ -72,4 +75,48 @@ fn main() {
     time("add3 16 28", &|| x16.clone() + x16.clone() + x16.clone());
     time("clamp 16 28", &|| x16.clone().clamp(0.0, 1.0));
     let _ = bn.num_params();
+
+    // The Madry CNN's layers (batch 64): 5x5 convolutions, ReLU + 2x2 max-pooling.
+    let x1 = Tensor::<4>::random([64, 1, 28, 28], Distribution::Default, &d).require_grad();
+    let m1 = Conv2dConfig::new([1, 32], [5, 5])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(2, 2, 2, 2))
+        .init(&d);
+    time("conv5x5 1->32 28 fast", &|| conv::conv2d(&m1, x1.clone()));
+    let x32b = Tensor::<4>::random([64, 32, 14, 14], Distribution::Default, &d).require_grad();
+    let m2 = Conv2dConfig::new([32, 64], [5, 5])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(2, 2, 2, 2))
+        .init(&d);
+    time("conv5x5 32->64 14 fast", &|| {
+        conv::conv2d(&m2, x32b.clone())
+    });
+    let x32c = Tensor::<4>::random([64, 32, 28, 28], Distribution::Default, &d).require_grad();
+    let pool = burn::nn::pool::MaxPool2dConfig::new([2, 2]).init();
+    let burn_pool = |x| pool.forward(burn::tensor::activation::relu(x));
+    time("relu+maxpool 32 28 burn", &|| burn_pool(x32c.clone()));
+    time("relu+maxpool 32 28 fused", &|| {
+        defed::backend::pool::relu_max_pool2(x32c.clone(), burn_pool)
+    });
+}
+
+#[allow(dead_code)]
+fn raw_pool() {
+    let n = 64 * 32 * 28 * 28;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let g: Vec<f32> = vec![1.0; n / 4];
+    let t = Instant::now();
+    for _ in 0..20 {
+        std::hint::black_box(defed::backend::pool::relu_max_pool2_planes(&x, (28, 28)));
+    }
+    println!("raw fwd {:.2} ms", t.elapsed().as_secs_f64() * 50.0);
+    let t = Instant::now();
+    for _ in 0..20 {
+        std::hint::black_box(defed::backend::pool::relu_max_pool2_planes_backward(
+            &x,
+            &g,
+            (28, 28),
+        ));
+    }
+    println!("raw bwd {:.2} ms", t.elapsed().as_secs_f64() * 50.0);
 }

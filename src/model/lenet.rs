@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 
 use crate::backend::Device;
 use crate::backend::conv;
+use crate::backend::pool::relu_max_pool2;
 
 /// LeNet-5 for 1 x 28 x 28 images, 10 classes.
 #[derive(Module, Debug)]
@@ -41,8 +42,9 @@ impl LeNet {
 
     /// Logits for a batch of `N x 1 x 28 x 28` images.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let h = self.pool.forward(relu(conv::conv2d(&self.conv1, x)));
-        let h = self.pool.forward(relu(conv::conv2d(&self.conv2, h)));
+        let pool = |x| self.pool.forward(relu(x));
+        let h = relu_max_pool2(conv::conv2d(&self.conv1, x), pool);
+        let h = relu_max_pool2(conv::conv2d(&self.conv2, h), pool);
         let h: Tensor<2> = h.flatten(1, 3);
         let h = relu(self.fc1.forward(h));
         let h = relu(self.fc2.forward(h));

@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 
 use super::blocks::conv3x3;
 use crate::backend::Device;
+use crate::backend::pool::relu_max_pool2;
 
 /// The feature stack `[16, M, 32, M, 64, 64, M, 128, 128, M, 128, 128, M]`; field `lN` is
 /// `features.N` of the original.
@@ -74,15 +75,18 @@ impl SvhnNet {
     /// Logits for a batch of `N x C x 32 x 32` images.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let f = &self.features;
-        let cbr = |c: &Conv2d, b: &BatchNorm, x| relu(b.forward(c.forward(x)));
-        let h = self.pool.forward(cbr(&f.l0, &f.l1, x));
-        let h = self.pool.forward(cbr(&f.l4, &f.l5, h));
+        let cb = |c: &Conv2d, b: &BatchNorm, x| b.forward(c.forward(x));
+        let cbr = |c: &Conv2d, b: &BatchNorm, x| relu(cb(c, b, x));
+        // ReLU then 2x2 max-pooling, fused on the CPU.
+        let pool = |x| relu_max_pool2(x, |x| self.pool.forward(relu(x)));
+        let h = pool(cb(&f.l0, &f.l1, x));
+        let h = pool(cb(&f.l4, &f.l5, h));
         let h = cbr(&f.l8, &f.l9, h);
-        let h = self.pool.forward(cbr(&f.l11, &f.l12, h));
+        let h = pool(cb(&f.l11, &f.l12, h));
         let h = cbr(&f.l15, &f.l16, h);
-        let h = self.pool.forward(cbr(&f.l18, &f.l19, h));
+        let h = pool(cb(&f.l18, &f.l19, h));
         let h = cbr(&f.l22, &f.l23, h);
-        let h = self.pool.forward(cbr(&f.l25, &f.l26, h));
+        let h = pool(cb(&f.l25, &f.l26, h));
         let h: Tensor<2> = h.flatten(1, 3);
         self.classifier.forward(h)
     }
