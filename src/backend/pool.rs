@@ -35,16 +35,16 @@ pub trait ReluPoolBackend: Backend {
 }
 
 /// Index (0..4, row-major) of the first maximum of a window and that maximum; a NaN wins, the
-/// last one, as in burn's pooling.
+/// last one, as in burn's pooling. Selects, not branches, so the loops over rows vectorise.
 #[inline(always)]
-fn winner(v: [f32; 4]) -> (usize, f32) {
-    let mut best = (0, v[0]);
-    for (i, &x) in v.iter().enumerate().skip(1) {
-        if x > best.1 || x.is_nan() {
-            best = (i, x);
-        }
+fn winner(v: [f32; 4]) -> (u32, f32) {
+    let (mut i, mut m) = (0, v[0]);
+    for (k, x) in [(1, v[1]), (2, v[2]), (3, v[3])] {
+        let take = x > m || x.is_nan();
+        m = if take { x } else { m };
+        i = if take { k } else { i };
     }
-    best
+    (i, m)
 }
 
 /// Forward over planes of `h x w`: `[ho x wo]` planes of `max(0, window max)`.
@@ -59,9 +59,14 @@ pub fn relu_max_pool2_planes(x: &[f32], (h, w): (usize, usize)) -> Vec<f32> {
         .zip(x.par_chunks(h * w))
         .for_each(|(dst, src)| {
             for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
-                let (r0, r1) = (&src[2 * y * w..], &src[(2 * y + 1) * w..]);
-                for (j, o) in row.iter_mut().enumerate() {
-                    let (_, m) = winner([r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]]);
+                let r0 = &src[2 * y * w..][..2 * wo];
+                let r1 = &src[(2 * y + 1) * w..][..2 * wo];
+                for ((o, a), b) in row
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    let (_, m) = winner([a[0], a[1], b[0], b[1]]);
                     // `max` would turn a NaN into 0; keep it, as relu then pooling does.
                     *o = if m > 0.0 || m.is_nan() { m } else { 0.0 };
                 }
@@ -83,21 +88,25 @@ pub fn relu_max_pool2_planes_backward(x: &[f32], dy: &[f32], (h, w): (usize, usi
     out.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w).zip(dy.par_chunks(ho * wo)))
         .for_each(|(dst, (src, g))| {
-            for y in 0..ho {
-                let (a, b) = (2 * y * w, (2 * y + 1) * w);
-                for j in 0..wo {
-                    let c = 2 * j;
-                    let v = [src[a + c], src[a + c + 1], src[b + c], src[b + c + 1]];
-                    let (i, m) = winner(v);
-                    let gv = if m > 0.0 { g[y * wo + j] } else { 0.0 };
-                    dst[a + c] = if i == 0 { gv } else { 0.0 };
-                    dst[a + c + 1] = if i == 1 { gv } else { 0.0 };
-                    dst[b + c] = if i == 2 { gv } else { 0.0 };
-                    dst[b + c + 1] = if i == 3 { gv } else { 0.0 };
+            for (y, gy) in g.chunks_exact(wo).enumerate() {
+                let r0 = &src[2 * y * w..][..2 * wo];
+                let r1 = &src[(2 * y + 1) * w..][..2 * wo];
+                let (d0, d1) = dst[2 * y * w..(2 * y + 2) * w].split_at_mut(w);
+                let rows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+                for (((o0, o1), a), (b, &gv)) in
+                    rows.zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2).zip(gy))
+                {
+                    // The first position holding the maximum takes the gradient.
+                    let (i, m) = winner([a[0], a[1], b[0], b[1]]);
+                    let gv = if m > 0.0 { gv } else { 0.0 };
+                    o0[0] = if i == 0 { gv } else { 0.0 };
+                    o0[1] = if i == 1 { gv } else { 0.0 };
+                    o1[0] = if i == 2 { gv } else { 0.0 };
+                    o1[1] = if i == 3 { gv } else { 0.0 };
                 }
                 if w % 2 == 1 {
-                    dst[a + w - 1] = 0.0;
-                    dst[b + w - 1] = 0.0;
+                    d0[w - 1] = 0.0;
+                    d1[w - 1] = 0.0;
                 }
             }
             if h % 2 == 1 {
