@@ -224,6 +224,34 @@ pub struct Answer {
 }
 
 /// A classifier guarded by denoisers.
+///
+/// Build one from a classifier and denoisers (here the embedded defaults), calibrate its
+/// thresholds on benign images, keep it as a bundle file and judge inputs:
+///
+/// ```
+/// use defed::defense::{Defender, Policy, ThresholdRule};
+///
+/// let device = defed::default_device();
+/// let mut defender = Defender::embedded(&device)?;
+/// // Thresholds: mean + 2 std of each denoiser's score on 30 held-out benign digits.
+/// let (_, held_out) = defed::data::embedded_mnist().split(0.1, 0);
+/// let calibration = held_out.select(&(0..30).collect::<Vec<_>>());
+/// let scores = defender.scores(&calibration.images, &device)?;
+/// defender.calibrate(&scores, ThresholdRule::KStd(2.0), (0..30).collect(), "held-out digits")?;
+/// defender.policy = Policy::Reject;
+///
+/// let path = std::env::temp_dir().join(format!("defender-doc-{}.safetensors", std::process::id()));
+/// defender.save(&path)?;
+/// let bundle = Defender::load(&path, &device)?;
+/// # std::fs::remove_file(&path).ok();
+/// let names: Vec<String> = bundle.denoisers.iter().map(|d| d.name.clone()).collect();
+/// let image = held_out.image(40); // one 1 x 28 x 28 image, flat
+/// let verdict = &bundle.defend(image, &device)?[0];
+/// let answer = verdict.answer(bundle.policy, &names);
+/// // Under `reject` a flagged input gets no label; otherwise the (corrected) label.
+/// assert_eq!(answer.label.is_none(), verdict.adversarial);
+/// # Ok::<(), defed::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Defender {
     /// The protected classifier.
