@@ -6,8 +6,8 @@
 //! two (per-channel sums, then the input gradient), per channel and in parallel over channels.
 //! The running statistics are updated exactly as burn's `BatchNorm` does (biased variance,
 //! `running = (1 - momentum) * running + momentum * batch`). Inference folds the running
-//! statistics into one affine map per channel. Devices other than `flex`, and inference under
-//! autodiff (attacks through a frozen denoiser), keep burn's own layers.
+//! statistics into one affine map per channel, one pass forward and one backward under autodiff
+//! (attacks through a frozen denoiser). Devices other than `flex` keep burn's own layers.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -65,6 +65,21 @@ pub trait NormBackend: Backend {
         shift: FloatTensor<Self>,
         alpha: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// Gradients of [`affine_prelu`](NormBackend::affine_prelu) with respect to `x`, `scale`,
+    /// `shift` and `alpha`, given the output gradient.
+    #[allow(clippy::type_complexity)]
+    fn affine_prelu_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
 }
 
 /// `[n, c, rest]` sizes of a tensor shape.
@@ -286,6 +301,88 @@ impl NormBackend for Flex {
         );
         flex_tensor(y, shape)
     }
+
+    fn affine_prelu_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let shape = x.shape().to_vec();
+        let (c, na) = (shape[1], alpha.shape()[0]);
+        let (dx, dk, db, da) = affine_prelu_backward_values(
+            &values(&x),
+            &values(&grad),
+            ncp(&shape),
+            &values(&scale),
+            &values(&shift),
+            &values(&alpha),
+        );
+        (
+            flex_tensor(dx, shape),
+            flex_tensor(dk, vec![c]),
+            flex_tensor(db, vec![c]),
+            flex_tensor(da, vec![na]),
+        )
+    }
+}
+
+/// Gradients of `y = prelu(x * k[c] + b[c], alpha)`: `dx` and the per-channel sums for `k`,
+/// `b` and `alpha` (one slope or one per channel), summed per plane in f32 lanes and across
+/// planes in f64 like the statistics.
+fn affine_prelu_backward_values(
+    x: &[f32],
+    dy: &[f32],
+    (n, c, p): (usize, usize, usize),
+    k: &[f32],
+    b: &[f32],
+    alpha: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = uninit(x.len());
+    // Per plane: sums of g' * x, g' and dy * min(z, 0), with g' = dy * prelu'(z).
+    let mut sums = vec![[0f64; 3]; n * c];
+    dx.par_chunks_mut(p.max(1))
+        .zip(x.par_chunks(p.max(1)).zip(dy.par_chunks(p.max(1))))
+        .zip(sums.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, ((dst, (xs, gs)), sum))| {
+            let ch = i % c;
+            let (kc, bc, a) = (k[ch], b[ch], kernels::alpha_at(alpha, ch));
+            for ((o, &v), &g) in dst.iter_mut().zip(xs).zip(gs) {
+                let z = v * kc + bc;
+                *o = if z > 0.0 { g * kc } else { g * a * kc };
+            }
+            let slope = |v: f32| if v * kc + bc > 0.0 { 1.0 } else { a };
+            let gk: Vec<f32> = xs.iter().zip(gs).map(|(&v, &g)| g * slope(v) * v).collect();
+            let gb: Vec<f32> = xs.iter().zip(gs).map(|(&v, &g)| g * slope(v)).collect();
+            let ga: Vec<f32> = xs
+                .iter()
+                .zip(gs)
+                .map(|(&v, &g)| g * (v * kc + bc).min(0.0))
+                .collect();
+            *sum = [
+                lane_sum(&gk, |v| v),
+                lane_sum(&gb, |v| v),
+                lane_sum(&ga, |v| v),
+            ];
+        });
+    let mut dk = vec![0f64; c];
+    let mut db = vec![0f64; c];
+    let mut da = vec![0f64; alpha.len()];
+    for (i, s) in sums.iter().enumerate() {
+        let ch = i % c;
+        dk[ch] += s[0];
+        db[ch] += s[1];
+        da[if alpha.len() == 1 { 0 } else { ch }] += s[2];
+    }
+    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    (dx, f(dk), f(db), f(da))
 }
 
 #[derive(Debug)]
@@ -294,6 +391,29 @@ struct NoGrad;
 impl<B: Backend> Backward<B, 0> for NoGrad {
     type State = ();
     fn backward(self, _: Ops<(), 0>, _: &mut Gradients, _: &mut Checkpointer) {}
+}
+
+#[derive(Debug)]
+struct AffinePreluGrad;
+
+impl<B: Backend + NormBackend> Backward<B, 4> for AffinePreluGrad {
+    type State = (
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, k, b, a) = ops.state;
+        let (dx, dk, db, da) = B::affine_prelu_backward(x, k, b, a, grad);
+        for (node, g) in ops.parents.into_iter().zip([dx, dk, db, da]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -380,12 +500,42 @@ impl<B: Backend + NormBackend, C: CheckpointStrategy> NormBackend for Autodiff<B
     }
 
     fn affine_prelu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let prep = AffinePreluGrad
+            .prepare::<C>([x.node(), scale.node(), shift.node(), alpha.node()])
+            .compute_bound()
+            .stateful();
+        let (x, k, b, a) = (
+            x.into_primitive(),
+            scale.into_primitive(),
+            shift.into_primitive(),
+            alpha.into_primitive(),
+        );
+        let y = B::affine_prelu(x.clone(), k.clone(), b.clone(), a.clone());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, k, b, a), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn affine_prelu_backward(
         _x: FloatTensor<Self>,
         _scale: FloatTensor<Self>,
         _shift: FloatTensor<Self>,
         _alpha: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        unreachable!("affine_prelu runs on plain (inference) devices only")
+        _grad: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        // Never routed here: the autodiff graph calls the backward on the inner backend.
+        unreachable!("affine_prelu_backward is an inner-backend operation")
     }
 }
 
@@ -424,8 +574,6 @@ pub fn batch_norm_prelu(bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> 
             stats.into_dispatch(),
             bn.epsilon,
         ))
-    } else if autodiff {
-        act.forward(bn.forward(x))
     } else {
         let (scale, shift) = inference_affine(bn, &device);
         Tensor::from_dispatch(<D as NormBackend>::affine_prelu(
@@ -556,6 +704,52 @@ mod tests {
                 act.forward(bn.forward(x)),
             );
             assert!(d < 1e-5, "inference {d}");
+        }
+    }
+
+    /// Inference mode under autodiff (attacks through a frozen denoiser, fine-tuning with
+    /// frozen statistics): the folded affine map + PReLU equals burn's layers, output and the
+    /// gradients of the input, gamma, beta and the slopes, to 1e-5; frozen parameters take none.
+    #[test]
+    fn inference_under_autodiff_equals_burn_layers() {
+        use burn::module::Param;
+        let device = crate::backend::autodiff_device();
+        for alphas in [1, 4] {
+            let mut bn = BatchNormConfig::new(4).init(&device);
+            for i in 0..3 {
+                let x =
+                    Tensor::<4>::random([8, 4, 3, 5], Distribution::Normal(i as f64, 2.0), &device);
+                let _ = bn.forward(x);
+            }
+            bn.training = Param::from_bool(false);
+            let act = PReluConfig::new()
+                .with_num_parameters(alphas)
+                .with_alpha(0.25)
+                .init(&device);
+            let x = Tensor::<4>::random([3, 4, 6, 5], Distribution::Normal(0.0, 3.0), &device)
+                .require_grad();
+            let probe = Tensor::<4>::random([3, 4, 6, 5], Distribution::Default, &device);
+            let fast = batch_norm_prelu(&bn, &act, x.clone());
+            let slow = act.forward(bn.forward(x.clone()));
+            assert!(rel_diff(fast.clone(), slow.clone()) < 1e-5);
+            let gf = (fast * probe.clone()).sum().backward();
+            let gs = (slow * probe.clone()).sum().backward();
+            assert!(rel_diff(x.grad(&gf).unwrap(), x.grad(&gs).unwrap()) < 1e-5);
+            for (p, name) in [
+                (&bn.gamma, "gamma"),
+                (&bn.beta, "beta"),
+                (&act.alpha, "alpha"),
+            ] {
+                let d = rel_diff(p.grad(&gf).unwrap(), p.grad(&gs).unwrap());
+                assert!(d < 1e-5, "{name}, {alphas} slopes: {d}");
+            }
+            let (bn, act) = (bn.freeze(), act.freeze());
+            let fast = batch_norm_prelu(&bn, &act, x.clone());
+            let slow = act.forward(bn.forward(x.clone()));
+            let gf = (fast * probe.clone()).sum().backward();
+            let gs = (slow * probe).sum().backward();
+            assert!(rel_diff(x.grad(&gf).unwrap(), x.grad(&gs).unwrap()) < 1e-5);
+            assert!(bn.gamma.grad(&gf).is_none() && act.alpha.grad(&gf).is_none());
         }
     }
 
