@@ -18,7 +18,7 @@ NA=${NA:-$N}                       # images for the adaptive attack
 ARGS=${ARGS:---iterations 100 --lambdas 1 10 100}
 EPS_LINF=${EPS_LINF:-0.1 0.2 0.3}
 EPS_L2=${EPS_L2:-1 2 3}
-ONLY=${ONLY:-strong-lenet strong-robust bundle-paper bundle-robust bundle-robust-adv bundle-robust-adv-fpr1 converge}
+ONLY=${ONLY:-strong-lenet strong-robust bundle-paper bundle-robust bundle-robust-adv bundle-robust-adv-fpr1 converge converge-strong}
 ROBUST=${ROBUST:-models/madry-trades-mnist.safetensors}
 LENET=$S/mnist-classifier.pth
 IMG="--images $D/t10k-images-idx3-ubyte.gz --labels $D/t10k-labels-idx1-ubyte.gz"
@@ -78,6 +78,16 @@ if has converge; then
     for c in "100 1" "200 1" "100 3"; do
         set -- $c
         [ -f $OUT/converge-it$1-r$2/adaptive.csv ] || $B evaluate --adaptive --bundle $OUT/robust-adv-fpr1.safetensors --benign $OUT/first.npz --num ${NC:-30} --budgets linf:0.3 --iterations $1 --restarts $2 --lambdas 1 10 100 --out $OUT/converge-it$1-r$2
+    done
+fi
+# The same for the bare robust classifier under the strong suite: the first NS images at Linf
+# 0.3 with APGD at 100 iterations and one run, 200 iterations, and 3 runs.
+if has converge-strong; then
+    NS=${NS:-100}
+    [ -f $OUT/first$NS.npz ] || $B benign --classifier $ROBUST $IMG --num $NS --include-misclassified --out $OUT/first$NS.npz
+    for c in "100 1" "200 1" "100 3"; do
+        set -- $c
+        [ -f $OUT/converge-strong-it$1-r$2/strong.csv ] || $B attack --classifier $ROBUST --benign $OUT/first$NS.npz --suite strong --norm linf --eps 0.3 --iterations $1 --restarts $2 --out $OUT/converge-strong-it$1-r$2
     done
 fi
 echo finished

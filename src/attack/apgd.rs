@@ -382,10 +382,17 @@ impl Attack for Apgd {
             (ApgdLoss::Dlr, 0) => "DLR".to_string(),
             (ApgdLoss::Dlr, _) => "DLR-T".to_string(),
         };
+        // Non-default effort is part of the name, so reports say how hard it tried.
+        let c = &self.config;
+        let effort = match (c.iterations, c.restarts.max(1)) {
+            (100, 1) => String::new(),
+            (it, 1) => format!(" ({it} it.)"),
+            (it, r) => format!(" ({it} it., {r} runs)"),
+        };
         format!(
-            "APGD-{loss}-{} eps={}",
-            self.config.norm.name(),
-            super::fmt_eps(self.config.eps)
+            "APGD-{loss}-{} eps={}{effort}",
+            c.norm.name(),
+            super::fmt_eps(c.eps)
         )
     }
 

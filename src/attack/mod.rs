@@ -35,7 +35,7 @@ pub use pgd::Pgd;
 pub use registry::{AttackKind, AttackSettings, build_attack, default_eps, paper_grid};
 pub(crate) use registry::{pipeline_suite_for, transfer_pgd};
 pub use square::Square;
-pub use strong::{StrongReport, StrongStage, strong_attacks, strong_protocol};
+pub use strong::{StrongReport, StrongSettings, StrongStage, strong_attacks, strong_protocol};
 
 use crate::data::ImageSet;
 use crate::error::{Error, Result};

@@ -50,15 +50,43 @@ pub struct StrongReport {
     pub broken: Vec<bool>,
 }
 
-/// The attacks of the protocol for a norm and budget (`square_queries` 0 leaves Square out).
-pub fn strong_attacks(norm: Norm, eps: f32, square_queries: usize) -> Vec<Box<dyn Attack>> {
+/// How hard the protocol's attacks try. The default is AutoAttack's standard version: APGD
+/// with 100 iterations and one run (for APGD-T, per target class), Square with 5,000 queries.
+/// More iterations or restarts show whether the figure has converged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrongSettings {
+    /// APGD iterations per run.
+    pub iterations: usize,
+    /// APGD runs (the first from the clean image, the others from random points of the ball).
+    pub restarts: usize,
+    /// Square's queries (Linf only; 0 leaves Square out).
+    pub square_queries: usize,
+}
+
+impl Default for StrongSettings {
+    fn default() -> Self {
+        StrongSettings {
+            iterations: 100,
+            restarts: 1,
+            square_queries: 5000,
+        }
+    }
+}
+
+/// The attacks of the protocol for a norm and budget.
+pub fn strong_attacks(norm: Norm, eps: f32, settings: StrongSettings) -> Vec<Box<dyn Attack>> {
+    let tune = |mut a: Apgd| {
+        a.config.iterations = settings.iterations.max(1);
+        a.config.restarts = settings.restarts.max(1);
+        a
+    };
     let mut v: Vec<Box<dyn Attack>> = vec![
-        Box::new(Apgd::ce(norm, eps)),
-        Box::new(Apgd::dlr_targeted(norm, eps)),
+        Box::new(tune(Apgd::ce(norm, eps))),
+        Box::new(tune(Apgd::dlr_targeted(norm, eps))),
     ];
-    if norm == Norm::Linf && square_queries > 0 {
+    if norm == Norm::Linf && settings.square_queries > 0 {
         v.push(Box::new(Square {
-            iterations: square_queries,
+            iterations: settings.square_queries,
             ..Square::new(eps)
         }));
     }
@@ -135,4 +163,42 @@ pub fn strong_protocol(
         adv,
         broken,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings reach the attacks, and the names say so when they are not the default.
+    #[test]
+    fn settings_reach_the_attacks() {
+        let names = |s| -> Vec<String> {
+            strong_attacks(Norm::Linf, 0.3, s)
+                .iter()
+                .map(|a| a.name())
+                .collect()
+        };
+        assert_eq!(
+            names(StrongSettings::default()),
+            [
+                "APGD-CE-Linf eps=0.3",
+                "APGD-DLR-T-Linf eps=0.3",
+                "Square-Linf eps=0.3"
+            ]
+        );
+        let harder = StrongSettings {
+            iterations: 200,
+            restarts: 3,
+            square_queries: 0,
+        };
+        assert_eq!(
+            names(harder),
+            [
+                "APGD-CE-Linf eps=0.3 (200 it., 3 runs)",
+                "APGD-DLR-T-Linf eps=0.3 (200 it., 3 runs)"
+            ]
+        );
+        let l2 = strong_attacks(Norm::L2, 2.0, StrongSettings::default());
+        assert_eq!(l2.len(), 2, "Square is Linf only");
+    }
 }

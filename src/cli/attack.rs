@@ -119,13 +119,13 @@ pub struct AttackArgs {
     #[arg(long)]
     step: Option<f32>,
     /// Iterations (default per attack: PGD 40 Linf / 100 L1-L2, CW-Linf 200, HSJ 40, Square 100,
-    /// DeepFool 100).
+    /// DeepFool 100; with `--suite strong`: APGD's, default 100).
     #[arg(long)]
     iterations: Option<usize>,
     /// PGD: start from a random point in the ball.
     #[arg(long)]
     random_init: bool,
-    /// PGD: independent restarts.
+    /// PGD (and APGD with `--suite strong`): independent restarts.
     #[arg(long, default_value_t = 1)]
     restarts: usize,
     /// JSMA theta.
@@ -317,7 +317,12 @@ fn strong(
         "norm,eps,images,clean_accuracy,robust_accuracy,stage,attack,attempted,broken,robust_after,seconds\n",
     );
     for e in eps {
-        let attacks = strong_attacks(a.norm, e, 5000);
+        let settings = defed::attack::StrongSettings {
+            iterations: a.iterations.unwrap_or(100),
+            restarts: a.restarts,
+            ..Default::default()
+        };
+        let attacks = strong_attacks(a.norm, e, settings);
         let r = strong_protocol(model, set, &attacks, a.batch_size, a.seed)?;
         println!(
             "{} eps {e}: clean {:.2}%, robust {:.2}% ({})",
