@@ -19,6 +19,7 @@ use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PRelu};
 use burn::tensor::Tensor;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::conv::{self, FastForm};
@@ -107,6 +108,18 @@ fn lane_sum(s: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     lanes.iter().map(|&l| l as f64).sum::<f64>() + tail
 }
 
+/// `sum(v)` over a plane.
+#[multiversion(targets = "simd")]
+fn plane_sum(s: &[f32]) -> f64 {
+    lane_sum(s, |v| v)
+}
+
+/// `sum((v - m)^2)` over a plane.
+#[multiversion(targets = "simd")]
+fn plane_sq_dev(s: &[f32], m: f32) -> f64 {
+    lane_sum(s, |v| (v - m) * (v - m))
+}
+
 /// Mean and biased variance per channel, two-pass: per plane in f32 lanes, across planes in
 /// f64.
 pub fn stats(x: &[f32], (n, c, p): (usize, usize, usize)) -> Vec<f32> {
@@ -115,12 +128,9 @@ pub fn stats(x: &[f32], (n, c, p): (usize, usize, usize)) -> Vec<f32> {
         .map(|ch| {
             let planes = || (0..n).map(move |i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
             let count = (n * p) as f64;
-            let mean = planes().map(|s| lane_sum(s, |v| v)).sum::<f64>() / count;
+            let mean = planes().map(plane_sum).sum::<f64>() / count;
             let m = mean as f32;
-            let var = planes()
-                .map(|s| lane_sum(s, |v| (v - m) * (v - m)))
-                .sum::<f64>()
-                / count;
+            let var = planes().map(|s| plane_sq_dev(s, m)).sum::<f64>() / count;
             (m, var as f32)
         })
         .collect();
@@ -148,7 +158,7 @@ fn train_affine(
 
 /// For one plane of the train-mode op: the sums of `dz`, `dz * xhat` and `dy * min(z, 0)`,
 /// where `z = x * k + b`, `dz = dy * prelu'(z)`, `xhat = (x - mean) * inv_std`.
-#[inline(always)]
+#[multiversion(targets = "simd")]
 fn plane_sums(x: &[f32], dy: &[f32], (k, b, a, mean, inv): (f32, f32, f32, f32, f32)) -> [f64; 3] {
     let term = |xv: f32, g: f32| {
         let z = xv * k + b;
@@ -174,6 +184,23 @@ fn plane_sums(x: &[f32], dy: &[f32], (k, b, a, mean, inv): (f32, f32, f32, f32, 
         out[2] += t2 as f64;
     }
     out
+}
+
+/// One plane of the train-mode input gradient.
+#[multiversion(targets = "simd")]
+#[allow(clippy::type_complexity)]
+fn bn_dx_plane(
+    dst: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    (k, b, a, m, s, coef, count, dbeta, dgamma): (f32, f32, f32, f32, f32, f32, f32, f32, f32),
+) {
+    for ((o, &xv), &g) in dst.iter_mut().zip(x).zip(dy) {
+        let z = xv * k + b;
+        let dz = if z > 0.0 { g } else { a * g };
+        let xhat = (xv - m) * s;
+        *o = coef * (count * dz - dbeta - xhat * dgamma);
+    }
 }
 
 /// Gradients `(dx, dgamma, dbeta, dalpha)` of the fused train-mode op.
@@ -211,12 +238,8 @@ pub(crate) fn bn_prelu_backward_values(
                 let r = (i * c + ch) * p..(i * c + ch + 1) * p;
                 // SAFETY: channel `ch` owns these planes of dx; no other task writes them.
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(r.start), p) };
-                for ((o, &xv), &g) in dst.iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
-                    let z = xv * kc + bc;
-                    let dz = if z > 0.0 { g } else { a * g };
-                    let xhat = (xv - m) * s;
-                    *o = coef * (count as f32 * dz - dbeta - xhat * dgamma);
-                }
+                let consts = (kc, bc, a, m, s, coef, count as f32, dbeta, dgamma);
+                bn_dx_plane(dst, &x[r.clone()], &dy[r], consts);
             }
             (dgamma, dbeta, sda as f32)
         })
@@ -353,24 +376,12 @@ fn affine_prelu_backward_values(
         .enumerate()
         .for_each(|(i, ((dst, (xs, gs)), sum))| {
             let ch = i % c;
-            let (kc, bc, a) = (k[ch], b[ch], kernels::alpha_at(alpha, ch));
-            for ((o, &v), &g) in dst.iter_mut().zip(xs).zip(gs) {
-                let z = v * kc + bc;
-                *o = if z > 0.0 { g * kc } else { g * a * kc };
-            }
-            let slope = |v: f32| if v * kc + bc > 0.0 { 1.0 } else { a };
-            let gk: Vec<f32> = xs.iter().zip(gs).map(|(&v, &g)| g * slope(v) * v).collect();
-            let gb: Vec<f32> = xs.iter().zip(gs).map(|(&v, &g)| g * slope(v)).collect();
-            let ga: Vec<f32> = xs
-                .iter()
-                .zip(gs)
-                .map(|(&v, &g)| g * (v * kc + bc).min(0.0))
-                .collect();
-            *sum = [
-                lane_sum(&gk, |v| v),
-                lane_sum(&gb, |v| v),
-                lane_sum(&ga, |v| v),
-            ];
+            *sum = affine_prelu_plane_backward(
+                dst,
+                xs,
+                gs,
+                (k[ch], b[ch], kernels::alpha_at(alpha, ch)),
+            );
         });
     let mut dk = vec![0f64; c];
     let mut db = vec![0f64; c];
@@ -383,6 +394,49 @@ fn affine_prelu_backward_values(
     }
     let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
     (dx, f(dk), f(db), f(da))
+}
+
+/// One plane of [`affine_prelu_backward_values`]: writes `dx`, returns the plane's sums of
+/// `g' * x`, `g'` and `dy * min(z, 0)` (16 f32 lanes, then f64).
+#[multiversion(targets = "simd")]
+fn affine_prelu_plane_backward(
+    dst: &mut [f32],
+    xs: &[f32],
+    gs: &[f32],
+    (k, b, a): (f32, f32, f32),
+) -> [f64; 3] {
+    let term = |v: f32, g: f32| {
+        let z = v * k + b;
+        let (gz, neg) = if z > 0.0 { (g, 0.0) } else { (g * a, z) };
+        (gz * k, gz * v, gz, g * neg)
+    };
+    let (mut l0, mut l1, mut l2) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let mut out = [0f64; 3];
+    let whole = xs.len() / LANES * LANES;
+    for ((d, xc), gc) in dst[..whole]
+        .chunks_exact_mut(LANES)
+        .zip(xs[..whole].chunks_exact(LANES))
+        .zip(gs[..whole].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            let (dx, sk, sb, sa) = term(xc[i], gc[i]);
+            d[i] = dx;
+            l0[i] += sk;
+            l1[i] += sb;
+            l2[i] += sa;
+        }
+    }
+    for (o, l) in out.iter_mut().zip([l0, l1, l2]) {
+        *o = l.iter().map(|&v| v as f64).sum();
+    }
+    for ((d, &v), &g) in dst[whole..].iter_mut().zip(&xs[whole..]).zip(&gs[whole..]) {
+        let (dx, sk, sb, sa) = term(v, g);
+        *d = dx;
+        out[0] += sk as f64;
+        out[1] += sb as f64;
+        out[2] += sa as f64;
+    }
+    out
 }
 
 #[derive(Debug)]

@@ -892,13 +892,18 @@ pub(crate) fn affine_prelu_values(
         .enumerate()
         .for_each(|(i, (dst, src))| {
             let ch = i % c;
-            let (kc, bc, a) = (k[ch], b[ch], alpha_at(alpha, ch));
-            for (o, &v) in dst.iter_mut().zip(src) {
-                let z = v * kc + bc;
-                *o = if z > 0.0 { z } else { a * z };
-            }
+            affine_prelu_plane(dst, src, k[ch], b[ch], alpha_at(alpha, ch));
         });
     out
+}
+
+/// One plane of [`affine_prelu_values`].
+#[multiversion::multiversion(targets = "simd")]
+fn affine_prelu_plane(dst: &mut [f32], src: &[f32], k: f32, b: f32, a: f32) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        let z = v * k + b;
+        *o = if z > 0.0 { z } else { a * z };
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, Backend, DType, Flex, TensorMetadata, backend_extension};
 use burn::tensor::Tensor;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::flex::{flex_tensor, on_flex, values};
@@ -57,22 +58,26 @@ pub fn relu_max_pool2_planes(x: &[f32], (h, w): (usize, usize)) -> Vec<f32> {
     let mut out = uninit(x.len() / (h * w) * ho * wo);
     out.par_chunks_mut(ho * wo)
         .zip(x.par_chunks(h * w))
-        .for_each(|(dst, src)| {
-            for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
-                let r0 = &src[2 * y * w..][..2 * wo];
-                let r1 = &src[(2 * y + 1) * w..][..2 * wo];
-                for ((o, a), b) in row
-                    .iter_mut()
-                    .zip(r0.chunks_exact(2))
-                    .zip(r1.chunks_exact(2))
-                {
-                    let (_, m) = winner([a[0], a[1], b[0], b[1]]);
-                    // `max` would turn a NaN into 0; keep it, as relu then pooling does.
-                    *o = if m > 0.0 || m.is_nan() { m } else { 0.0 };
-                }
-            }
-        });
+        .for_each(|(dst, src)| pool_plane(src, dst, w, wo));
     out
+}
+
+/// One plane of the forward: `dst` is `ho x wo`, `src` has rows `w` long.
+#[multiversion(targets = "simd")]
+fn pool_plane(src: &[f32], dst: &mut [f32], w: usize, wo: usize) {
+    for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
+        let r0 = &src[2 * y * w..][..2 * wo];
+        let r1 = &src[(2 * y + 1) * w..][..2 * wo];
+        for ((o, a), b) in row
+            .iter_mut()
+            .zip(r0.chunks_exact(2))
+            .zip(r1.chunks_exact(2))
+        {
+            let (_, m) = winner([a[0], a[1], b[0], b[1]]);
+            // `max` would turn a NaN into 0; keep it, as relu then pooling does.
+            *o = if m > 0.0 || m.is_nan() { m } else { 0.0 };
+        }
+    }
 }
 
 /// Input gradient over planes: `x` is `h x w` per plane, `dy` the pooled planes' gradient.
@@ -87,33 +92,38 @@ pub fn relu_max_pool2_planes_backward(x: &[f32], dy: &[f32], (h, w): (usize, usi
     }
     out.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w).zip(dy.par_chunks(ho * wo)))
-        .for_each(|(dst, (src, g))| {
-            for (y, gy) in g.chunks_exact(wo).enumerate() {
-                let r0 = &src[2 * y * w..][..2 * wo];
-                let r1 = &src[(2 * y + 1) * w..][..2 * wo];
-                let (d0, d1) = dst[2 * y * w..(2 * y + 2) * w].split_at_mut(w);
-                let rows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
-                for (((o0, o1), a), (b, &gv)) in
-                    rows.zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2).zip(gy))
-                {
-                    // The first position holding the maximum takes the gradient.
-                    let (i, m) = winner([a[0], a[1], b[0], b[1]]);
-                    let gv = if m > 0.0 { gv } else { 0.0 };
-                    o0[0] = if i == 0 { gv } else { 0.0 };
-                    o0[1] = if i == 1 { gv } else { 0.0 };
-                    o1[0] = if i == 2 { gv } else { 0.0 };
-                    o1[1] = if i == 3 { gv } else { 0.0 };
-                }
-                if w % 2 == 1 {
-                    d0[w - 1] = 0.0;
-                    d1[w - 1] = 0.0;
-                }
-            }
-            if h % 2 == 1 {
-                dst[(h - 1) * w..].iter_mut().for_each(|v| *v = 0.0);
-            }
-        });
+        .for_each(|(dst, (src, g))| pool_plane_backward(src, g, dst, (h, w)));
     out
+}
+
+/// One plane of the input gradient: `src` and `dst` are `h x w`, `g` the pooled gradient.
+#[multiversion(targets = "simd")]
+fn pool_plane_backward(src: &[f32], g: &[f32], dst: &mut [f32], (h, w): (usize, usize)) {
+    let wo = w / 2;
+    for (y, gy) in g.chunks_exact(wo).enumerate() {
+        let r0 = &src[2 * y * w..][..2 * wo];
+        let r1 = &src[(2 * y + 1) * w..][..2 * wo];
+        let (d0, d1) = dst[2 * y * w..(2 * y + 2) * w].split_at_mut(w);
+        let rows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+        for (((o0, o1), a), (b, &gv)) in
+            rows.zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2).zip(gy))
+        {
+            // The first position holding the maximum takes the gradient.
+            let (i, m) = winner([a[0], a[1], b[0], b[1]]);
+            let gv = if m > 0.0 { gv } else { 0.0 };
+            o0[0] = if i == 0 { gv } else { 0.0 };
+            o0[1] = if i == 1 { gv } else { 0.0 };
+            o1[0] = if i == 2 { gv } else { 0.0 };
+            o1[1] = if i == 3 { gv } else { 0.0 };
+        }
+        if w % 2 == 1 {
+            d0[w - 1] = 0.0;
+            d1[w - 1] = 0.0;
+        }
+    }
+    if h % 2 == 1 {
+        dst[(h - 1) * w..].iter_mut().for_each(|v| *v = 0.0);
+    }
 }
 
 impl ReluPoolBackend for Flex {
