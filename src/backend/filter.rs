@@ -15,6 +15,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
 use burn::tensor::Tensor;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::flex::{flex_tensor, on_flex, values};
@@ -147,40 +148,52 @@ pub fn filter_planes_adjoint(
 ) -> Vec<f32> {
     let (hp, wp) = (h + 2, w + 2);
     let (rows, cols) = (b.sources(h), b.sources(w));
-    let mut out = vec![0f32; dy.len()];
+    // `adjoint_plane` assigns every element of every plane.
+    let mut out = uninit(dy.len());
     out.par_chunks_mut(h * w)
         .zip(dy.par_chunks(h * w))
         .for_each_init(
             || vec![0f32; hp * wp],
-            |pad, (dst, src)| {
-                pad.iter_mut().for_each(|v| *v = 0.0);
-                for y in 0..h {
-                    let g = &src[y * w..(y + 1) * w];
-                    for ky in 0..3 {
-                        let line = &mut pad[(y + ky) * wp..(y + ky + 1) * wp];
-                        for kx in 0..3 {
-                            let kv = k[ky * 3 + kx];
-                            for (o, gv) in line[kx..kx + w].iter_mut().zip(g) {
-                                *o += kv * gv;
-                            }
-                        }
-                    }
-                }
-                // Interior: a straight copy; border rows and columns fold onto their sources.
-                for y in 0..h {
-                    dst[y * w..(y + 1) * w]
-                        .copy_from_slice(&pad[(y + 1) * wp + 1..(y + 1) * wp + 1 + w]);
-                }
-                for (pr, &r) in rows.iter().enumerate() {
-                    for (pc, &c) in cols.iter().enumerate() {
-                        if pr == 0 || pc == 0 || pr == hp - 1 || pc == wp - 1 {
-                            dst[r * w + c] += pad[pr * wp + pc];
-                        }
-                    }
-                }
-            },
+            |pad, (dst, src)| adjoint_plane(src, dst, pad, (h, w), k, (&rows, &cols)),
         );
     out
+}
+
+/// One plane of [`filter_planes_adjoint`]; `pad` is scratch of `(h + 2) x (w + 2)`.
+#[multiversion(targets = "simd")]
+fn adjoint_plane(
+    src: &[f32],
+    dst: &mut [f32],
+    pad: &mut [f32],
+    (h, w): (usize, usize),
+    k: [f32; 9],
+    (rows, cols): (&[usize], &[usize]),
+) {
+    let (hp, wp) = (h + 2, w + 2);
+    pad.iter_mut().for_each(|v| *v = 0.0);
+    for y in 0..h {
+        let g = &src[y * w..(y + 1) * w];
+        for ky in 0..3 {
+            let line = &mut pad[(y + ky) * wp..(y + ky + 1) * wp];
+            for kx in 0..3 {
+                let kv = k[ky * 3 + kx];
+                for (o, gv) in line[kx..kx + w].iter_mut().zip(g) {
+                    *o += kv * gv;
+                }
+            }
+        }
+    }
+    // Interior: a straight copy; border rows and columns fold onto their sources.
+    for y in 0..h {
+        dst[y * w..(y + 1) * w].copy_from_slice(&pad[(y + 1) * wp + 1..(y + 1) * wp + 1 + w]);
+    }
+    for (pr, &r) in rows.iter().enumerate() {
+        for (pc, &c) in cols.iter().enumerate() {
+            if pr == 0 || pc == 0 || pr == hp - 1 || pc == wp - 1 {
+                dst[r * w + c] += pad[pr * wp + pc];
+            }
+        }
+    }
 }
 
 impl Filter3x3Backend for Flex {
