@@ -64,20 +64,21 @@ has bundle-robust && bundle robust $ROBUST models/defed-mnist-n20.safetensors mo
 if has bundle-robust-adv && [ -f models/defed-adv-mnist-n20.safetensors ]; then
     bundle robust-adv $ROBUST models/defed-adv-mnist-n20.safetensors models/defed-adv-mnist-n60.safetensors models/defed-adv-mnist-n100.safetensors
 fi
-# The robust bundle with thresholds at a 1% false-positive rate on 4,900 calibration images
-# (test indices 5000-9999, away from the evaluated first 1,000).
+# The shipped robust bundle (`adv2`: the denoisers after their second fine-tune) with
+# thresholds at a 1% false-positive rate on 4,900 calibration images (test indices 5000-9999,
+# away from the evaluated first 1,000).
 if has bundle-robust-adv-fpr1 && [ -f models/defed-adv-mnist-n20.safetensors ]; then
-    CAL_FROM=5000 CAL_NUM=4900 CAL_RULE="--fpr 0.01" bundle robust-adv-fpr1 $ROBUST models/defed-adv-mnist-n20.safetensors models/defed-adv-mnist-n60.safetensors models/defed-adv-mnist-n100.safetensors
+    CAL_FROM=5000 CAL_NUM=4900 CAL_RULE="--fpr 0.01" bundle robust-adv2-fpr1 $ROBUST models/defed-adv-mnist-n20.safetensors models/defed-adv-mnist-n60.safetensors models/defed-adv-mnist-n100.safetensors
     # Held-out benign pass rate: the first 2,000 correctly classified test images.
     [ -f $OUT/held.npz ] || $B benign --classifier $ROBUST $IMG --num 2000 --out $OUT/held.npz
-    $B defend --bundle $OUT/robust-adv-fpr1.safetensors $OUT/held.npz | tail -1 | tee $OUT/held-robust-adv-fpr1.txt
+    $B defend --bundle $OUT/robust-adv2-fpr1.safetensors $OUT/held.npz | tail -1 | tee $OUT/held-robust-adv2-fpr1.txt
 fi
 # Convergence of the adaptive attack on the first NC images at Linf 0.3: more iterations and
 # restarts should not lower the robust accuracy further.
 if has converge; then
     for c in "100 1" "200 1" "100 3"; do
         set -- $c
-        [ -f $OUT/converge-it$1-r$2/adaptive.csv ] || $B evaluate --adaptive --bundle $OUT/robust-adv-fpr1.safetensors --benign $OUT/first.npz --num ${NC:-30} --budgets linf:0.3 --iterations $1 --restarts $2 --lambdas 1 10 100 --out $OUT/converge-it$1-r$2
+        [ -f $OUT/converge2-it$1-r$2/adaptive.csv ] || $B evaluate --adaptive --bundle $OUT/robust-adv2-fpr1.safetensors --benign $OUT/first.npz --num ${NC:-30} --budgets linf:0.3 --iterations $1 --restarts $2 --lambdas 1 10 100 --out $OUT/converge2-it$1-r$2
     done
 fi
 # The same for the bare robust classifier under the strong suite: the first NS images at Linf
