@@ -98,7 +98,7 @@ fn main() {
     });
 }
 
-#[allow(dead_code)]
+/// `profile_ops raw-pool`: the fused pooling's plane loops alone, 64x32x28x28.
 fn raw_pool() {
     let n = 64 * 32 * 28 * 28;
     let x: Vec<f32> = (0..n)

@@ -14,6 +14,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DType, Flex, TensorMetadata, backend_extension};
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
@@ -254,6 +255,22 @@ pub(crate) fn bn_prelu_backward_values(
     (dx, dgamma, dbeta, dalpha)
 }
 
+/// The fused ops' gradients as flex tensors: the input's (`shape`), two per-channel ones and
+/// the slopes' (`na` values).
+fn four_grads(
+    (dx, d1, d2, da): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>),
+    shape: Vec<usize>,
+    na: usize,
+) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+    let c = shape[1];
+    (
+        flex_tensor(dx, shape),
+        flex_tensor(d1, vec![c]),
+        flex_tensor(d2, vec![c]),
+        flex_tensor(da, vec![na]),
+    )
+}
+
 impl NormBackend for Flex {
     fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let dims = ncp(&x.shape());
@@ -289,8 +306,8 @@ impl NormBackend for Flex {
         FloatTensor<Self>,
     ) {
         let shape = x.shape().to_vec();
-        let (c, na) = (shape[1], alpha.shape()[0]);
-        let (dx, dg, db, da) = bn_prelu_backward_values(
+        let na = alpha.shape()[0];
+        let grads = bn_prelu_backward_values(
             &values(&x),
             &values(&grad),
             ncp(&shape),
@@ -300,12 +317,7 @@ impl NormBackend for Flex {
             &values(&stats),
             epsilon,
         );
-        (
-            flex_tensor(dx, shape),
-            flex_tensor(dg, vec![c]),
-            flex_tensor(db, vec![c]),
-            flex_tensor(da, vec![na]),
-        )
+        four_grads(grads, shape, na)
     }
 
     fn affine_prelu(
@@ -338,8 +350,8 @@ impl NormBackend for Flex {
         FloatTensor<Self>,
     ) {
         let shape = x.shape().to_vec();
-        let (c, na) = (shape[1], alpha.shape()[0]);
-        let (dx, dk, db, da) = affine_prelu_backward_values(
+        let na = alpha.shape()[0];
+        let grads = affine_prelu_backward_values(
             &values(&x),
             &values(&grad),
             ncp(&shape),
@@ -347,12 +359,7 @@ impl NormBackend for Flex {
             &values(&shift),
             &values(&alpha),
         );
-        (
-            flex_tensor(dx, shape),
-            flex_tensor(dk, vec![c]),
-            flex_tensor(db, vec![c]),
-            flex_tensor(da, vec![na]),
-        )
+        four_grads(grads, shape, na)
     }
 }
 

@@ -79,35 +79,15 @@ pub fn filter_planes(x: &[f32], (h, w): (usize, usize), k: [f32; 9], b: Border) 
         .zip(x.par_chunks(h * w))
         .for_each_init(
             || vec![0f32; (h + 2) * (w + 2)],
-            |pad, (dst, src)| {
-                #[cfg(target_arch = "x86_64")]
-                if is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { filter_plane_avx2(src, dst, pad, (h, w), k, (&rows, &cols)) };
-                }
-                filter_plane(src, dst, pad, (h, w), k, (&rows, &cols))
-            },
+            |pad, (dst, src)| filter_plane(src, dst, pad, (h, w), k, (&rows, &cols)),
         );
     out
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn filter_plane_avx2(
-    src: &[f32],
-    dst: &mut [f32],
-    pad: &mut [f32],
-    hw: (usize, usize),
-    k: [f32; 9],
-    sources: (&[usize], &[usize]),
-) {
-    filter_plane(src, dst, pad, hw, k, sources)
 }
 
 /// One plane: pad by one pixel into `pad` (rows and columns copied from `sources`), then the
 /// 3x3 stencil into `dst`, every element assigned. Same arithmetic order on every ISA (no
 /// fused multiply-add), so results do not depend on the CPU.
-#[inline(always)]
+#[multiversion(targets = "simd")]
 fn filter_plane(
     src: &[f32],
     dst: &mut [f32],
