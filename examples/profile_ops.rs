@@ -32,6 +32,9 @@ fn main() {
     if std::env::args().any(|a| a == "raw-pool") {
         return raw_pool();
     }
+    if std::env::args().any(|a| a == "matmul") {
+        return matmul();
+    }
     let d = defed::autodiff_device();
     let x16 = Tensor::<4>::random([64, 16, 28, 28], Distribution::Default, &d).require_grad();
     let x32 = Tensor::<4>::random([64, 32, 14, 14], Distribution::Default, &d).require_grad();
@@ -119,4 +122,39 @@ fn raw_pool() {
         ));
     }
     println!("raw bwd {:.2} ms", t.elapsed().as_secs_f64() * 50.0);
+}
+
+/// The Madry CNN's 3136 x 1024 layer at batch 64: forward, input gradient, weight gradient.
+fn matmul() {
+    let d = defed::default_device();
+    let x = Tensor::<2>::random([64, 3136], Distribution::Default, &d);
+    let w = Tensor::<2>::random([3136, 1024], Distribution::Default, &d);
+    let dy = Tensor::<2>::random([64, 1024], Distribution::Default, &d);
+    let flops = 2.0 * 64.0 * 3136.0 * 1024.0;
+    let run = |name: &str, f: &dyn Fn() -> Tensor<2>| {
+        let _ = f().into_data();
+        let t = Instant::now();
+        for _ in 0..20 {
+            let _ = f().into_data();
+        }
+        let s = t.elapsed().as_secs_f64() / 20.0;
+        println!("{name:12} {:.2} ms {:.0} GFLOP/s", s * 1e3, flops / s / 1e9);
+    };
+    run("fwd x@W", &|| x.clone().matmul(w.clone()));
+    run("dx dy@W^T", &|| dy.clone().matmul(w.clone().transpose()));
+    run("dw x^T@dy", &|| x.clone().transpose().matmul(dy.clone()));
+    run("fwd^T", &|| {
+        w.clone()
+            .transpose()
+            .matmul(x.clone().transpose())
+            .transpose()
+    });
+    run("dx^T W@dy^T", &|| w.clone().matmul(dy.clone().transpose()));
+    run("dx^T W@dy^T c", &|| {
+        w.clone().matmul(dy.clone().transpose()).transpose()
+    });
+    let wt = w.clone().transpose().into_data();
+    let wt = Tensor::<2>::from_data(wt, &d);
+    run("dx dy@Wt", &|| dy.clone().matmul(wt.clone()));
+    run("dw^T dy^T@x", &|| dy.clone().transpose().matmul(x.clone()));
 }
