@@ -11,6 +11,7 @@ pub mod conv;
 pub(crate) mod filter;
 pub(crate) mod flex;
 pub(crate) mod kernels;
+pub(crate) mod linear;
 pub mod pool;
 
 use std::str::FromStr;

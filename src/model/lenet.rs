@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 
 use crate::backend::Device;
 use crate::backend::conv;
+use crate::backend::linear::linear;
 use crate::backend::pool::relu_max_pool2;
 
 /// LeNet-5 for 1 x 28 x 28 images, 10 classes.
@@ -46,8 +47,8 @@ impl LeNet {
         let h = relu_max_pool2(conv::conv2d(&self.conv1, x), pool);
         let h = relu_max_pool2(conv::conv2d(&self.conv2, h), pool);
         let h: Tensor<2> = h.flatten(1, 3);
-        let h = relu(self.fc1.forward(h));
-        let h = relu(self.fc2.forward(h));
-        self.fc3.forward(h)
+        let h = relu(linear(&self.fc1, h));
+        let h = relu(linear(&self.fc2, h));
+        linear(&self.fc3, h)
     }
 }

@@ -12,6 +12,7 @@ use burn::tensor::activation::relu;
 
 use crate::backend::Device;
 use crate::backend::conv;
+use crate::backend::linear::linear;
 use crate::backend::pool::relu_max_pool2;
 
 /// Layer widths of a [`MadryCnn`]: first and second convolution channels, hidden units.
@@ -108,7 +109,7 @@ impl MadryCnn {
         let h = relu_max_pool2(conv::conv2d(&self.conv1, x), pool);
         let h = relu_max_pool2(conv::conv2d(&self.conv2, h), pool);
         let h: Tensor<2> = h.flatten(1, 3);
-        let h = relu(self.fc1.forward(h));
-        self.fc2.forward(h)
+        let h = relu(linear(&self.fc1, h));
+        linear(&self.fc2, h)
     }
 }
