@@ -20,7 +20,11 @@ use burn::backend::{AutodiffBackend, Backend, DType, Flex, TensorMetadata, backe
 use burn::nn::Linear;
 use burn::tensor::{Shape, Tensor};
 
-use super::flex::on_flex;
+use burn::backend::flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::flex::{flex_tensor, on_flex, values};
+use super::kernels::{SendPtr, uninit};
 
 /// Backends with the fully connected layer and its input gradient.
 #[backend_extension(Flex, Autodiff)]
@@ -45,18 +49,111 @@ impl LinearBackend for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let out = bias.shape()[0];
-        let y = Self::float_matmul(x, weight);
-        Self::float_add(y, Self::float_reshape(bias, Shape::new([1, out])))
+        let (m, k, n) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
+        if !all_f32(&[&x, &weight, &bias]) {
+            let y = Self::float_matmul(x, weight);
+            return Self::float_add(y, Self::float_reshape(bias, Shape::new([1, n])));
+        }
+        let (x, w, b) = (values(&x), values(&weight), values(&bias));
+        // Each output row starts as the bias; the products add onto it.
+        let mut y = uninit(m * n);
+        for row in y.chunks_exact_mut(n) {
+            row.copy_from_slice(&b);
+        }
+        // y[:, cols] += x @ w[:, cols], blocks of columns in parallel: gemm's own split keeps
+        // one thread busy at batch 64.
+        let blocks = column_blocks(n);
+        let yp = SendPtr(y.as_mut_ptr());
+        blocks.into_par_iter().for_each(|(c0, c1)| {
+            // SAFETY: each block writes columns c0..c1 of y only; the operands are read in
+            // bounds (m x k, k x n, m x n row-major).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    c1 - c0,
+                    k,
+                    yp.get().add(c0),
+                    1,
+                    n as isize,
+                    true,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr().add(c0),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        });
+        flex_tensor(y, vec![m, n])
     }
 
     fn fast_linear_x_backward(
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let t = Self::float_matmul(weight, Self::float_transpose(grad));
-        Self::float_transpose(t)
+        let (k, n, m) = (weight.shape()[0], weight.shape()[1], grad.shape()[0]);
+        if !all_f32(&[&weight, &grad]) {
+            let t = Self::float_matmul(weight, Self::float_transpose(grad));
+            return Self::float_transpose(t);
+        }
+        let (w, g) = (values(&weight), values(&grad));
+        // dx^T = w @ dy^T, row-major (gemm orients the problem by its output's layout, so
+        // writing dx through transposed strides would bring back the slow form), then
+        // transposed into dx.
+        let mut dxt = uninit(k * m);
+        // SAFETY: dxt is k x m (read_dst false: every element written), w is k x n, dy m x n.
+        unsafe {
+            gemm::gemm(
+                k,
+                m,
+                n,
+                dxt.as_mut_ptr(),
+                1,
+                m as isize,
+                false,
+                w.as_ptr(),
+                1,
+                n as isize,
+                g.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            )
+        };
+        let mut dx = uninit(m * k);
+        dx.par_chunks_mut(k).enumerate().for_each(|(j, row)| {
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = dxt[i * m + j];
+            }
+        });
+        flex_tensor(dx, vec![m, k])
     }
+}
+
+fn all_f32(ts: &[&FlexTensor]) -> bool {
+    ts.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// Column ranges for the forward product's parallel blocks: a few per thread, multiples of 16.
+fn column_blocks(n: usize) -> Vec<(usize, usize)> {
+    let parts = rayon::current_num_threads() * 2;
+    let width = n.div_ceil(parts).div_ceil(16) * 16;
+    (0..n)
+        .step_by(width.max(16))
+        .map(|c| (c, (c + width.max(16)).min(n)))
+        .collect()
 }
 
 /// The backward node; its state is the input and the weight.
@@ -196,5 +293,51 @@ mod tests {
                 close(&a, &b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// `cargo test --release --lib linear::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn print_timings() {
+        let d = crate::backend::default_device();
+        let x = Tensor::<2>::random([64, 3136], Distribution::Default, &d);
+        let w = Tensor::<2>::random([3136, 1024], Distribution::Default, &d);
+        let b = Tensor::<1>::random([1024], Distribution::Default, &d);
+        let dy = Tensor::<2>::random([64, 1024], Distribution::Default, &d);
+        let time = |name: &str, f: &dyn Fn() -> Tensor<2>| {
+            let _ = f().into_data();
+            let t = std::time::Instant::now();
+            for _ in 0..20 {
+                let _ = f().into_data();
+            }
+            println!("{name:10} {:.2} ms", t.elapsed().as_secs_f64() * 50.0);
+        };
+        let dispatch = <burn::backend::Dispatch as LinearBackend>::fast_linear;
+        time("burn fwd", &|| {
+            x.clone().matmul(w.clone()) + b.clone().unsqueeze()
+        });
+        time("fast fwd", &|| {
+            Tensor::from_dispatch(dispatch(
+                x.clone().into_dispatch(),
+                w.clone().into_dispatch(),
+                b.clone().into_dispatch(),
+            ))
+        });
+        time("burn dx", &|| dy.clone().matmul(w.clone().transpose()));
+        time("fast dx", &|| {
+            Tensor::from_dispatch(
+                <burn::backend::Dispatch as LinearBackend>::fast_linear_x_backward(
+                    w.clone().into_dispatch(),
+                    dy.clone().into_dispatch(),
+                ),
+            )
+        });
+        time("burn dw", &|| x.clone().transpose().matmul(dy.clone()));
     }
 }
