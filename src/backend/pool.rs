@@ -104,17 +104,29 @@ fn pool_plane_backward(src: &[f32], g: &[f32], dst: &mut [f32], (h, w): (usize, 
         let r0 = &src[2 * y * w..][..2 * wo];
         let r1 = &src[(2 * y + 1) * w..][..2 * wo];
         let (d0, d1) = dst[2 * y * w..(2 * y + 2) * w].split_at_mut(w);
-        let rows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
-        for (((o0, o1), a), (b, &gv)) in
-            rows.zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2).zip(gy))
-        {
-            // The first position holding the maximum takes the gradient.
-            let (i, m) = winner([a[0], a[1], b[0], b[1]]);
-            let gv = if m > 0.0 { gv } else { 0.0 };
-            o0[0] = if i == 0 { gv } else { 0.0 };
-            o0[1] = if i == 1 { gv } else { 0.0 };
-            o1[0] = if i == 2 { gv } else { 0.0 };
-            o1[1] = if i == 3 { gv } else { 0.0 };
+        // Blocks of 16 windows through fixed-size arrays, which LLVM turns into vector
+        // shuffles and selects; a short last block is zero-padded (its extra windows are
+        // computed and dropped).
+        let mut x0 = 0;
+        while x0 < wo {
+            let n = (wo - x0).min(16);
+            let (mut a, mut b, mut gv) = ([0f32; 32], [0f32; 32], [0f32; 16]);
+            a[..2 * n].copy_from_slice(&r0[2 * x0..2 * (x0 + n)]);
+            b[..2 * n].copy_from_slice(&r1[2 * x0..2 * (x0 + n)]);
+            gv[..n].copy_from_slice(&gy[x0..x0 + n]);
+            let (mut out0, mut out1) = ([0f32; 32], [0f32; 32]);
+            for l in 0..16 {
+                // The first position holding the maximum takes the gradient.
+                let (i, m) = winner([a[2 * l], a[2 * l + 1], b[2 * l], b[2 * l + 1]]);
+                let g = if m > 0.0 { gv[l] } else { 0.0 };
+                out0[2 * l] = if i == 0 { g } else { 0.0 };
+                out0[2 * l + 1] = if i == 1 { g } else { 0.0 };
+                out1[2 * l] = if i == 2 { g } else { 0.0 };
+                out1[2 * l + 1] = if i == 3 { g } else { 0.0 };
+            }
+            d0[2 * x0..2 * (x0 + n)].copy_from_slice(&out0[..2 * n]);
+            d1[2 * x0..2 * (x0 + n)].copy_from_slice(&out1[..2 * n]);
+            x0 += n;
         }
         if w % 2 == 1 {
             d0[w - 1] = 0.0;
@@ -211,7 +223,7 @@ mod tests {
     #[test]
     fn matches_relu_then_max_pool() {
         let device = autodiff_device();
-        for (h, w) in [(28, 28), (14, 14), (7, 9), (1, 3), (5, 1)] {
+        for (h, w) in [(28, 28), (14, 14), (7, 9), (1, 3), (5, 1), (6, 70), (3, 33)] {
             let x = Tensor::<4>::random([3, 4, h, w], Distribution::Uniform(-1.0, 1.0), &device)
                 .round()
                 .div_scalar(2.0);
