@@ -78,20 +78,23 @@ pub fn filter_planes(x: &[f32], (h, w): (usize, usize), k: [f32; 9], b: Border) 
     out.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w))
         .for_each_init(
-            || vec![0f32; (h + 2) * (w + 2)],
-            |pad, (dst, src)| filter_plane(src, dst, pad, (h, w), k, (&rows, &cols)),
+            || (vec![0f32; (h + 2) * (w + 2) + 2], vec![0f32; h * (w + 2)]),
+            |(pad, grid), (dst, src)| filter_plane(src, dst, pad, grid, (h, w), k, (&rows, &cols)),
         );
     out
 }
 
 /// One plane: pad by one pixel into `pad` (rows and columns copied from `sources`), then the
-/// 3x3 stencil into `dst`, every element assigned. Same arithmetic order on every ISA (no
+/// 3x3 stencil over the padded rows as one flat run into `grid` (rows `w + 2` apart, the last
+/// two columns of each junk; one long vector loop instead of short rows with scalar tails),
+/// then the rows into `dst`, every element assigned. Same arithmetic order on every ISA (no
 /// fused multiply-add), so results do not depend on the CPU.
 #[multiversion(targets = "simd")]
 fn filter_plane(
     src: &[f32],
     dst: &mut [f32],
     pad: &mut [f32],
+    grid: &mut [f32],
     (h, w): (usize, usize),
     k: [f32; 9],
     (rows, cols): (&[usize], &[usize]),
@@ -104,17 +107,20 @@ fn filter_plane(
         prow[0] = line[cols[0]];
         prow[wp - 1] = line[cols[wp - 1]];
     }
-    for y in 0..h {
-        let row = &mut dst[y * w..(y + 1) * w];
-        let l0 = &pad[y * wp..y * wp + wp];
-        let l1 = &pad[(y + 1) * wp..(y + 1) * wp + wp];
-        let l2 = &pad[(y + 2) * wp..(y + 2) * wp + wp];
-        for (x, o) in row.iter_mut().enumerate() {
-            let a = k[0] * l0[x] + k[1] * l0[x + 1] + k[2] * l0[x + 2];
-            let b = k[3] * l1[x] + k[4] * l1[x + 1] + k[5] * l1[x + 2];
-            let c = k[6] * l2[x] + k[7] * l2[x + 1] + k[8] * l2[x + 2];
-            *o = a + b + c;
-        }
+    let n = h * wp;
+    let (l0, l1, l2) = (
+        &pad[..n + 2],
+        &pad[wp..wp + n + 2],
+        &pad[2 * wp..2 * wp + n + 2],
+    );
+    for (p, o) in grid[..n].iter_mut().enumerate() {
+        let a = k[0] * l0[p] + k[1] * l0[p + 1] + k[2] * l0[p + 2];
+        let b = k[3] * l1[p] + k[4] * l1[p + 1] + k[5] * l1[p + 2];
+        let c = k[6] * l2[p] + k[7] * l2[p + 1] + k[8] * l2[p + 2];
+        *o = a + b + c;
+    }
+    for (row, g) in dst.chunks_exact_mut(w).zip(grid.chunks_exact(wp)) {
+        row.copy_from_slice(&g[..w]);
     }
 }
 
@@ -130,38 +136,55 @@ pub fn filter_planes_adjoint(
     let (rows, cols) = (b.sources(h), b.sources(w));
     // `adjoint_plane` assigns every element of every plane.
     let mut out = uninit(dy.len());
+    let margin = 2 * wp + 2;
     out.par_chunks_mut(h * w)
         .zip(dy.par_chunks(h * w))
         .for_each_init(
-            || vec![0f32; hp * wp],
-            |pad, (dst, src)| adjoint_plane(src, dst, pad, (h, w), k, (&rows, &cols)),
+            || (vec![0f32; hp * wp], vec![0f32; h * wp + 2 * margin]),
+            |(pad, grid), (dst, src)| adjoint_plane(src, dst, pad, grid, (h, w), k, (&rows, &cols)),
         );
     out
 }
 
-/// One plane of [`filter_planes_adjoint`]; `pad` is scratch of `(h + 2) x (w + 2)`.
+/// One plane of [`filter_planes_adjoint`]: the full correlation gathered into `pad`
+/// (`(h + 2) x (w + 2)`) as one flat run from `grid`, the output gradient on rows `w + 2` apart
+/// between zero margins; then the padded border folded back onto its sources. Each padded
+/// position sums its nine terms in the order the scatter form added them (source row
+/// ascending, then column), so results equal that form's exactly.
 #[multiversion(targets = "simd")]
 fn adjoint_plane(
     src: &[f32],
     dst: &mut [f32],
     pad: &mut [f32],
+    grid: &mut [f32],
     (h, w): (usize, usize),
     k: [f32; 9],
     (rows, cols): (&[usize], &[usize]),
 ) {
     let (hp, wp) = (h + 2, w + 2);
-    pad.iter_mut().for_each(|v| *v = 0.0);
-    for y in 0..h {
-        let g = &src[y * w..(y + 1) * w];
-        for ky in 0..3 {
-            let line = &mut pad[(y + ky) * wp..(y + ky + 1) * wp];
-            for kx in 0..3 {
-                let kv = k[ky * 3 + kx];
-                for (o, gv) in line[kx..kx + w].iter_mut().zip(g) {
-                    *o += kv * gv;
-                }
-            }
-        }
+    let margin = 2 * wp + 2;
+    // Margins and junk columns stay zero: only the data columns are ever written.
+    for (y, g) in src.chunks_exact(w).enumerate() {
+        grid[margin + y * wp..margin + y * wp + w].copy_from_slice(g);
+    }
+    // pad[q] = sum over taps (ky, kx) of k[ky][kx] * dy at q - (ky * wp + kx).
+    let n = hp * wp;
+    let at = |ky: usize, kx: usize| &grid[margin - ky * wp - kx..margin - ky * wp - kx + n];
+    let (g20, g21, g22) = (at(2, 0), at(2, 1), at(2, 2));
+    let (g10, g11, g12) = (at(1, 0), at(1, 1), at(1, 2));
+    let (g00, g01, g02) = (at(0, 0), at(0, 1), at(0, 2));
+    for (q, o) in pad[..n].iter_mut().enumerate() {
+        let mut acc = 0.0;
+        acc += k[6] * g20[q];
+        acc += k[7] * g21[q];
+        acc += k[8] * g22[q];
+        acc += k[3] * g10[q];
+        acc += k[4] * g11[q];
+        acc += k[5] * g12[q];
+        acc += k[0] * g00[q];
+        acc += k[1] * g01[q];
+        acc += k[2] * g02[q];
+        *o = acc;
     }
     // Interior: a straight copy; border rows and columns fold onto their sources.
     for y in 0..h {

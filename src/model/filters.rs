@@ -128,17 +128,21 @@ mod tests {
     #[test]
     fn fused_filters_equal_composition() {
         let device = crate::backend::autodiff_device();
-        let x = Tensor::<4>::random([2, 3, 9, 7], Distribution::Default, &device).require_grad();
-        let probe = Tensor::<4>::random([2, 3, 9, 7], Distribution::Default, &device);
-        assert!(
-            crate::backend::flex::on_flex(&x),
-            "the fused op must be the one under test"
-        );
         let mut k = [0f32; 9];
         for (i, v) in k.iter_mut().enumerate() {
             *v = (i as f32 - 3.0) * 0.37;
         }
-        for pad in [PadMode::Reflect, PadMode::Edge] {
+        let shapes = [[2, 3, 9, 7], [1, 2, 28, 28], [1, 1, 3, 2]];
+        for (shape, pad) in shapes
+            .into_iter()
+            .flat_map(|s| [(s, PadMode::Reflect), (s, PadMode::Edge)])
+        {
+            let x = Tensor::<4>::random(shape, Distribution::Default, &device).require_grad();
+            let probe = Tensor::<4>::random(shape, Distribution::Default, &device);
+            assert!(
+                crate::backend::flex::on_flex(&x),
+                "the fused op must be the one under test"
+            );
             let fast = depthwise3x3(x.clone(), k, pad);
             let reference = depthwise3x3_composed(x.clone(), k, pad);
             let diff: f32 = (fast.clone() - reference.clone()).abs().max().into_scalar();
