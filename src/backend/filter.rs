@@ -312,3 +312,176 @@ pub fn filter3x3(
         border == Border::Replicate,
     ))
 }
+
+#[cfg(test)]
+mod reference {
+    //! The direct form of the filters (pad into a scratch plane, stencil row by row; adjoint by
+    //! scattering), the implementation before the flat loops: results must be bit-identical.
+    use super::super::kernels::uninit;
+    use super::*;
+    /// Forward stencil over planes of `h x w`.
+    pub fn old_filter_planes(
+        x: &[f32],
+        (h, w): (usize, usize),
+        k: [f32; 9],
+        b: Border,
+    ) -> Vec<f32> {
+        let (rows, cols) = (b.sources(h), b.sources(w));
+        // `filter_plane` assigns every element of every plane.
+        let mut out = uninit(x.len());
+        out.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w))
+            .for_each_init(
+                || vec![0f32; (h + 2) * (w + 2)],
+                |pad, (dst, src)| old_filter_plane(src, dst, pad, (h, w), k, (&rows, &cols)),
+            );
+        out
+    }
+
+    /// One plane: pad by one pixel into `pad` (rows and columns copied from `sources`), then the
+    /// 3x3 stencil into `dst`, every element assigned. Same arithmetic order on every ISA (no
+    /// fused multiply-add), so results do not depend on the CPU.
+    fn old_filter_plane(
+        src: &[f32],
+        dst: &mut [f32],
+        pad: &mut [f32],
+        (h, w): (usize, usize),
+        k: [f32; 9],
+        (rows, cols): (&[usize], &[usize]),
+    ) {
+        let wp = w + 2;
+        for (pr, &r) in rows.iter().enumerate() {
+            let line = &src[r * w..(r + 1) * w];
+            let prow = &mut pad[pr * wp..(pr + 1) * wp];
+            prow[1..=w].copy_from_slice(line);
+            prow[0] = line[cols[0]];
+            prow[wp - 1] = line[cols[wp - 1]];
+        }
+        for y in 0..h {
+            let row = &mut dst[y * w..(y + 1) * w];
+            let l0 = &pad[y * wp..y * wp + wp];
+            let l1 = &pad[(y + 1) * wp..(y + 1) * wp + wp];
+            let l2 = &pad[(y + 2) * wp..(y + 2) * wp + wp];
+            for (x, o) in row.iter_mut().enumerate() {
+                let a = k[0] * l0[x] + k[1] * l0[x + 1] + k[2] * l0[x + 2];
+                let b = k[3] * l1[x] + k[4] * l1[x + 1] + k[5] * l1[x + 2];
+                let c = k[6] * l2[x] + k[7] * l2[x + 1] + k[8] * l2[x + 2];
+                *o = a + b + c;
+            }
+        }
+    }
+
+    /// Adjoint of [`filter_planes`]: scatter each output gradient over its 3x3 padded window, then
+    /// add every padded position into the pixel it was copied from.
+    pub fn old_filter_planes_adjoint(
+        dy: &[f32],
+        (h, w): (usize, usize),
+        k: [f32; 9],
+        b: Border,
+    ) -> Vec<f32> {
+        let (hp, wp) = (h + 2, w + 2);
+        let (rows, cols) = (b.sources(h), b.sources(w));
+        // `adjoint_plane` assigns every element of every plane.
+        let mut out = uninit(dy.len());
+        out.par_chunks_mut(h * w)
+            .zip(dy.par_chunks(h * w))
+            .for_each_init(
+                || vec![0f32; hp * wp],
+                |pad, (dst, src)| old_adjoint_plane(src, dst, pad, (h, w), k, (&rows, &cols)),
+            );
+        out
+    }
+
+    /// One plane of [`old_filter_planes_adjoint`]; `pad` is scratch of `(h + 2) x (w + 2)`.
+    fn old_adjoint_plane(
+        src: &[f32],
+        dst: &mut [f32],
+        pad: &mut [f32],
+        (h, w): (usize, usize),
+        k: [f32; 9],
+        (rows, cols): (&[usize], &[usize]),
+    ) {
+        let (hp, wp) = (h + 2, w + 2);
+        pad.iter_mut().for_each(|v| *v = 0.0);
+        for y in 0..h {
+            let g = &src[y * w..(y + 1) * w];
+            for ky in 0..3 {
+                let line = &mut pad[(y + ky) * wp..(y + ky + 1) * wp];
+                for kx in 0..3 {
+                    let kv = k[ky * 3 + kx];
+                    for (o, gv) in line[kx..kx + w].iter_mut().zip(g) {
+                        *o += kv * gv;
+                    }
+                }
+            }
+        }
+        // Interior: a straight copy; border rows and columns fold onto their sources.
+        for y in 0..h {
+            dst[y * w..(y + 1) * w].copy_from_slice(&pad[(y + 1) * wp + 1..(y + 1) * wp + 1 + w]);
+        }
+        for (pr, &r) in rows.iter().enumerate() {
+            for (pc, &c) in cols.iter().enumerate() {
+                if pr == 0 || pc == 0 || pr == hp - 1 || pc == wp - 1 {
+                    dst[r * w + c] += pad[pr * wp + pc];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flat_loops_equal_the_direct_form() {
+        for (h, w) in [(28, 28), (14, 14), (9, 7), (3, 2), (1, 3), (2, 5), (4, 4)] {
+            let n = 3 * h * w;
+            let x: Vec<f32> = (0..n)
+                .map(|i| (i * 7919 % 1000) as f32 / 300.0 - 1.3)
+                .collect();
+            let k = [0.3, -1.1, 0.7, 2.2, -0.4, 0.9, 1.3, 0.05, -2.0];
+            for b in [Border::Reflect, Border::Replicate] {
+                let new = filter_planes(&x, (h, w), k, b);
+                let old = old_filter_planes(&x, (h, w), k, b);
+                assert!(
+                    new.iter()
+                        .zip(&old)
+                        .all(|(a, c)| a.to_bits() == c.to_bits() || (*a == 0.0 && *c == 0.0)),
+                    "fwd {h}x{w} {b:?}"
+                );
+                let new = filter_planes_adjoint(&x, (h, w), k, b);
+                let old = old_filter_planes_adjoint(&x, (h, w), k, b);
+                for (i, (a, c)) in new.iter().zip(&old).enumerate() {
+                    assert!(
+                        a.to_bits() == c.to_bits() || (*a == 0.0 && *c == 0.0),
+                        "adj {h}x{w} {b:?} at {i}: {a} vs {c}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release --lib filter::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn print_timings() {
+        let n = 64 * 16 * 28 * 28;
+        let inputs: Vec<Vec<f32>> = (0..8)
+            .map(|s| (0..n).map(|i| ((i * 7 + s) % 13) as f32).collect())
+            .collect();
+        let k = [0.1f32; 9];
+        let filter = |x: &[f32]| filter_planes(x, (28, 28), k, Border::Reflect);
+        let adjoint = |x: &[f32]| filter_planes_adjoint(x, (28, 28), k, Border::Reflect);
+        let copy = |x: &[f32]| x.to_vec();
+        let fs: [(&str, &dyn Fn(&[f32]) -> Vec<f32>); 3] =
+            [("filter", &filter), ("adjoint", &adjoint), ("copy", &copy)];
+        for (name, f) in fs {
+            let t = std::time::Instant::now();
+            for r in 0..40 {
+                std::hint::black_box(f(&inputs[r % 8]));
+            }
+            println!("{name}: {:.3} ms", t.elapsed().as_secs_f64() * 25.0);
+        }
+    }
+}
