@@ -474,8 +474,8 @@ mod speed {
         let filter = |x: &[f32]| filter_planes(x, (28, 28), k, Border::Reflect);
         let adjoint = |x: &[f32]| filter_planes_adjoint(x, (28, 28), k, Border::Reflect);
         let copy = |x: &[f32]| x.to_vec();
-        let fs: [(&str, &dyn Fn(&[f32]) -> Vec<f32>); 3] =
-            [("filter", &filter), ("adjoint", &adjoint), ("copy", &copy)];
+        type Op<'a> = &'a dyn Fn(&[f32]) -> Vec<f32>;
+        let fs: [(&str, Op); 3] = [("filter", &filter), ("adjoint", &adjoint), ("copy", &copy)];
         for (name, f) in fs {
             let t = std::time::Instant::now();
             for r in 0..40 {
