@@ -23,7 +23,7 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
 
-use super::flex::{flex_tensor, on_flex, values};
+use super::flex::{all_f32, flex_tensor, on_flex, values};
 use super::kernels::affine_prelu_values;
 use super::kernels::{self, Geometry};
 
@@ -85,10 +85,6 @@ fn geometry(x: &[usize], w: &[usize], padding: [usize; 2]) -> Geometry {
         pad_w: padding[1],
         k: w[2],
     }
-}
-
-fn all_f32(ts: &[&FlexTensor]) -> bool {
-    ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
 /// The kernels' geometry for `x` and a square `weight` when they take this call: a supported

@@ -1,8 +1,8 @@
 //! Helpers shared by the CPU fast paths: whether a tensor is on `flex`, and moving values in
 //! and out of flex tensors.
 
-use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
+use burn::backend::{DType, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
 
 /// Whether a tensor lives on the `flex` CPU backend, where the SIMD kernels apply.
@@ -25,6 +25,11 @@ pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     } else {
         std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec())
     }
+}
+
+/// Whether every operand is f32, the one dtype the CPU kernels take.
+pub(crate) fn all_f32(ts: &[&FlexTensor]) -> bool {
+    ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
 pub(crate) fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {

@@ -20,10 +20,9 @@ use burn::backend::{AutodiffBackend, Backend, DType, Flex, TensorMetadata, backe
 use burn::nn::Linear;
 use burn::tensor::{Shape, Tensor};
 
-use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::flex::{flex_tensor, on_flex, values};
+use super::flex::{all_f32, flex_tensor, on_flex, values};
 use super::kernels::{SendPtr, uninit};
 
 /// Backends with the fully connected layer and its input gradient.
@@ -67,25 +66,11 @@ impl LinearBackend for Flex {
             // SAFETY: each block writes columns c0..c1 of y only; the operands are read in
             // bounds (m x k, k x n, m x n row-major).
             unsafe {
-                gemm::gemm(
-                    m,
-                    c1 - c0,
-                    k,
-                    yp.get().add(c0),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr().add(c0),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                product(
+                    (m, c1 - c0, k),
+                    (yp.get().add(c0), n),
+                    (x.as_ptr(), 1, k),
+                    (w.as_ptr().add(c0), 1, n),
                     gemm::Parallelism::None,
                 )
             }
@@ -114,25 +99,11 @@ impl LinearBackend for Flex {
         let mut dxt = uninit(k * m);
         // SAFETY: dxt is k x m (read_dst false: every element written), w is k x n, dy m x n.
         unsafe {
-            gemm::gemm(
-                k,
-                m,
-                n,
-                dxt.as_mut_ptr(),
-                1,
-                m as isize,
-                false,
-                w.as_ptr(),
-                1,
-                n as isize,
-                g.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+            product(
+                (k, m, n),
+                (dxt.as_mut_ptr(), m),
+                (w.as_ptr(), 1, n),
+                (g.as_ptr(), n, 1),
                 gemm::Parallelism::Rayon(0),
             )
         };
@@ -146,8 +117,42 @@ impl LinearBackend for Flex {
     }
 }
 
-fn all_f32(ts: &[&FlexTensor]) -> bool {
-    ts.iter().all(|t| t.dtype() == DType::F32)
+/// `dst = lhs @ rhs` for an `m x n` row-major `dst` (rows `dst.1` apart), `m x k` `lhs` and
+/// `k x n` `rhs` given as (pointer, column stride, row stride); every element of `dst` written.
+///
+/// # Safety
+/// Every element the shapes and strides address must be in bounds; `dst` must not overlap
+/// the operands.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    (lhs, lhs_cs, lhs_rs): (*const f32, usize, usize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 /// Column ranges for the forward product's parallel blocks: a few per thread, multiples of 16.
