@@ -1021,6 +1021,34 @@ mod tests {
     }
 
     #[test]
+    fn an_image_gives_the_same_bits_alone_and_in_a_batch() {
+        // Large batches take other paths (image by image) than small ones; a server answering
+        // one image must agree exactly with the same image scored in a batch.
+        for (cin, cout, k) in [(16, 16, 3), (3, 10, 3), (6, 16, 5)] {
+            let g = Geometry {
+                batch: 40,
+                cin,
+                cout,
+                h: 10,
+                w: 9,
+                pad_h: k / 2,
+                pad_w: k / 2,
+                k,
+            };
+            let x = data(g.batch * cin * g.h * g.w, 5);
+            let w = data(cout * cin * k * k, 6);
+            let b = data(cout, 7);
+            let all = conv(&g, &x, &w, Some(&b));
+            let (xn, yn) = (cin * g.h * g.w, cout * g.ho() * g.wo());
+            for i in [0, 17, 39] {
+                let one = Geometry { batch: 1, ..g };
+                let y = conv(&one, &x[i * xn..(i + 1) * xn], &w, Some(&b));
+                assert_eq!(y, all[i * yn..(i + 1) * yn], "{cin}->{cout} k{k} image {i}");
+            }
+        }
+    }
+
+    #[test]
     fn forward_and_gradients_match_the_definition() {
         for g in [
             Geometry {
