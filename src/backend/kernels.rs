@@ -182,6 +182,21 @@ pub fn pad_planes(
     out
 }
 
+/// [`pad_planes`] on the calling thread, into `dst` (`planes` x `plane` long, every element
+/// written): for the few planes of one or a few images, whose padded copy stays in cache.
+fn pad_planes_into(
+    dst: &mut [f32],
+    x: &[f32],
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    row: usize,
+    plane: usize,
+) {
+    for (d, src) in dst.chunks_mut(plane).zip(x.chunks((h * w).max(1))) {
+        pad_plane(d, src, (h, w), (top, left), row);
+    }
+}
+
 /// One plane of [`pad_planes`]: writes every element of `dst` (border zeros, copied rows,
 /// tail zeros).
 fn pad_plane(
@@ -306,20 +321,18 @@ pub(crate) fn conv_weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32])
             while b < b1 {
                 let n = (b1 - b).min(WEIGHT_IMAGES);
                 let xs = &mut xp[..n * g.cin * plane];
-                for (dst, src) in xs
-                    .chunks_mut(plane)
-                    .zip(x[b * xn..(b + n) * xn].chunks(g.h * g.w))
-                {
-                    pad_plane(dst, src, (g.h, g.w), (g.pad_h, g.pad_w), wp);
-                }
+                let hw = (g.h, g.w);
+                pad_planes_into(
+                    xs,
+                    &x[b * xn..(b + n) * xn],
+                    hw,
+                    (g.pad_h, g.pad_w),
+                    wp,
+                    plane,
+                );
                 let ds = &mut dyg[..n * g.cout * grid];
-                let dplane = (g.ho() * g.wo()).max(1);
-                for (dst, src) in ds
-                    .chunks_mut(grid)
-                    .zip(dy[b * dn..(b + n) * dn].chunks(dplane))
-                {
-                    pad_plane(dst, src, (g.ho(), g.wo()), (0, 0), wp);
-                }
+                let grad = (g.ho(), g.wo());
+                pad_planes_into(ds, &dy[b * dn..(b + n) * dn], grad, (0, 0), wp, grid);
                 dispatch_weight(isa, g, n, xs, ds, &mut acc);
                 b += n;
             }
@@ -413,13 +426,12 @@ fn forward_grid(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<f32> {
         // Image by image: each task pads one image into a buffer that stays in cache while
         // every channel block reads it, rather than writing a padded batch out to memory and
         // reading it back (a fifth of the Defed training step went to that round trip).
-        out.par_chunks_mut(g.cout * out_plane)
-            .zip(x.par_chunks(g.cin * g.h * g.w))
+        out.par_chunks_mut((g.cout * out_plane).max(1))
+            .zip(x.par_chunks((g.cin * g.h * g.w).max(1)))
             .for_each(|(o, xi)| {
                 let mut xp = uninit(g.cin * plane);
-                for (dst, src) in xp.chunks_mut(plane).zip(xi.chunks(g.h * g.w)) {
-                    pad_plane(dst, src, (g.h, g.w), (g.pad_h, g.pad_w), g.wp());
-                }
+                let pad = (g.pad_h, g.pad_w);
+                pad_planes_into(&mut xp, xi, (g.h, g.w), pad, g.wp(), plane);
                 for &(c0, n) in &blocks {
                     // SAFETY: channels c0..c0 + n of this image's output, all positions.
                     unsafe {
