@@ -1033,6 +1033,30 @@ mod tests {
     }
 
     #[test]
+    fn padding_matches_its_definition() {
+        // (h, w, top, left, row, extra tail)
+        for (h, w, top, left, row, tail) in [
+            (28, 28, 1, 1, 29, 40),
+            (14, 14, 2, 2, 16, 0),
+            (7, 9, 0, 0, 9, 3),
+            (5, 3, 4, 2, 21, 17),
+            (0, 4, 1, 1, 5, 2),
+        ] {
+            let src = data(h * w, 8);
+            let len = (top + h) * row + left + tail;
+            let mut expect = vec![0f32; len];
+            for y in 0..h {
+                for x in 0..w {
+                    expect[(top + y) * row + left + x] = src[y * w + x];
+                }
+            }
+            let mut dst = vec![f32::NAN; len];
+            pad_plane(&mut dst, &src, (h, w), (top, left), row);
+            assert_eq!(dst, expect, "{h}x{w} at ({top}, {left}) rows of {row}");
+        }
+    }
+
+    #[test]
     fn an_image_gives_the_same_bits_alone_and_in_a_batch() {
         // Large batches take other paths (image by image) than small ones; a server answering
         // one image must agree exactly with the same image scored in a batch.
