@@ -13,8 +13,8 @@ D=../shared/data/mnist
 IMG="--images $D/t10k-images-idx3-ubyte.gz --labels $D/t10k-labels-idx1-ubyte.gz"
 R=models/madry-trades-mnist.safetensors
 mkdir -p $OUT
-[ -f $OUT/calib.npz ] || $B benign --classifier $R $IMG --from 5000 --num 4900 --out $OUT/calib.npz
 if [ ! -f $OUT/adv2.safetensors ]; then
+  [ -f $OUT/calib.npz ] || $B benign --classifier $R $IMG --from 5000 --num 4900 --out $OUT/calib.npz
   $B bundle --classifier $R --denoisers models/defed-adv-mnist-n20.safetensors models/defed-adv-mnist-n60.safetensors models/defed-adv-mnist-n100.safetensors --out $OUT/adv2.tmp.safetensors
   $B calibrate --bundle $OUT/adv2.tmp.safetensors --benign $OUT/calib.npz --num 4900 --fpr 0.01 --policy reject
   mv $OUT/adv2.tmp.safetensors $OUT/adv2.safetensors
