@@ -164,27 +164,10 @@ impl Isa {
     }
 }
 
-/// Copies NCHW `x` (`channels` planes of `h x w`) into zero-padded planes of length `plane`,
-/// rows `row` long, the image starting at row `top`, column `left`.
-pub fn pad_planes(
-    x: &[f32],
-    planes: usize,
-    (h, w): (usize, usize),
-    (top, left): (usize, usize),
-    row: usize,
-    plane: usize,
-) -> Vec<f32> {
-    // Every element is written by `pad_plane`.
-    let mut out = uninit(planes * plane);
-    out.par_chunks_mut(plane)
-        .zip(x.par_chunks((h * w).max(1)))
-        .for_each(|(dst, src)| pad_plane(dst, src, (h, w), (top, left), row));
-    out
-}
-
-/// [`pad_planes`] on the calling thread, into `dst` (`planes` x `plane` long, every element
-/// written): for the few planes of one or a few images, whose padded copy stays in cache.
-fn pad_planes_into(
+/// Copies NCHW planes of `h x w` (`x`) into zero-padded planes of length `plane` in `dst`
+/// (every element written), rows `row` long, each image starting at row `top`, column `left`.
+/// Called for one image or a few at a time, so the padded copy stays in cache for the kernel.
+fn pad_planes(
     dst: &mut [f32],
     x: &[f32],
     (h, w): (usize, usize),
@@ -284,6 +267,10 @@ pub fn conv_input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     conv(&t, dy, &wt, None)
 }
 
+/// Images the weight-gradient kernel sums in registers before adding into its accumulator
+/// (their padded planes are a few hundred kilobytes: they stay in the core's cache).
+const WEIGHT_IMAGES: usize = 4;
+
 /// Gradient of [`conv`] with respect to its weight, `[cout, cin, k, k]`.
 pub fn conv_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     conv_weight_grad_on(Isa::best(), g, x, dy)
@@ -322,7 +309,7 @@ pub(crate) fn conv_weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32])
                 let n = (b1 - b).min(WEIGHT_IMAGES);
                 let xs = &mut xp[..n * g.cin * plane];
                 let hw = (g.h, g.w);
-                pad_planes_into(
+                pad_planes(
                     xs,
                     &x[b * xn..(b + n) * xn],
                     hw,
@@ -332,7 +319,7 @@ pub(crate) fn conv_weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32])
                 );
                 let ds = &mut dyg[..n * g.cout * grid];
                 let grad = (g.ho(), g.wo());
-                pad_planes_into(ds, &dy[b * dn..(b + n) * dn], grad, (0, 0), wp, grid);
+                pad_planes(ds, &dy[b * dn..(b + n) * dn], grad, (0, 0), wp, grid);
                 dispatch_weight(isa, g, n, xs, ds, &mut acc);
                 b += n;
             }
@@ -371,10 +358,6 @@ pub fn bias_grad(batch: usize, cout: usize, dy: &[f32]) -> Vec<f32> {
     }
     out
 }
-
-/// Images the weight-gradient kernel sums in registers before adding into its accumulator
-/// (their padded planes are a few hundred kilobytes: they stay in the core's cache).
-const WEIGHT_IMAGES: usize = 4;
 
 /// What the forward kernel multiplies by and applies: `[cout, cin, k, k]` weights, an optional
 /// `[cout]` bias and optional `[cout]` PReLU slopes.
@@ -428,29 +411,29 @@ fn forward_grid(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<f32> {
         // reading it back (a fifth of the Defed training step went to that round trip).
         out.par_chunks_mut((g.cout * out_plane).max(1))
             .zip(x.par_chunks((g.cin * g.h * g.w).max(1)))
-            .for_each(|(o, xi)| {
-                let mut xp = uninit(g.cin * plane);
-                let pad = (g.pad_h, g.pad_w);
-                pad_planes_into(&mut xp, xi, (g.h, g.w), pad, g.wp(), plane);
-                for &(c0, n) in &blocks {
-                    // SAFETY: channels c0..c0 + n of this image's output, all positions.
-                    unsafe {
-                        let dst = o.as_mut_ptr().add(c0 * out_plane);
-                        dispatch_forward(isa, g, &xp, params, c0, n, 0, grid, dst);
+            .for_each_init(
+                // One padded image per task, reused from image to image.
+                || uninit(g.cin * plane),
+                |xp, (o, xi)| {
+                    let pad = (g.pad_h, g.pad_w);
+                    pad_planes(xp, xi, (g.h, g.w), pad, g.wp(), plane);
+                    for &(c0, n) in &blocks {
+                        // SAFETY: channels c0..c0 + n of this image's output, all positions.
+                        unsafe {
+                            let dst = o.as_mut_ptr().add(c0 * out_plane);
+                            dispatch_forward(isa, g, xp, params, c0, n, 0, grid, dst);
+                        }
                     }
-                }
-            });
+                },
+            );
         return out;
     }
-    // Few images: pad them all, then split each image's positions across the threads too.
-    let xp = pad_planes(
-        x,
-        g.batch * g.cin,
-        (g.h, g.w),
-        (g.pad_h, g.pad_w),
-        g.wp(),
-        plane,
-    );
+    // Few images: pad them all (an image per task), then split each image's positions across
+    // the threads too.
+    let mut xp = uninit(g.batch * g.cin * plane);
+    xp.par_chunks_mut((g.cin * plane).max(1))
+        .zip(x.par_chunks((g.cin * g.h * g.w).max(1)))
+        .for_each(|(d, xi)| pad_planes(d, xi, (g.h, g.w), (g.pad_h, g.pad_w), g.wp(), plane));
     let optr = SendPtr(out.as_mut_ptr());
     let work = g.batch * blocks.len();
     let splits = (threads * 4).div_ceil(work).max(1);
@@ -1318,14 +1301,9 @@ mod speed {
             let dx = time(&|| drop(conv_input_grad(&g, &dy, &w)));
             let dw = time(&|| drop(conv_weight_grad(&g, &x, &dy)));
             let pad = time(&|| {
-                drop(pad_planes(
-                    &x,
-                    64 * cin,
-                    (hw, hw),
-                    (p, p),
-                    g.wp(),
-                    g.plane(),
-                ))
+                // The whole batch on one thread: the cost of the copies themselves.
+                let mut padded = uninit(64 * cin * g.plane());
+                pad_planes(&mut padded, &x, (hw, hw), (p, p), g.wp(), g.plane());
             });
             println!("pad {pad:.2}");
             let gf = 2.0 * (k * k * cin * cout * hw * hw * 64) as f64 / 1e6;

@@ -58,7 +58,7 @@ impl LinearBackend for Flex {
         // as burn's `Linear` does (bias first would change the rounding with the batch size:
         // gemm folds the destination in differently for one row).
         let mut y = uninit(m * n);
-        // y[:, cols] += x @ w[:, cols], blocks of columns in parallel: gemm's own split keeps
+        // y[:, cols] = x @ w[:, cols], blocks of columns in parallel: gemm's own split keeps
         // one thread busy at batch 64.
         let blocks = column_blocks(n);
         let yp = SendPtr(y.as_mut_ptr());
