@@ -520,7 +520,10 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
         return (0.0, 1.0);
     }
     if hi - lo < 1e-12 {
-        return (lo - 0.5, hi + 0.5);
+        // One value: a unit-wide window around it, not reaching below zero for a value that
+        // is not negative (one eps budget must not draw an axis of negative budgets).
+        let floor = if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY };
+        return ((lo - 0.5).max(floor), hi + 0.5);
     }
     let pad = 0.04 * (hi - lo);
     (lo - pad, hi + pad)
@@ -917,6 +920,13 @@ fn draw_images<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_value_axis_stays_at_or_above_zero() {
+        assert_eq!(range([0.3].into_iter()), (0.0, 0.8));
+        assert_eq!(range([2.0, 2.0].into_iter()), (1.5, 2.5));
+        assert_eq!(range([-1.0].into_iter()), (-1.5, -0.5));
+    }
 
     fn roc() -> Figure {
         let mut c = LineChart::new(
