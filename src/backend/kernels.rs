@@ -162,6 +162,20 @@ impl Isa {
         }
         v
     }
+
+    /// The forward kernel's register tiles, widest first, as output channels per tile: a
+    /// layer's channels go to the widest tile that fits what is left. A tile (channels x
+    /// pixel vectors of accumulators, plus the pixel vectors and a weight) must fit the
+    /// register file: 32 vector registers with AVX-512 (and on the 64-bit ARM targets the
+    /// portable path serves), 16 with AVX2, where 8 channels x 3 vectors spilled accumulators
+    /// to the stack on every multiply-add (the tiles are listed in [`forward_block`]).
+    pub(crate) fn channel_blocks(self) -> &'static [usize] {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => &[6, 4, 2, 1],
+            _ => &[8, 1],
+        }
+    }
 }
 
 /// Copies NCHW planes of `h x w` (`x`) into zero-padded planes of length `plane` in `dst`
@@ -375,12 +389,17 @@ fn forward_grid(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<f32> {
     let out_plane = g.ho() * g.wo();
     // Every (image, channel, y, x < wo) is written exactly once below.
     let mut out = uninit(g.batch * g.cout * out_plane);
-    // Channel blocks: 8 output channels, or a single channel.
+    // Channel blocks, one register tile each.
     let blocks: Vec<(usize, usize)> = {
         let mut v = Vec::new();
         let mut c = 0;
         while c < g.cout {
-            let n = if g.cout - c >= 8 { 8 } else { 1 };
+            let left = g.cout - c;
+            let n = *isa
+                .channel_blocks()
+                .iter()
+                .find(|&&n| n <= left)
+                .expect("1 fits");
             v.push((c, n));
             c += n;
         }
@@ -485,7 +504,7 @@ fn dispatch_weight(isa: Isa, g: &Geometry, images: usize, xs: &[f32], ds: &[f32]
             Isa::Avx512 => x86::weight_avx512(g, images, xs, ds, acc),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::weight_avx2(g, images, xs, ds, acc),
-            Isa::Portable => weight_images::<Portable, 2>(g, images, xs, ds, acc),
+            Isa::Portable => weight_images::<Portable, 2, false>(g, images, xs, ds, acc),
         }
     }
 }
@@ -550,7 +569,8 @@ impl Simd for Portable {
     }
 }
 
-/// One task of the forward kernel: channels `c0..c0 + n` (n is 8 or 1) at positions `p0..p1`.
+/// One task of the forward kernel: channels `c0..c0 + n` (n from [`Isa::channel_blocks`]) at
+/// positions `p0..p1`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_block<S: Simd>(
@@ -564,10 +584,12 @@ unsafe fn forward_block<S: Simd>(
     out: *mut f32,
 ) {
     unsafe {
-        if n == 8 {
-            forward_tile::<S, 8, 3>(g, xs, params, c0, p0, p1, out)
-        } else {
-            forward_tile::<S, 1, 8>(g, xs, params, c0, p0, p1, out)
+        match n {
+            8 => forward_tile::<S, 8, 3>(g, xs, params, c0, p0, p1, out),
+            6 => forward_tile::<S, 6, 2>(g, xs, params, c0, p0, p1, out),
+            4 => forward_tile::<S, 4, 2>(g, xs, params, c0, p0, p1, out),
+            2 => forward_tile::<S, 2, 4>(g, xs, params, c0, p0, p1, out),
+            _ => forward_tile::<S, 1, 8>(g, xs, params, c0, p0, p1, out),
         }
     }
 }
@@ -669,7 +691,7 @@ unsafe fn store_grid<S: Simd>(v: S::V, q: usize, wp: usize, wo: usize, ho: usize
 /// blocks need fewer loads per FMA, as many as the register file allows (`CO * taps`
 /// accumulators).
 #[inline(always)]
-unsafe fn weight_images<S: Simd, const CO: usize>(
+unsafe fn weight_images<S: Simd, const CO: usize, const ROWS: bool>(
     g: &Geometry,
     images: usize,
     xs: &[f32],
@@ -681,11 +703,11 @@ unsafe fn weight_images<S: Simd, const CO: usize>(
         let n = (g.cout - co).min(CO);
         unsafe {
             match n {
-                3 => weight_block::<S, 3>(g, images, xs, ds, acc, co),
-                2 => weight_block::<S, 2>(g, images, xs, ds, acc, co),
+                3 => weight_block::<S, 3, ROWS>(g, images, xs, ds, acc, co),
+                2 => weight_block::<S, 2, ROWS>(g, images, xs, ds, acc, co),
                 _ => {
                     for c in co..co + n {
-                        weight_block::<S, 1>(g, images, xs, ds, acc, c)
+                        weight_block::<S, 1, ROWS>(g, images, xs, ds, acc, c)
                     }
                 }
             }
@@ -697,7 +719,7 @@ unsafe fn weight_images<S: Simd, const CO: usize>(
 /// [`weight_images`] for output channels `co..co + C`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // taps index the accumulators' inner axis
-unsafe fn weight_block<S: Simd, const C: usize>(
+unsafe fn weight_block<S: Simd, const C: usize, const ROWS: bool>(
     g: &Geometry,
     images: usize,
     xs: &[f32],
@@ -705,53 +727,89 @@ unsafe fn weight_block<S: Simd, const C: usize>(
     acc: &mut [f32],
     co: usize,
 ) {
-    let (cin, cout, wp, plane, grid, k) = (g.cin, g.cout, g.wp(), g.plane(), g.grid(), g.k);
-    let kk = k * k;
-    for ci in 0..cin {
-        let planes = |b: usize| unsafe {
-            let xc = xs.as_ptr().add((b * cin + ci) * plane);
-            let d: [*const f32; C] =
-                std::array::from_fn(|c| ds.as_ptr().add((b * cout + co + c) * grid));
-            (xc, d)
-        };
-        let mut put = |tap: usize, a: &[S::V; C]| unsafe {
-            for (c, v) in a.iter().enumerate() {
-                acc[((co + c) * cin + ci) * kk + tap] += S::hsum(*v);
-            }
-        };
+    let (wp, grid, k) = (g.wp(), g.grid(), g.k);
+    for ci in 0..g.cin {
+        let at = Planes { g, xs, ds, ci, co };
         unsafe {
             if k == 1 {
                 let mut a = [[S::zero(); 1]; C];
                 for b in 0..images {
-                    let (xc, d) = planes(b);
+                    let (xc, d) = at.image::<C>(b);
                     a = weight_sweep::<S, C, 1>(xc, d, grid, [0], a);
                 }
-                put(0, &std::array::from_fn(|c| a[c][0]));
-            } else if k == 3 {
+                at.put::<S, C>(acc, 0, &std::array::from_fn(|c| a[c][0]));
+            } else if k == 3 && !ROWS {
                 // All 9 taps in one sweep.
                 let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
                 let mut a = [[S::zero(); 9]; C];
                 for b in 0..images {
-                    let (xc, d) = planes(b);
+                    let (xc, d) = at.image::<C>(b);
                     a = weight_sweep::<S, C, 9>(xc, d, grid, offs, a);
                 }
                 for t in 0..9 {
-                    put(t, &std::array::from_fn(|c| a[c][t]));
+                    at.put::<S, C>(acc, t, &std::array::from_fn(|c| a[c][t]));
                 }
+            } else if k == 3 {
+                weight_rows::<S, C, 3>(&at, images, acc);
             } else {
-                // One kernel row per sweep.
-                for ky in 0..k {
-                    let offs: [usize; 5] = std::array::from_fn(|kx| ky * wp + kx);
-                    let mut a = [[S::zero(); 5]; C];
-                    for b in 0..images {
-                        let (xc, d) = planes(b);
-                        a = weight_sweep::<S, C, 5>(xc, d, grid, offs, a);
-                    }
-                    for kx in 0..5 {
-                        put(ky * k + kx, &std::array::from_fn(|c| a[c][kx]));
-                    }
-                }
+                weight_rows::<S, C, 5>(&at, images, acc);
             }
+        }
+    }
+}
+
+/// Where [`weight_block`] reads input channel `ci` and output channels `co..` of an image,
+/// and adds a tap's sums. Methods rather than closures, so that they inline into the
+/// instruction set's kernel (a closure is a function of its own, compiled without AVX).
+struct Planes<'a> {
+    g: &'a Geometry,
+    xs: &'a [f32],
+    ds: &'a [f32],
+    ci: usize,
+    co: usize,
+}
+
+impl Planes<'_> {
+    #[inline(always)]
+    unsafe fn image<const C: usize>(&self, b: usize) -> (*const f32, [*const f32; C]) {
+        let (cin, cout) = (self.g.cin, self.g.cout);
+        unsafe {
+            let xc = self.xs.as_ptr().add((b * cin + self.ci) * self.g.plane());
+            let d = std::array::from_fn(|c| {
+                self.ds
+                    .as_ptr()
+                    .add((b * cout + self.co + c) * self.g.grid())
+            });
+            (xc, d)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn put<S: Simd, const C: usize>(&self, acc: &mut [f32], tap: usize, a: &[S::V; C]) {
+        let kk = self.g.k * self.g.k;
+        for (c, v) in a.iter().enumerate() {
+            acc[((self.co + c) * self.g.cin + self.ci) * kk + tap] += unsafe { S::hsum(*v) };
+        }
+    }
+}
+
+/// [`weight_block`] one kernel row (`K` taps) per sweep.
+#[inline(always)]
+unsafe fn weight_rows<S: Simd, const C: usize, const K: usize>(
+    at: &Planes,
+    images: usize,
+    acc: &mut [f32],
+) {
+    let (wp, grid) = (at.g.wp(), at.g.grid());
+    for ky in 0..K {
+        let offs: [usize; K] = std::array::from_fn(|kx| ky * wp + kx);
+        let mut a = [[unsafe { S::zero() }; K]; C];
+        for b in 0..images {
+            let (xc, d) = unsafe { at.image::<C>(b) };
+            a = unsafe { weight_sweep::<S, C, K>(xc, d, grid, offs, a) };
+        }
+        for kx in 0..K {
+            unsafe { at.put::<S, C>(acc, ky * K + kx, &std::array::from_fn(|c| a[c][kx])) };
         }
     }
 }
@@ -853,6 +911,10 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn store_lanes(p: *mut f32, v: __m256, lo: usize, hi: usize) {
+            // AMD's masked stores take many cycles each: a whole vector takes a plain one.
+            if lo == 0 && hi == 8 {
+                return unsafe { _mm256_storeu_ps(p, v) };
+            }
             unsafe {
                 let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
                 let ge_lo = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo as i32 - 1));
@@ -908,7 +970,7 @@ mod x86 {
         ds: &[f32],
         acc: &mut [f32],
     ) {
-        unsafe { weight_images::<Avx512, 3>(g, images, xs, ds, acc) }
+        unsafe { weight_images::<Avx512, 3, false>(g, images, xs, ds, acc) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -919,7 +981,15 @@ mod x86 {
         ds: &[f32],
         acc: &mut [f32],
     ) {
-        unsafe { weight_images::<Avx2, 2>(g, images, xs, ds, acc) }
+        // 16 registers: 3x3 kernels a row at a time too (3 channels x 3 taps of accumulators;
+        // 2 x 9 spilled), 5x5 ones 2 channels x 5 taps.
+        unsafe {
+            if g.k == 3 {
+                weight_images::<Avx2, 3, true>(g, images, xs, ds, acc)
+            } else {
+                weight_images::<Avx2, 2, true>(g, images, xs, ds, acc)
+            }
+        }
     }
 }
 
@@ -1289,13 +1359,16 @@ mod speed {
             let x = vec![0.5f32; 64 * cin * hw * hw];
             let w = vec![0.1f32; cout * cin * k * k];
             let dy = vec![0.2f32; 64 * cout * hw * hw];
+            // The fastest of 20 calls: this machine's speed drifts with other tenants.
             let time = |f: &dyn Fn()| {
                 f();
-                let t = std::time::Instant::now();
-                for _ in 0..10 {
-                    f();
-                }
-                t.elapsed().as_secs_f64() * 100.0
+                (0..20)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .fold(f64::INFINITY, f64::min)
             };
             let f = time(&|| drop(conv(&g, &x, &w, None)));
             let dx = time(&|| drop(conv_input_grad(&g, &dy, &w)));
