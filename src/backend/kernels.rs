@@ -795,6 +795,7 @@ impl Planes<'_> {
 
 /// [`weight_block`] one kernel row (`K` taps) per sweep.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // taps index the accumulators' inner axis
 unsafe fn weight_rows<S: Simd, const C: usize, const K: usize>(
     at: &Planes,
     images: usize,
