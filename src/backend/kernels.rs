@@ -718,7 +718,6 @@ unsafe fn weight_images<S: Simd, const CO: usize, const ROWS: bool>(
 
 /// [`weight_images`] for output channels `co..co + C`.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // taps index the accumulators' inner axis
 unsafe fn weight_block<S: Simd, const C: usize, const ROWS: bool>(
     g: &Geometry,
     images: usize,
@@ -727,33 +726,56 @@ unsafe fn weight_block<S: Simd, const C: usize, const ROWS: bool>(
     acc: &mut [f32],
     co: usize,
 ) {
-    let (wp, grid, k) = (g.wp(), g.grid(), g.k);
+    let wp = g.wp();
     for ci in 0..g.cin {
         let at = Planes { g, xs, ds, ci, co };
         unsafe {
-            if k == 1 {
-                let mut a = [[S::zero(); 1]; C];
-                for b in 0..images {
-                    let (xc, d) = at.image::<C>(b);
-                    a = weight_sweep::<S, C, 1>(xc, d, grid, [0], a);
+            match g.k {
+                1 => weight_taps::<S, C, 1>(&at, images, acc, 0, [0]),
+                3 if !ROWS => {
+                    // All 9 taps in one sweep.
+                    let offs = std::array::from_fn(|t| (t / 3) * wp + t % 3);
+                    weight_taps::<S, C, 9>(&at, images, acc, 0, offs)
                 }
-                at.put::<S, C>(acc, 0, &std::array::from_fn(|c| a[c][0]));
-            } else if k == 3 && !ROWS {
-                // All 9 taps in one sweep.
-                let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
-                let mut a = [[S::zero(); 9]; C];
-                for b in 0..images {
-                    let (xc, d) = at.image::<C>(b);
-                    a = weight_sweep::<S, C, 9>(xc, d, grid, offs, a);
-                }
-                for t in 0..9 {
-                    at.put::<S, C>(acc, t, &std::array::from_fn(|c| a[c][t]));
-                }
-            } else if k == 3 {
-                weight_rows::<S, C, 3>(&at, images, acc);
-            } else {
-                weight_rows::<S, C, 5>(&at, images, acc);
+                3 => weight_rows::<S, C, 3>(&at, images, acc),
+                _ => weight_rows::<S, C, 5>(&at, images, acc),
             }
+        }
+    }
+}
+
+/// [`weight_block`] one kernel row (`K` taps) per sweep.
+#[inline(always)]
+unsafe fn weight_rows<S: Simd, const C: usize, const K: usize>(
+    at: &Planes,
+    images: usize,
+    acc: &mut [f32],
+) {
+    for ky in 0..K {
+        let offs = std::array::from_fn(|kx| ky * at.g.wp() + kx);
+        unsafe { weight_taps::<S, C, K>(at, images, acc, ky * K, offs) };
+    }
+}
+
+/// Taps `tap0..tap0 + T` (at plane offsets `offs`) of [`weight_block`]: one sweep per image,
+/// the vector sums carried across the images, then one horizontal sum per tap and channel.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // taps index the accumulators' inner axis
+unsafe fn weight_taps<S: Simd, const C: usize, const T: usize>(
+    at: &Planes,
+    images: usize,
+    acc: &mut [f32],
+    tap0: usize,
+    offs: [usize; T],
+) {
+    unsafe {
+        let mut a = [[S::zero(); T]; C];
+        for b in 0..images {
+            let (xc, d) = at.image::<C>(b);
+            a = weight_sweep::<S, C, T>(xc, d, at.g.grid(), offs, a);
+        }
+        for t in 0..T {
+            at.put::<S, C>(acc, tap0 + t, &std::array::from_fn(|c| a[c][t]));
         }
     }
 }
@@ -789,28 +811,6 @@ impl Planes<'_> {
         let kk = self.g.k * self.g.k;
         for (c, v) in a.iter().enumerate() {
             acc[((self.co + c) * self.g.cin + self.ci) * kk + tap] += unsafe { S::hsum(*v) };
-        }
-    }
-}
-
-/// [`weight_block`] one kernel row (`K` taps) per sweep.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // taps index the accumulators' inner axis
-unsafe fn weight_rows<S: Simd, const C: usize, const K: usize>(
-    at: &Planes,
-    images: usize,
-    acc: &mut [f32],
-) {
-    let (wp, grid) = (at.g.wp(), at.g.grid());
-    for ky in 0..K {
-        let offs: [usize; K] = std::array::from_fn(|kx| ky * wp + kx);
-        let mut a = [[unsafe { S::zero() }; K]; C];
-        for b in 0..images {
-            let (xc, d) = unsafe { at.image::<C>(b) };
-            a = unsafe { weight_sweep::<S, C, K>(xc, d, grid, offs, a) };
-        }
-        for kx in 0..K {
-            unsafe { at.put::<S, C>(acc, ky * K + kx, &std::array::from_fn(|c| a[c][kx])) };
         }
     }
 }
