@@ -1,0 +1,669 @@
+//! Winograd F(2x2, 3x3) and F(2x2, 5x5) for the "same" 3x3 and 5x5 convolutions with a few
+//! channels or more (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
+//! 2016).
+//!
+//! Each 2x2 block of outputs ("tile") is `A^T [U . V] A` with `U = G g G^T` the transformed
+//! kernel and `V = B^T d B` the transformed `(r + 1) x (r + 1)` input patch: 16 multiplications
+//! per input channel where the direct 3x3 kernel does 36, 36 where the 5x5 one does 100, at the
+//! price of the two transforms, which are amortised over the output and input channels. The
+//! element-wise products summed over input channels are small matrix products (output channels
+//! x input channels times input channels x tiles), run with the same register tiles as the
+//! direct kernel (channels broadcast, tiles in vector lanes). The 5x5 matrices use the points
+//! 0, 1, -1, 2, -2 and infinity; their largest entries (5 in `B`, 1/24 in `G`) cost some
+//! rounding, which the tests bound.
+//!
+//! Layout. A vector holds `LANES` horizontally adjacent tiles of one tile row; tile rows are
+//! rounded up to whole vectors (`Tiles::twv`), and the junk lanes are never stored. The
+//! transformed input of one image is `[tile vector][element][cin][LANES]`: the products read
+//! each element's channels as one contiguous run. Tile `tx` reads input columns `2tx .. 2tx + r`:
+//! with each padded input row split into its even and its odd columns, these are unit-stride
+//! loads (even, odd, each shifted by up to `r / 2`), so the input transform needs no shuffles;
+//! only the output's two columns per tile are interleaved on the way out.
+//!
+//! Each output is the same sum in the same order whichever task computes it, so an image gives
+//! the same bits alone and in a batch. The sums differ from the direct kernel's in rounding
+//! (the transforms add and subtract before multiplying): the tests hold both to the same bound
+//! against the definition.
+
+use rayon::prelude::*;
+
+use super::{Geometry, Isa, Params, Portable, SendPtr, Simd, uninit};
+
+/// Whether the Winograd path computes this convolution: 3x3 with padding 1 or 5x5 with padding
+/// 2 on every side, at least 4 input and 8 output channels (the input transform is paid once
+/// per input channel and saves multiplications for every output channel: with 4 outputs it cost
+/// more than it saved, 4 -> 16 at 28x28 ran 1.25x faster, 16 -> 4 0.85x), and tile rows that
+/// waste at most a fifth of the lanes. Not with AVX-512: there the direct kernel's larger
+/// register tile (8 x 3) beat an earlier F(2x2, 3x3) (BENCHMARKS, "Tried and dropped"), and no
+/// AVX-512 machine has measured this one.
+pub(super) fn applies(isa: Isa, g: &Geometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        return false;
+    }
+    let t = Tiles::new(g, LANES);
+    (g.k == 3 || g.k == 5)
+        && g.pad_h == g.k / 2
+        && g.pad_w == g.k / 2
+        && g.cin >= 4
+        && g.cout >= 8
+        && t.twv * 4 <= t.tw * 5
+}
+
+/// Lanes of the kernels [`applies`] picks (AVX2's and the portable ones).
+const LANES: usize = 8;
+
+/// The tile grid of one output plane.
+#[derive(Debug, Clone, Copy)]
+struct Tiles {
+    lanes: usize,
+    /// Kernel size (3 or 5); tiles read `r + 1` input rows and columns.
+    r: usize,
+    /// Tile rows.
+    th: usize,
+    /// Tiles per row.
+    tw: usize,
+    /// Tiles per row rounded up to whole vectors.
+    twv: usize,
+    /// Length of one half (even or odd columns) of a split input row: `twv + r / 2`, so that
+    /// the shifted loads of the last vector stay inside.
+    half: usize,
+}
+
+impl Tiles {
+    fn new(g: &Geometry, lanes: usize) -> Tiles {
+        let (th, tw) = (g.ho().div_ceil(2), g.wo().div_ceil(2));
+        let twv = tw.div_ceil(lanes) * lanes;
+        Tiles {
+            lanes,
+            r: g.k,
+            th,
+            tw,
+            twv,
+            half: twv + g.k / 2,
+        }
+    }
+    /// Tiles per channel, junk lanes included.
+    fn count(&self) -> usize {
+        self.th * self.twv
+    }
+    /// Vectors of tiles per channel.
+    fn vectors(&self) -> usize {
+        self.count() / self.lanes
+    }
+    /// Padded input rows the tiles read.
+    fn rows(&self) -> usize {
+        2 * self.th + self.r - 1
+    }
+    /// Transformed elements per tile.
+    fn elements(&self) -> usize {
+        (self.r + 1) * (self.r + 1)
+    }
+    /// Length of one image's transformed input.
+    fn transformed(&self, cin: usize) -> usize {
+        self.elements() * cin * self.count()
+    }
+}
+
+/// `G` of F(2, 3) (`4 x 3`).
+const G3: [[f32; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// `G` of F(2, 5) (`6 x 5`), points 0, 1, -1, 2, -2 and infinity.
+const G5: [[f32; 5]; 6] = [
+    [0.25, 0.0, 0.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0, 1.0 / 3.0, 2.0 / 3.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0, -1.0 / 3.0, 2.0 / 3.0],
+    [0.0, 0.0, 0.0, 0.0, 1.0],
+];
+
+/// The kernels transformed (`G g G^T`) and laid out per channel block as
+/// `[element][cin][block]`, so one element's block of output channels is adjacent; block
+/// `c0..c0 + n` starts at `elements * c0 * cin`. Computed on every call (a layer's weights
+/// change from step to step): fixed-size loops, cheap next to the products even for one image.
+fn transform_weights(
+    t: &Tiles,
+    g: &Geometry,
+    weight: &[f32],
+    blocks: &[(usize, usize)],
+) -> Vec<f32> {
+    if t.r == 3 {
+        transform_weights_sized::<3, 4>(g, weight, blocks, &G3)
+    } else {
+        transform_weights_sized::<5, 6>(g, weight, blocks, &G5)
+    }
+}
+
+fn transform_weights_sized<const R: usize, const A: usize>(
+    g: &Geometry,
+    weight: &[f32],
+    blocks: &[(usize, usize)],
+    gm: &[[f32; R]; A],
+) -> Vec<f32> {
+    let e = A * A;
+    let mut u = vec![0f32; e * g.cout * g.cin];
+    for &(c0, n) in blocks {
+        let dst = &mut u[e * c0 * g.cin..e * (c0 + n) * g.cin];
+        for j in 0..n {
+            for ci in 0..g.cin {
+                let k = &weight[((c0 + j) * g.cin + ci) * R * R..][..R * R];
+                // g G^T (R x A), then G (g G^T).
+                let mut right = [[0f32; A]; R];
+                for (ky, row) in right.iter_mut().enumerate() {
+                    for (x, v) in row.iter_mut().enumerate() {
+                        for kx in 0..R {
+                            *v += k[ky * R + kx] * gm[x][kx];
+                        }
+                    }
+                }
+                for y in 0..A {
+                    for x in 0..A {
+                        let mut v = 0f32;
+                        for (ky, row) in right.iter().enumerate() {
+                            v += gm[y][ky] * row[x];
+                        }
+                        dst[((y * A + x) * g.cin + ci) * n + j] = v;
+                    }
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Forward convolution (bias and PReLU as in the direct kernel) for shapes where
+/// [`applies`] holds; NCHW in, NCHW out.
+pub(super) fn forward(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<f32> {
+    let t = Tiles::new(g, LANES);
+    let blocks = super::channel_blocks(isa, g.cout);
+    let u = transform_weights(&t, g, params.weight, &blocks);
+    let params = Params {
+        weight: &u,
+        ..params
+    };
+    let out_plane = g.ho() * g.wo();
+    let (xn, vn) = (g.cin * g.h * g.w, t.transformed(g.cin));
+    let split = g.cin * t.rows() * 2 * t.half;
+    // Every (image, channel, y, x < wo) is written exactly once below.
+    let mut out = uninit(g.batch * g.cout * out_plane);
+    let threads = rayon::current_num_threads();
+    if g.batch >= threads * 4 {
+        // Image by image: the transformed input stays in cache for every channel block.
+        out.par_chunks_mut((g.cout * out_plane).max(1))
+            .zip(x.par_chunks(xn.max(1)))
+            .for_each_init(
+                || (uninit(split), uninit(vn)),
+                |(rows, v), (o, xi)| {
+                    // SAFETY: `rows` and `v` are fully written by the transform before they
+                    // are read; the output pointer covers this image.
+                    unsafe {
+                        dispatch_input(isa, &t, g, xi, rows, v);
+                        for &(c0, n) in &blocks {
+                            let o = o.as_mut_ptr();
+                            dispatch_multiply(isa, &t, g, v, params, c0, n, 0, t.vectors(), o);
+                        }
+                    }
+                },
+            );
+        return out;
+    }
+    // Few images: transform them all, then split each image's tiles across the threads.
+    // Every element is written by the transform.
+    let mut v = uninit(g.batch * vn);
+    v.par_chunks_mut(vn)
+        .zip(x.par_chunks(xn.max(1)))
+        .for_each_init(
+            || uninit(split),
+            // SAFETY: writes this image's transformed input only.
+            |rows, (vi, xi)| unsafe { dispatch_input(isa, &t, g, xi, rows, vi) },
+        );
+    let optr = SendPtr(out.as_mut_ptr());
+    let vectors = t.vectors();
+    let splits = (threads * 4).div_ceil(g.batch * blocks.len()).max(1);
+    let span = vectors.div_ceil(splits).max(1);
+    let tasks: Vec<(usize, usize, usize, usize)> = (0..g.batch)
+        .flat_map(|b| blocks.iter().map(move |&(c, n)| (b, c, n)))
+        .flat_map(|(b, c, n)| (0..vectors).step_by(span).map(move |s| (b, c, n, s)))
+        .collect();
+    tasks.into_par_iter().for_each(|(b, c0, n, s)| {
+        let vb = &v[b * vn..(b + 1) * vn];
+        // SAFETY: each task writes channels c0..c0 + n of image b, tile vectors s..s + span.
+        unsafe {
+            let o = optr.get().add(b * g.cout * out_plane);
+            dispatch_multiply(isa, &t, g, vb, params, c0, n, s, (s + span).min(vectors), o);
+        }
+    });
+    out
+}
+
+/// Splits the padded rows of one input plane (`h x w`, padding `r / 2`) into their even and
+/// odd columns: row `y` of `dst` is `[even | odd]`, each `half` long, zero outside the image.
+#[inline(always)]
+unsafe fn split_rows<S: Simd>(t: &Tiles, g: &Geometry, src: &[f32], dst: &mut [f32]) {
+    let (lanes, pad) = (S::LANES, t.r / 2);
+    let stride = 2 * t.half;
+    dst[..pad * stride].fill(0.0);
+    dst[(g.h + pad) * stride..].fill(0.0);
+    // Padded column j holds row[j - pad]. With padding 1, even columns 2i take row[2i - 1]
+    // and odd ones row[2i]: the row's even values go to the odd half from index 0, its odd
+    // values to the even half from index 1. With padding 2 both start at index 1.
+    let (e_half, e_at, o_half, o_at) = if pad == 1 { (1, 0, 0, 1) } else { (0, 1, 1, 1) };
+    let written = g.w.div_ceil(2 * lanes) * lanes;
+    let mut tail = [0f32; 32];
+    for (y, row) in src.chunks_exact(g.w).enumerate() {
+        let r = &mut dst[(y + pad) * stride..(y + pad + 1) * stride];
+        // The left padding and what the pieces below leave after the row.
+        for (h, at) in [(e_half, e_at), (o_half, o_at)] {
+            let half = &mut r[h * t.half..(h + 1) * t.half];
+            half[..at].fill(0.0);
+            half[at + written..].fill(0.0);
+        }
+        // Each piece of 2 * LANES row values gives LANES of each; the last piece is completed
+        // with zeros (the right padding), and its lanes end at `twv + 1 <= half`.
+        for (k, piece) in row.chunks(2 * lanes).enumerate() {
+            let p = if piece.len() == 2 * lanes {
+                piece.as_ptr()
+            } else {
+                tail[..piece.len()].copy_from_slice(piece);
+                tail[piece.len()..2 * lanes].fill(0.0);
+                tail.as_ptr()
+            };
+            unsafe {
+                let (e, o) = S::unzip(S::load(p), S::load(p.add(lanes)));
+                S::store(r.as_mut_ptr().add(e_half * t.half + e_at + k * lanes), e);
+                S::store(r.as_mut_ptr().add(o_half * t.half + o_at + k * lanes), o);
+            }
+        }
+    }
+}
+
+/// `B^T d B` for every tile and input channel of one image (`x`: `[cin, h, w]`) into `v`
+/// (`[tile vector][element][cin][LANES]`).
+#[inline(always)]
+unsafe fn input_transform<S: Simd>(
+    t: &Tiles,
+    g: &Geometry,
+    x: &[f32],
+    rows: &mut [f32],
+    v: &mut [f32],
+) {
+    let (half, cin, lanes) = (t.half, g.cin, S::LANES);
+    debug_assert_eq!(t.lanes, lanes);
+    let (stride, split) = (2 * half, t.rows() * 2 * half);
+    for (plane, r) in x.chunks_exact(g.h * g.w).zip(rows.chunks_exact_mut(split)) {
+        unsafe { split_rows::<S>(t, g, plane, r) };
+    }
+    // Column 2tx + j of a split row: the even half for even j, the odd one for odd j, shifted
+    // by j / 2.
+    let mut cols = [0usize; 6];
+    for (j, c) in cols.iter_mut().enumerate() {
+        *c = (j % 2) * half + j / 2;
+    }
+    // Plain loops and `inline(always)` functions only: a closure may be compiled without the
+    // caller's target features, and then every intrinsic in it becomes a call.
+    for ty in 0..t.th {
+        for tx in (0..t.twv).step_by(lanes) {
+            // SAFETY: tile vector (ty * twv + tx) / LANES lies inside `v`; channel `c`'s rows
+            // 2ty .. 2ty + r and columns 2tx .. 2tx + r inside `rows`. Channels innermost, so
+            // each element's run of channels is written front to back.
+            unsafe {
+                let dst = v.as_mut_ptr().add((ty * t.twv + tx) * cin * t.elements());
+                for c in 0..cin {
+                    let r0 = rows.as_ptr().add(c * split + 2 * ty * stride + tx);
+                    let dc = dst.add(c * lanes);
+                    if t.r == 3 {
+                        input_tile::<S, 4>(r0, stride, &cols, dc, cin * lanes);
+                    } else {
+                        input_tile::<S, 6>(r0, stride, &cols, dc, cin * lanes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `B^T d B` of one vector of tiles of one channel: `d` rows `r0 + r * stride` at `cols`,
+/// element `(i, j)` stored at `dc + (i * A + j) * elem`.
+#[inline(always)]
+unsafe fn input_tile<S: Simd, const A: usize>(
+    r0: *const f32,
+    stride: usize,
+    cols: &[usize; 6],
+    dc: *mut f32,
+    elem: usize,
+) {
+    unsafe {
+        let mut t = [[S::zero(); A]; A];
+        for (j, &off) in cols.iter().take(A).enumerate() {
+            let mut d = [S::zero(); A];
+            for (r, v) in d.iter_mut().enumerate() {
+                *v = S::load(r0.add(r * stride + off));
+            }
+            let b = bt::<S, A>(d);
+            for i in 0..A {
+                t[i][j] = b[i];
+            }
+        }
+        for (i, row) in t.into_iter().enumerate() {
+            let b = bt::<S, A>(row);
+            for (j, val) in b.into_iter().enumerate() {
+                S::store(dc.add((i * A + j) * elem), val);
+            }
+        }
+    }
+}
+
+/// `B^T d` of F(2, 3) (`A` = 4) or F(2, 5) (`A` = 6).
+#[inline(always)]
+unsafe fn bt<S: Simd, const A: usize>(d: [S::V; A]) -> [S::V; A] {
+    let mut out = [unsafe { S::zero() }; A];
+    unsafe {
+        if A == 4 {
+            let b = bt3::<S>([d[0], d[1], d[2], d[3]]);
+            out[..4].copy_from_slice(&b);
+        } else {
+            let b = bt5::<S>([d[0], d[1], d[2], d[3], d[4 % A], d[5 % A]]);
+            out.copy_from_slice(&b[..A]);
+        }
+    }
+    out
+}
+
+/// `B^T d` of F(2, 3).
+#[inline(always)]
+unsafe fn bt3<S: Simd>(d: [S::V; 4]) -> [S::V; 4] {
+    unsafe {
+        [
+            S::sub(d[0], d[2]),
+            S::add(d[1], d[2]),
+            S::sub(d[2], d[1]),
+            S::sub(d[1], d[3]),
+        ]
+    }
+}
+
+/// `B^T d` of F(2, 5): rows `[4, 0, -5, 0, 1, 0]`, `[0, -4, -4, 1, 1, 0]`,
+/// `[0, 4, -4, -1, 1, 0]`, `[0, -2, -1, 2, 1, 0]`, `[0, 2, -1, -2, 1, 0]`, `[0, 4, 0, -5, 0, 1]`.
+#[inline(always)]
+unsafe fn bt5<S: Simd>(d: [S::V; 6]) -> [S::V; 6] {
+    unsafe {
+        let (d4_d2, d4_d3) = (S::sub(d[4], d[2]), S::sub(d[4], d[3]));
+        let (d1_d3, d1_d2) = (S::sub(d[1], d[3]), S::sub(d[1], d[2]));
+        [
+            S::fma(S::splat(4.0), d[0], S::fma(S::splat(-5.0), d[2], d[4])),
+            S::fma(S::splat(-4.0), S::add(d[1], d[2]), S::add(d[3], d[4])),
+            S::fma(S::splat(4.0), d1_d2, d4_d3),
+            S::fma(S::splat(-2.0), d1_d3, d4_d2),
+            S::fma(S::splat(2.0), d1_d3, d4_d2),
+            S::fma(S::splat(4.0), d[1], S::fma(S::splat(-5.0), d[3], d[5])),
+        ]
+    }
+}
+
+/// Channels `c0..c0 + n` (`n` from [`Isa::channel_blocks`]) of tile vectors `v0..v1` of one
+/// image: the element-wise products summed over input channels, then `A^T M A`, bias and
+/// PReLU, stored into `out` (the image's `[cout, ho, wo]`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply<S: Simd>(
+    t: &Tiles,
+    g: &Geometry,
+    v: &[f32],
+    params: Params,
+    c0: usize,
+    n: usize,
+    v0: usize,
+    v1: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        match (t.r, n) {
+            (3, 8) => multiply_tile::<S, 4, 16, 8, 3>(t, g, v, params, c0, v0, v1, out),
+            (3, 6) => multiply_tile::<S, 4, 16, 6, 2>(t, g, v, params, c0, v0, v1, out),
+            (3, 4) => multiply_tile::<S, 4, 16, 4, 2>(t, g, v, params, c0, v0, v1, out),
+            (3, 2) => multiply_tile::<S, 4, 16, 2, 4>(t, g, v, params, c0, v0, v1, out),
+            (3, _) => multiply_tile::<S, 4, 16, 1, 8>(t, g, v, params, c0, v0, v1, out),
+            (_, 8) => multiply_tile::<S, 6, 36, 8, 3>(t, g, v, params, c0, v0, v1, out),
+            (_, 6) => multiply_tile::<S, 6, 36, 6, 2>(t, g, v, params, c0, v0, v1, out),
+            (_, 4) => multiply_tile::<S, 6, 36, 4, 2>(t, g, v, params, c0, v0, v1, out),
+            (_, 2) => multiply_tile::<S, 6, 36, 2, 4>(t, g, v, params, c0, v0, v1, out),
+            _ => multiply_tile::<S, 6, 36, 1, 8>(t, g, v, params, c0, v0, v1, out),
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn multiply_tile<
+    S: Simd,
+    const A: usize,
+    const E: usize,
+    const CB: usize,
+    const PV: usize,
+>(
+    t: &Tiles,
+    g: &Geometry,
+    v: &[f32],
+    params: Params,
+    c0: usize,
+    v0: usize,
+    v1: usize,
+    out: *mut f32,
+) {
+    let (cin, lanes) = (g.cin, S::LANES);
+    let per = cin * E * lanes;
+    let (ho, wo) = (g.ho(), g.wo());
+    let u = &params.weight[E * c0 * cin..E * (c0 + CB) * cin];
+    let mut m = [[[unsafe { S::zero() }; PV]; CB]; E];
+    let mut vi = v0;
+    while vi < v1 {
+        let pv = (v1 - vi).min(PV);
+        unsafe {
+            // A tile narrower than PV at the end repeats its last vector (never stored).
+            let vp: [*const f32; PV] =
+                std::array::from_fn(|p| v.as_ptr().add((vi + p.min(pv - 1)) * per));
+            for (e, me) in m.iter_mut().enumerate() {
+                let mut acc = [[S::zero(); PV]; CB];
+                let ue = u.as_ptr().add(e * cin * CB);
+                for c in 0..cin {
+                    let off = (e * cin + c) * lanes;
+                    let mut xv = [S::zero(); PV];
+                    for (x, p) in xv.iter_mut().zip(&vp) {
+                        *x = S::load(p.add(off));
+                    }
+                    for (j, row) in acc.iter_mut().enumerate() {
+                        let w = S::splat(*ue.add(c * CB + j));
+                        for p in 0..PV {
+                            row[p] = S::fma(xv[p], w, row[p]);
+                        }
+                    }
+                }
+                *me = acc;
+            }
+            for p in 0..pv {
+                // Tile row and first output column of this vector (one division per vector).
+                let q = (vi + p) * lanes;
+                let (ty, col) = (q / t.twv, 2 * (q % t.twv));
+                if col >= wo {
+                    continue;
+                }
+                let valid = wo - col;
+                for j in 0..CB {
+                    let ch = c0 + j;
+                    let mut e = [[S::zero(); A]; A];
+                    for (i, row) in e.iter_mut().enumerate() {
+                        for (x, v) in row.iter_mut().enumerate() {
+                            *v = m[i * A + x][j][p];
+                        }
+                    }
+                    let mut rows = output_tile::<S, A>(&e);
+                    if let Some(b) = params.bias {
+                        let b = S::splat(b[ch]);
+                        for a in rows.iter_mut().flatten() {
+                            *a = S::add(*a, b);
+                        }
+                    }
+                    if let Some(k) = params.prelu {
+                        let k = S::splat(k[ch]);
+                        for a in rows.iter_mut().flatten() {
+                            *a = S::fma(S::min0(*a), k, S::max0(*a));
+                        }
+                    }
+                    for (r, [left, right]) in rows.into_iter().enumerate() {
+                        let y = 2 * ty + r;
+                        if y >= ho {
+                            break;
+                        }
+                        let (lo, hi) = S::zip(left, right);
+                        let dst = out.add((ch * ho + y) * wo + col);
+                        S::store_lanes(dst, lo, 0, valid.min(lanes));
+                        if valid > lanes {
+                            S::store_lanes(dst.add(lanes), hi, 0, (valid - lanes).min(lanes));
+                        }
+                    }
+                }
+            }
+        }
+        vi += pv;
+    }
+}
+
+/// `A^T z` of F(2, 3) for a column of 4: `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
+#[inline(always)]
+unsafe fn at3<S: Simd>(z: [S::V; 4]) -> [S::V; 2] {
+    unsafe {
+        [
+            S::add(S::add(z[0], z[1]), z[2]),
+            S::sub(S::sub(z[1], z[2]), z[3]),
+        ]
+    }
+}
+
+/// `A^T z` of F(2, 5) for a column of 6: `A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]]`.
+#[inline(always)]
+unsafe fn at5<S: Simd>(z: [S::V; 6]) -> [S::V; 2] {
+    unsafe {
+        [
+            S::add(S::add(S::add(z[0], z[1]), S::add(z[2], z[3])), z[4]),
+            S::fma(
+                S::splat(2.0),
+                S::sub(z[3], z[4]),
+                S::add(S::sub(z[1], z[2]), z[5]),
+            ),
+        ]
+    }
+}
+
+/// `A^T z` for a column of `A` (4 or 6).
+#[inline(always)]
+unsafe fn at<S: Simd, const A: usize>(z: [S::V; A]) -> [S::V; 2] {
+    unsafe {
+        if A == 4 {
+            at3::<S>([z[0], z[1], z[2], z[3]])
+        } else {
+            at5::<S>([z[0], z[1], z[2], z[3], z[4 % A], z[5 % A]])
+        }
+    }
+}
+
+/// `A^T M A` of one tile, `M` the `A x A` elements: `[[y00, y01], [y10, y11]]`, over rows
+/// then columns.
+#[inline(always)]
+unsafe fn output_tile<S: Simd, const A: usize>(m: &[[S::V; A]; A]) -> [[S::V; 2]; 2] {
+    unsafe {
+        let mut rows = [[S::zero(); A]; 2];
+        for x in 0..A {
+            let mut z = [S::zero(); A];
+            for i in 0..A {
+                z[i] = m[i][x];
+            }
+            let y = at::<S, A>(z);
+            rows[0][x] = y[0];
+            rows[1][x] = y[1];
+        }
+        [at::<S, A>(rows[0]), at::<S, A>(rows[1])]
+    }
+}
+
+unsafe fn dispatch_input(
+    isa: Isa,
+    t: &Tiles,
+    g: &Geometry,
+    x: &[f32],
+    rows: &mut [f32],
+    v: &mut [f32],
+) {
+    // SAFETY: `isa` comes from `Isa::available`, so the CPU has its instructions.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::input_avx2(t, g, x, rows, v),
+            // Not taken with AVX-512 (see `applies`).
+            _ => input_transform::<Portable>(t, g, x, rows, v),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn dispatch_multiply(
+    isa: Isa,
+    t: &Tiles,
+    g: &Geometry,
+    v: &[f32],
+    params: Params,
+    c0: usize,
+    n: usize,
+    v0: usize,
+    v1: usize,
+    out: *mut f32,
+) {
+    // SAFETY: as in `dispatch_input`.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::multiply_avx2(t, g, v, params, c0, n, v0, v1, out),
+            _ => multiply::<Portable>(t, g, v, params, c0, n, v0, v1, out),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::x86::Avx2;
+    use super::{Geometry, Params, Tiles, input_transform, multiply};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn input_avx2(
+        t: &Tiles,
+        g: &Geometry,
+        x: &[f32],
+        rows: &mut [f32],
+        v: &mut [f32],
+    ) {
+        unsafe { input_transform::<Avx2>(t, g, x, rows, v) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn multiply_avx2(
+        t: &Tiles,
+        g: &Geometry,
+        v: &[f32],
+        params: Params,
+        c0: usize,
+        n: usize,
+        v0: usize,
+        v1: usize,
+        out: *mut f32,
+    ) {
+        unsafe { multiply::<Avx2>(t, g, v, params, c0, n, v0, v1, out) }
+    }
+}
