@@ -464,6 +464,12 @@ unsafe fn multiply_tile<
     let mut vi = v0;
     while vi < v1 {
         let pv = (v1 - vi).min(PV);
+        if pv < PV {
+            // The last vectors one at a time rather than with copies of the last one (a 14x14
+            // plane has 7 vectors of tiles: with pairs, an eighth of the products were copies).
+            unsafe { multiply_tile::<S, A, E, CB, 1>(t, g, v, params, c0, vi, v1, out) };
+            return;
+        }
         unsafe {
             // A tile narrower than PV at the end repeats its last vector (never stored).
             let vp: [*const f32; PV] =
