@@ -12,9 +12,10 @@
 //! Vectorising over pixels rather than channels makes one kernel serve every channel count
 //! (1, 16, 32 ...), and NCHW in and out means no layout transposes.
 //!
-//! The "same" 3x3 and 5x5 convolutions with 4 or more input and 8 or more output channels (all
-//! of Defed's 16- and 32-channel layers, the Madry network's second) go to the Winograd kernels
-//! of [`winograd`] instead: fewer multiplications for the same sums up to rounding.
+//! On AVX2 and the portable path, the "same" 3x3 and 5x5 convolutions with 4 or more input and
+//! 8 or more output channels (all of Defed's 16- and 32-channel layers, the Madry network's
+//! second) go to the Winograd kernels of [`winograd`] instead: fewer multiplications for the
+//! same sums up to rounding, with the register tiles of [`forward_block`].
 //!
 //! The same forward kernel computes the input gradient (a full convolution of the output
 //! gradient with the flipped, transposed weights); the weight gradient is its own kernel (a

@@ -422,6 +422,7 @@ unsafe fn multiply<S: Simd>(
     v1: usize,
     out: *mut f32,
 ) {
+    // The tiles (channels x vectors) of `forward_block`, for each kernel size.
     unsafe {
         match (t.r, n) {
             (3, 8) => multiply_tile::<S, 4, 16, 8, 3>(t, g, v, params, c0, v0, v1, out),
