@@ -610,7 +610,6 @@ unsafe fn dispatch_input(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::input_avx2(t, g, x, rows, v),
             // Not taken with AVX-512 (see `applies`).
             _ => input_transform::<Portable>(t, g, x, rows, v),
@@ -634,7 +633,6 @@ unsafe fn dispatch_multiply(
     // SAFETY: as in `dispatch_input`.
     unsafe {
         match isa {
-            #[cfg(target_arch = "x86_64")]
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::multiply_avx2(t, g, v, params, c0, n, v0, v1, out),
             _ => multiply::<Portable>(t, g, v, params, c0, n, v0, v1, out),
