@@ -41,7 +41,7 @@ pub(super) fn applies(isa: Isa, g: &Geometry) -> bool {
     if isa == Isa::Avx512 {
         return false;
     }
-    let t = Tiles::new(g, LANES);
+    let t = Tiles::new(g);
     (g.k == 3 || g.k == 5)
         && g.pad_h == g.k / 2
         && g.pad_w == g.k / 2
@@ -56,7 +56,6 @@ const LANES: usize = 8;
 /// The tile grid of one output plane.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
-    lanes: usize,
     /// Kernel size (3 or 5); tiles read `r + 1` input rows and columns.
     r: usize,
     /// Tile rows.
@@ -71,11 +70,10 @@ struct Tiles {
 }
 
 impl Tiles {
-    fn new(g: &Geometry, lanes: usize) -> Tiles {
+    fn new(g: &Geometry) -> Tiles {
         let (th, tw) = (g.ho().div_ceil(2), g.wo().div_ceil(2));
-        let twv = tw.div_ceil(lanes) * lanes;
+        let twv = tw.div_ceil(LANES) * LANES;
         Tiles {
-            lanes,
             r: g.k,
             th,
             tw,
@@ -89,7 +87,7 @@ impl Tiles {
     }
     /// Vectors of tiles per channel.
     fn vectors(&self) -> usize {
-        self.count() / self.lanes
+        self.count() / LANES
     }
     /// Padded input rows the tiles read.
     fn rows(&self) -> usize {
@@ -147,7 +145,8 @@ fn transform_weights_sized<const R: usize, const A: usize>(
     gm: &[[f32; R]; A],
 ) -> Vec<f32> {
     let e = A * A;
-    let mut u = vec![0f32; e * g.cout * g.cin];
+    // Every element is written below (each block, channel and element once).
+    let mut u = uninit(e * g.cout * g.cin);
     for &(c0, n) in blocks {
         let dst = &mut u[e * c0 * g.cin..e * (c0 + n) * g.cin];
         for j in 0..n {
@@ -180,7 +179,7 @@ fn transform_weights_sized<const R: usize, const A: usize>(
 /// Forward convolution (bias and PReLU as in the direct kernel) for shapes where
 /// [`applies`] holds; NCHW in, NCHW out.
 pub(super) fn forward(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<f32> {
-    let t = Tiles::new(g, LANES);
+    let t = Tiles::new(g);
     let blocks = super::channel_blocks(isa, g.cout);
     let u = transform_weights(&t, g, params.weight, &blocks);
     let params = Params {
@@ -294,7 +293,7 @@ unsafe fn input_transform<S: Simd>(
     v: &mut [f32],
 ) {
     let (half, cin, lanes) = (t.half, g.cin, S::LANES);
-    debug_assert_eq!(t.lanes, lanes);
+    debug_assert_eq!(LANES, lanes);
     let (stride, split) = (2 * half, t.rows() * 2 * half);
     for (plane, r) in x.chunks_exact(g.h * g.w).zip(rows.chunks_exact_mut(split)) {
         unsafe { split_rows::<S>(t, g, plane, r) };
