@@ -20,8 +20,9 @@
 //! The same forward kernel computes the input gradient (a full convolution of the output
 //! gradient with the flipped, transposed weights); the weight gradient is its own kernel (a
 //! register block of 3 output channels x 9 taps on AVX-512, 2 elsewhere, summed over
-//! pixels). Each kernel is generic over a small [`Simd`] trait and compiled for AVX-512 and
-//! AVX2+FMA, picked at run time ([`Isa`]), with a portable fallback.
+//! pixels), Winograd too for the 3x3 layers with 8 or more input channels that the Winograd
+//! forward kernel serves. Each kernel is generic over a small [`Simd`] trait and compiled for
+//! AVX-512 and AVX2+FMA, picked at run time ([`Isa`]), with a portable fallback.
 
 use rayon::prelude::*;
 
@@ -309,6 +310,15 @@ pub(crate) fn conv_weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32])
         g.batch * g.cout * g.ho() * g.wo(),
         "weight grad: output gradient size"
     );
+    if winograd::weight_applies(isa, g) {
+        winograd::weight_grad(isa, g, x, dy)
+    } else {
+        weight_direct(isa, g, x, dy)
+    }
+}
+
+/// Direct weight-gradient kernel: sums `x * dy` over the padded grid, per weight.
+fn weight_direct(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (wp, plane, grid) = (g.wp(), g.plane(), g.grid());
     let (xn, dn) = (g.cin * g.h * g.w, g.cout * g.ho() * g.wo());
     let per = g.cout * g.cin * g.k * g.k;
@@ -1207,6 +1217,40 @@ mod tests {
         out
     }
 
+    /// Direct definition of the weight gradient, in f64, with the sum of the terms' magnitudes
+    /// per weight (the scale of a float sum's rounding).
+    fn naive_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+        let (ho, wo, kk) = (g.ho(), g.wo(), g.k * g.k);
+        let mut dw = vec![0f64; g.cout * g.cin * kk];
+        let mut mag = vec![0f64; dw.len()];
+        for n in 0..g.batch {
+            for co in 0..g.cout {
+                for ci in 0..g.cin {
+                    for tap in 0..kk {
+                        let (ky, kx) = (tap / g.k, tap % g.k);
+                        let at = (co * g.cin + ci) * kk + tap;
+                        for y in 0..ho {
+                            for xx in 0..wo {
+                                let iy = (y + ky) as isize - g.pad_h as isize;
+                                let ix = (xx + kx) as isize - g.pad_w as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let xv = x
+                                    [((n * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize]
+                                    as f64;
+                                let term = xv * dy[((n * g.cout + co) * ho + y) * wo + xx] as f64;
+                                dw[at] += term;
+                                mag[at] += term.abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (dw, mag)
+    }
+
     fn data(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
@@ -1324,7 +1368,7 @@ mod tests {
 
     #[test]
     fn forward_and_gradients_match_the_definition() {
-        let mut winograd_shapes = 0;
+        let (mut winograd_shapes, mut winograd_weight_shapes) = (0, 0);
         for g in [
             Geometry {
                 batch: 2,
@@ -1427,6 +1471,18 @@ mod tests {
                 pad_w: 1,
                 k: 3,
             },
+            // The Winograd weight gradient: channels padded to whole vectors, output channels
+            // in every register block, several images per task.
+            Geometry {
+                batch: 9,
+                cin: 12,
+                cout: 20,
+                h: 7,
+                w: 14,
+                pad_h: 1,
+                pad_w: 1,
+                k: 3,
+            },
             // Winograd F(2x2, 5x5): the Madry network's second layer, odd sizes, and the
             // image-by-image path.
             Geometry {
@@ -1518,6 +1574,7 @@ mod tests {
             let dy = data(g.batch * g.cout * g.ho() * g.wo(), 4);
             let dx = conv_input_grad(&g, &dy, &w);
             let dw = conv_weight_grad(&g, &x, &dy);
+            let weight_reference = naive_weight_grad(&g, &x, &dy);
             // Every instruction set this CPU has (the portable one included, which is what
             // non-x86 machines run) gives the same results.
             for isa in Isa::available() {
@@ -1537,11 +1594,22 @@ mod tests {
                     &activated,
                     tol,
                 );
-                close(&conv_weight_grad_on(isa, &g, &x, &dy), &dw, 1e-5);
+                // The weight gradient against the exact sum, relative to the sum of its terms'
+                // magnitudes: the direct and the Winograd 3x3 kernels stay far inside this (a
+                // Winograd 5x5 weight gradient, at 1.4e-6, would not).
+                let (exact, mag) = &weight_reference;
+                let got = conv_weight_grad_on(isa, &g, &x, &dy);
+                for (i, (&v, (&e, &m))) in got.iter().zip(exact.iter().zip(mag)).enumerate() {
+                    assert!(
+                        (v as f64 - e).abs() <= 2e-7 * (1.0 + m),
+                        "{isa:?} {g:?} weight gradient at {i}: {v} vs {e}"
+                    );
+                }
             }
-            // The portable ISA and AVX2 take the Winograd path on the six shapes listed for it
-            // (AVX-512 never does).
+            // The portable ISA and AVX2 take the Winograd path on the seven shapes listed for
+            // it, the Winograd weight gradient on three of them (AVX-512 never does).
             winograd_shapes += usize::from(winograd::applies(Isa::Portable, &g));
+            winograd_weight_shapes += usize::from(winograd::weight_applies(Isa::Portable, &g));
             let y = naive(&g, &x, &w, None);
             let dot = |a: &[f32], b: &[f32]| {
                 a.iter()
@@ -1558,39 +1626,11 @@ mod tests {
                 (lhs - dot(&dw, &w)).abs() < 1e-4 * (1.0 + lhs.abs()),
                 "{g:?} dw"
             );
-            // And element-wise against finite structure: dw from the definition.
-            let mut dw_ref = vec![0f64; dw.len()];
-            let (ho, wo) = (g.ho(), g.wo());
-            for n in 0..g.batch {
-                for co in 0..g.cout {
-                    for ci in 0..g.cin {
-                        for k in 0..g.k * g.k {
-                            let (ky, kx) = (k / g.k, k % g.k);
-                            for yy in 0..ho {
-                                for xx in 0..wo {
-                                    let iy = (yy + ky) as isize - g.pad_h as isize;
-                                    let ix = (xx + kx) as isize - g.pad_w as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    dw_ref[(co * g.cin + ci) * g.k * g.k + k] +=
-                                        dy[((n * g.cout + co) * ho + yy) * wo + xx] as f64
-                                            * x[((n * g.cin + ci) * g.h + iy as usize) * g.w
-                                                + ix as usize]
-                                                as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let dw_ref: Vec<f32> = dw_ref.iter().map(|v| *v as f32).collect();
-            close(&dw, &dw_ref, 1e-4);
             let db = bias_grad(g.batch, g.cout, &dy);
             assert_eq!(db.len(), g.cout);
         }
-        assert_eq!(winograd_shapes, 6);
+        assert_eq!(winograd_shapes, 7);
+        assert_eq!(winograd_weight_shapes, 3);
     }
 }
 
@@ -1678,6 +1718,7 @@ mod speed {
             };
             let x = vec![0.5f32; 64 * cin * hw * hw];
             let w = vec![0.1f32; cout * cin * k * k];
+            let dy = vec![0.2f32; 64 * cout * hw * hw];
             let params = Params {
                 weight: &w,
                 bias: None,
@@ -1688,6 +1729,8 @@ mod speed {
                     continue;
                 }
                 let (mut d, mut wi) = (f64::INFINITY, f64::INFINITY);
+                let (mut dd, mut dwi) = (f64::INFINITY, f64::INFINITY);
+                let weight = winograd::weight_applies(isa, &g);
                 for _ in 0..20 {
                     let t = std::time::Instant::now();
                     drop(direct(isa, &g, &x, params));
@@ -1695,11 +1738,21 @@ mod speed {
                     let t = std::time::Instant::now();
                     drop(winograd::forward(isa, &g, &x, params));
                     wi = wi.min(t.elapsed().as_secs_f64() * 1e3);
+                    if weight {
+                        let t = std::time::Instant::now();
+                        drop(weight_direct(isa, &g, &x, &dy));
+                        dd = dd.min(t.elapsed().as_secs_f64() * 1e3);
+                        let t = std::time::Instant::now();
+                        drop(winograd::weight_grad(isa, &g, &x, &dy));
+                        dwi = dwi.min(t.elapsed().as_secs_f64() * 1e3);
+                    }
                 }
                 println!(
                     "{isa:?} {k}x{k} {cin}->{cout} {hw}x{hw}: direct {d:.2} ms, winograd {wi:.2} \
-                     ms ({:.2}x)",
-                    d / wi
+                     ms ({:.2}x); weight gradient: direct {dd:.2} ms, winograd {dwi:.2} ms \
+                     ({:.2}x)",
+                    d / wi,
+                    dd / dwi
                 );
             }
         }
