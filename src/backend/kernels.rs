@@ -317,53 +317,64 @@ pub(crate) fn conv_weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32])
     }
 }
 
-/// Direct weight-gradient kernel: sums `x * dy` over the padded grid, per weight.
-fn weight_direct(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (wp, plane, grid) = (g.wp(), g.plane(), g.grid());
-    let (xn, dn) = (g.cin * g.h * g.w, g.cout * g.ho() * g.wo());
-    let per = g.cout * g.cin * g.k * g.k;
-    let chunk = g.batch.div_ceil(rayon::current_num_threads() * 2).max(1);
-    let partials: Vec<Vec<f32>> = (0..g.batch)
+/// A weight gradient's sum over a batch of `batch` images: the images in chunks (about two per
+/// thread), `sum(first, end, acc)` adding chunk `first..end` into its own zeroed accumulator of
+/// `len` floats, and the accumulators added in chunk order.
+fn sum_over_chunks(
+    batch: usize,
+    len: usize,
+    sum: impl Fn(usize, usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let chunk = batch.div_ceil(rayon::current_num_threads() * 2).max(1);
+    let partials: Vec<Vec<f32>> = (0..batch)
         .step_by(chunk)
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|b0| {
-            let mut acc = vec![0f32; per];
-            let b1 = (b0 + chunk).min(g.batch);
-            // A few images at a time are padded into buffers that stay in cache: the input
-            // as in the forward pass, the output gradient on the same grid, zero in the junk
-            // columns so they add nothing.
-            let mut xp = uninit(WEIGHT_IMAGES * g.cin * plane);
-            let mut dyg = uninit(WEIGHT_IMAGES * g.cout * grid);
-            let mut b = b0;
-            while b < b1 {
-                let n = (b1 - b).min(WEIGHT_IMAGES);
-                let xs = &mut xp[..n * g.cin * plane];
-                let hw = (g.h, g.w);
-                pad_planes(
-                    xs,
-                    &x[b * xn..(b + n) * xn],
-                    hw,
-                    (g.pad_h, g.pad_w),
-                    wp,
-                    plane,
-                );
-                let ds = &mut dyg[..n * g.cout * grid];
-                let grad = (g.ho(), g.wo());
-                pad_planes(ds, &dy[b * dn..(b + n) * dn], grad, (0, 0), wp, grid);
-                dispatch_weight(isa, g, n, xs, ds, &mut acc);
-                b += n;
-            }
+            let mut acc = vec![0f32; len];
+            sum(b0, (b0 + chunk).min(batch), &mut acc);
             acc
         })
         .collect();
-    let mut out = vec![0f32; per];
+    let mut out = vec![0f32; len];
     for p in &partials {
         for (o, v) in out.iter_mut().zip(p) {
             *o += v;
         }
     }
     out
+}
+
+/// Direct weight-gradient kernel: sums `x * dy` over the padded grid, per weight.
+fn weight_direct(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (wp, plane, grid) = (g.wp(), g.plane(), g.grid());
+    let (xn, dn) = (g.cin * g.h * g.w, g.cout * g.ho() * g.wo());
+    sum_over_chunks(g.batch, g.cout * g.cin * g.k * g.k, |b0, b1, acc| {
+        // A few images at a time are padded into buffers that stay in cache: the input as in
+        // the forward pass, the output gradient on the same grid, zero in the junk columns so
+        // they add nothing.
+        let mut xp = uninit(WEIGHT_IMAGES * g.cin * plane);
+        let mut dyg = uninit(WEIGHT_IMAGES * g.cout * grid);
+        let mut b = b0;
+        while b < b1 {
+            let n = (b1 - b).min(WEIGHT_IMAGES);
+            let xs = &mut xp[..n * g.cin * plane];
+            let hw = (g.h, g.w);
+            pad_planes(
+                xs,
+                &x[b * xn..(b + n) * xn],
+                hw,
+                (g.pad_h, g.pad_w),
+                wp,
+                plane,
+            );
+            let ds = &mut dyg[..n * g.cout * grid];
+            let grad = (g.ho(), g.wo());
+            pad_planes(ds, &dy[b * dn..(b + n) * dn], grad, (0, 0), wp, grid);
+            dispatch_weight(isa, g, n, xs, ds, acc);
+            b += n;
+        }
+    })
 }
 
 /// Gradient of [`conv`] with respect to its bias: the output gradient summed per channel.

@@ -627,32 +627,16 @@ pub(super) fn weight_grad(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
     assert!(weight_applies(isa, g), "winograd: weight gradient shape");
     let s = WeightShape::new(g);
     let (xn, dn) = (g.cin * g.h * g.w, g.cout * g.ho() * g.wo());
-    let per = 16 * g.cout * s.cinp;
     let blocks = super::channel_blocks(isa, g.cout);
-    let chunk = g.batch.div_ceil(rayon::current_num_threads() * 2).max(1);
-    let partials: Vec<Vec<f32>> = (0..g.batch)
-        .step_by(chunk)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|b0| {
-            let mut acc = vec![0f32; per];
-            let mut buffers = WeightBuffers::new(&s);
-            for b in b0..(b0 + chunk).min(g.batch) {
-                let (xi, di) = (&x[b * xn..(b + 1) * xn], &dy[b * dn..(b + 1) * dn]);
-                // SAFETY: the buffers are `s`'s sizes (`WeightBuffers::new`), `acc` is `per`.
-                unsafe {
-                    dispatch_weight_image(isa, &s, g, xi, di, &blocks, &mut buffers, &mut acc)
-                };
-            }
-            acc
-        })
-        .collect();
-    let mut du = vec![0f32; per];
-    for p in &partials {
-        for (o, v) in du.iter_mut().zip(p) {
-            *o += v;
+    let du = super::sum_over_chunks(g.batch, 16 * g.cout * s.cinp, |b0, b1, acc| {
+        let mut buffers = WeightBuffers::new(&s);
+        for b in b0..b1 {
+            let (xi, di) = (&x[b * xn..(b + 1) * xn], &dy[b * dn..(b + 1) * dn]);
+            // SAFETY: the buffers are `s`'s sizes (`WeightBuffers::new`), `acc` holds
+            // 16 x cout x cinp sums.
+            unsafe { dispatch_weight_image(isa, &s, g, xi, di, &blocks, &mut buffers, acc) };
         }
-    }
+    });
     untransform(g, &s, &du)
 }
 
@@ -663,8 +647,8 @@ pub(super) fn weight_grad(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
 /// a cache line longer than its data so that the transforms' 16 store streams never sit a
 /// multiple of 4 KiB apart (the same cache set).
 struct WeightShape {
-    th: usize,
-    tw: usize,
+    /// The tile grid (`th x tw` tiles; its lane rounding is not used here).
+    grid: Tiles,
     tiles: usize,
     cinp: usize,
     coutp: usize,
@@ -679,7 +663,8 @@ struct WeightShape {
 
 impl WeightShape {
     fn new(g: &Geometry) -> WeightShape {
-        let (th, tw) = (g.ho().div_ceil(2), g.wo().div_ceil(2));
+        let grid = Tiles::new(g);
+        let (th, tw) = (grid.th, grid.tw);
         let (cinp, coutp) = (
             g.cin.div_ceil(LANES) * LANES,
             g.cout.div_ceil(LANES) * LANES,
@@ -687,8 +672,7 @@ impl WeightShape {
         let tiles = th * tw;
         let wp = 2 * tw + 2;
         WeightShape {
-            th,
-            tw,
+            grid,
             tiles,
             cinp,
             coutp,
@@ -811,9 +795,15 @@ unsafe fn weight_image<S: Simd>(
     let WeightBuffers { x, dy, v, d } = buffers;
     unsafe {
         channels_last::<S>(xi, (g.cin, g.h, g.w), x, (s.wp, s.cinp), 1);
-        channels_last::<S>(di, (g.cout, g.ho(), g.wo()), dy, (2 * s.tw, s.coutp), 0);
+        channels_last::<S>(
+            di,
+            (g.cout, g.ho(), g.wo()),
+            dy,
+            (2 * s.grid.tw, s.coutp),
+            0,
+        );
     }
-    let (cinp, coutp, wp, dw) = (s.cinp, s.coutp, s.wp, 2 * s.tw);
+    let (cinp, coutp, wp, dw) = (s.cinp, s.coutp, s.wp, 2 * s.grid.tw);
     assert!(
         x.len() >= s.xlen && dy.len() >= s.dlen && v.len() >= 16 * s.vrun && d.len() >= 16 * s.drun,
         "winograd: weight gradient buffers"
@@ -826,9 +816,9 @@ unsafe fn weight_image<S: Simd>(
     // 2tx .. 2tx + 4 <= wp, gradient rows 2ty + 1 < 2 th and columns 2tx + 1 < 2 tw, channel
     // vectors below the rounded channel counts; it writes element e's entry `tile` of a run.
     unsafe {
-        for ty in 0..s.th {
-            for tx in 0..s.tw {
-                let tile = ty * s.tw + tx;
+        for ty in 0..s.grid.th {
+            for tx in 0..s.grid.tw {
+                let tile = ty * s.grid.tw + tx;
                 for cv in (0..cinp).step_by(lanes) {
                     let p = x.as_ptr().add((2 * ty * wp + 2 * tx) * cinp + cv);
                     let mut m = [[S::zero(); 4]; 4];
