@@ -1378,6 +1378,48 @@ mod tests {
     }
 
     #[test]
+    fn winograd_weight_gradient_matches_the_definition_over_many_shapes() {
+        // Heights from one row up, widths whose tile rows fill 7 to 16 lanes, channel counts
+        // that are and are not whole vectors or register blocks, one image to several per task.
+        let mut shapes = 0;
+        for h in [1, 2, 3, 5] {
+            for w in [13, 14, 16, 29, 32] {
+                for (cin, cout) in [(8, 8), (9, 13), (17, 33)] {
+                    for batch in [1, 3, 7] {
+                        let g = Geometry {
+                            batch,
+                            cin,
+                            cout,
+                            h,
+                            w,
+                            pad_h: 1,
+                            pad_w: 1,
+                            k: 3,
+                        };
+                        assert!(winograd::weight_applies(Isa::Portable, &g), "{g:?}");
+                        shapes += 1;
+                        let x = data(batch * cin * h * w, 11);
+                        let dy = data(batch * cout * h * w, 12);
+                        let (exact, mag) = naive_weight_grad(&g, &x, &dy);
+                        for isa in Isa::available() {
+                            let got = conv_weight_grad_on(isa, &g, &x, &dy);
+                            for (i, (&v, (&e, &m))) in
+                                got.iter().zip(exact.iter().zip(&mag)).enumerate()
+                            {
+                                assert!(
+                                    (v as f64 - e).abs() <= 2e-7 * (1.0 + m),
+                                    "{isa:?} {g:?} at {i}: {v} vs {e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(shapes, 180);
+    }
+
+    #[test]
     fn forward_and_gradients_match_the_definition() {
         let (mut winograd_shapes, mut winograd_weight_shapes) = (0, 0);
         for g in [
