@@ -695,9 +695,9 @@ struct WeightBuffers {
 
 impl WeightBuffers {
     fn new(s: &WeightShape) -> WeightBuffers {
-        // The copies are rewritten whole by `load`; of the transforms, every element of every
-        // tile and channel is written before the products read it (not the padding after each
-        // run, which nothing reads).
+        // The copies are rewritten whole by `channels_last`; of the transforms, every element
+        // of every tile and channel is written before the products read it (not the padding
+        // after each run, which nothing reads).
         WeightBuffers {
             x: uninit(s.xlen),
             dy: uninit(s.dlen),
