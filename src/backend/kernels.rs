@@ -1800,12 +1800,18 @@ mod speed {
                         dwi = dwi.min(t.elapsed().as_secs_f64() * 1e3);
                     }
                 }
+                let weight_line = if weight {
+                    format!(
+                        "; weight gradient: direct {dd:.2} ms, winograd {dwi:.2} ms ({:.2}x)",
+                        dd / dwi
+                    )
+                } else {
+                    String::new()
+                };
                 println!(
                     "{isa:?} {k}x{k} {cin}->{cout} {hw}x{hw}: direct {d:.2} ms, winograd {wi:.2} \
-                     ms ({:.2}x); weight gradient: direct {dd:.2} ms, winograd {dwi:.2} ms \
-                     ({:.2}x)",
-                    d / wi,
-                    dd / dwi
+                     ms ({:.2}x){weight_line}",
+                    d / wi
                 );
             }
         }
