@@ -780,7 +780,7 @@ unsafe fn transpose8<S: Simd>(mut r: [S::V; LANES]) -> [S::V; LANES] {
 /// `buffers`, transforms every tile, then sums over tiles in register blocks of output channels
 /// (`blocks`, broadcast) x one or two vectors of input channels.
 #[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // columns index two arrays
+#[allow(clippy::too_many_arguments)]
 unsafe fn weight_image<S: Simd>(
     s: &WeightShape,
     g: &Geometry,
@@ -812,6 +812,7 @@ unsafe fn weight_image<S: Simd>(
         acc.len() >= 16 * g.cout * cinp,
         "winograd: weight gradient sums"
     );
+    let cols = [0, cinp, 2 * cinp, 3 * cinp, 0, 0];
     // SAFETY (transforms): tile (ty, tx) reads input rows 2ty .. 2ty + 4 < 2 th + 2 and columns
     // 2tx .. 2tx + 4 <= wp, gradient rows 2ty + 1 < 2 th and columns 2tx + 1 < 2 tw, channel
     // vectors below the rounded channel counts; it writes element e's entry `tile` of a run.
@@ -820,23 +821,10 @@ unsafe fn weight_image<S: Simd>(
             for tx in 0..s.grid.tw {
                 let tile = ty * s.grid.tw + tx;
                 for cv in (0..cinp).step_by(lanes) {
+                    // Channels-last: rows `wp * cinp` apart, columns `cinp` apart.
                     let p = x.as_ptr().add((2 * ty * wp + 2 * tx) * cinp + cv);
-                    let mut m = [[S::zero(); 4]; 4];
-                    for c in 0..4 {
-                        let mut col = [S::zero(); 4];
-                        for (r, val) in col.iter_mut().enumerate() {
-                            *val = S::load(p.add((r * wp + c) * cinp));
-                        }
-                        for (i, val) in bt3::<S>(col).into_iter().enumerate() {
-                            m[i][c] = val;
-                        }
-                    }
                     let out = v.as_mut_ptr().add(tile * cinp + cv);
-                    for (i, row) in m.into_iter().enumerate() {
-                        for (j, val) in bt3::<S>(row).into_iter().enumerate() {
-                            S::store(out.add((i * 4 + j) * s.vrun), val);
-                        }
-                    }
+                    input_tile::<S, 4>(p, wp * cinp, &cols, out, s.vrun);
                 }
                 for cv in (0..coutp).step_by(lanes) {
                     let p = dy.as_ptr().add((2 * ty * dw + 2 * tx) * coutp + cv);
