@@ -1,32 +1,34 @@
-//! Winograd F(2x2, 3x3) and F(2x2, 5x5) for the "same" 3x3 and 5x5 convolutions with a few
-//! channels or more (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
-//! 2016).
+//! Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) for the "same" 3x3 and 5x5 convolutions
+//! with a few channels or more (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016).
 //!
-//! Each 2x2 block of outputs ("tile") is `A^T [U . V] A` with `U = G g G^T` the transformed
-//! kernel and `V = B^T d B` the transformed `(r + 1) x (r + 1)` input patch: 16 multiplications
-//! per input channel where the direct 3x3 kernel does 36, 36 where the 5x5 one does 100, at the
+//! Each `m x m` block of outputs ("tile") is `A^T [U . V] A` with `U = G g G^T` the transformed
+//! kernel and `V = B^T d B` the transformed `(m + r - 1) x (m + r - 1)` input patch: per input
+//! channel, F(2x2, 3x3) does 16 multiplications per 4 outputs where the direct 3x3 kernel does
+//! 36, F(4x4, 3x3) 36 per 16, F(2x2, 5x5) 36 per 4 where the direct kernel does 100, at the
 //! price of the two transforms, which are amortised over the output and input channels. The
 //! element-wise products summed over input channels are small matrix products (output channels
 //! x input channels times input channels x tiles), run with the same register tiles as the
-//! direct kernel (channels broadcast, tiles in vector lanes). The 5x5 matrices use the points
-//! 0, 1, -1, 2, -2 and infinity; their largest entries (5 in `B`, 1/24 in `G`) cost some
-//! rounding, which the tests bound.
+//! direct kernel (channels broadcast, tiles in vector lanes). The 6-point transforms (F(4x4,
+//! 3x3) and F(2x2, 5x5) share `B`) use the points 0, 1, -1, 2, -2 and infinity; their largest
+//! entries (5 in `B`, 8 in F(4, 3)'s `A`, 1/24 in `G`) cost some rounding, which the tests
+//! bound.
 //!
 //! Layout. A vector holds `LANES` horizontally adjacent tiles of one tile row; tile rows are
 //! rounded up to whole vectors (`Tiles::twv`), and the junk lanes are never stored. The
 //! transformed input of one image is `[tile vector][element][cin][LANES]`: the products read
-//! each element's channels as one contiguous run. Tile `tx` reads input columns `2tx .. 2tx + r`:
-//! with each padded input row split into its even and its odd columns, these are unit-stride
-//! loads (even, odd, each shifted by up to `r / 2`), so the input transform needs no shuffles;
-//! only the output's two columns per tile are interleaved on the way out.
+//! each element's channels as one contiguous run. Tile `tx` reads input columns `m tx .. m tx +
+//! m + r - 1`: with each padded input row split into its `m` phases (columns `m i + p`), these
+//! are unit-stride loads (each phase shifted by at most one), so the input transform needs no
+//! shuffles; only the output's `m` columns per tile are interleaved on the way out.
 //!
-//! The weight gradient of the 3x3 layers ([`weight_grad`]) runs the same algebra backwards,
-//! with channels rather than tiles in the vector lanes (its sums run over tiles).
+//! The weight gradient of the 3x3 layers ([`weight_grad`]) runs F(2x2, 3x3) backwards, with
+//! channels rather than tiles in the vector lanes (its sums run over tiles).
 //!
 //! Each output is the same sum in the same order whichever task computes it, so an image gives
 //! the same bits alone and in a batch. The sums differ from the direct kernel's in rounding
-//! (the transforms add and subtract before multiplying): the tests hold both to the same bound
-//! against the definition.
+//! (the transforms add and subtract before multiplying): the tests hold them to bounds against
+//! the definition.
 
 use rayon::prelude::*;
 
@@ -50,7 +52,13 @@ pub(super) fn applies(isa: Isa, g: &Geometry) -> bool {
         && g.pad_w == g.k / 2
         && g.cin >= 4
         && g.cout >= 8
-        && t.twv * 4 <= t.tw * 5
+        && t.lanes_used()
+}
+
+/// Side of the output tiles [`forward`] uses for this shape (2 or 4).
+#[cfg(test)]
+pub(super) fn tile_side(g: &Geometry) -> usize {
+    Tiles::new(g).m
 }
 
 /// Lanes of the kernels [`applies`] picks (AVX2's and the portable ones).
@@ -59,30 +67,58 @@ const LANES: usize = 8;
 /// The tile grid of one output plane.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
-    /// Kernel size (3 or 5); tiles read `r + 1` input rows and columns.
+    /// Kernel size (3 or 5).
     r: usize,
+    /// Output tile side (2, or 4 for F(4x4, 3x3)); tiles read `m + r - 1` input rows and
+    /// columns.
+    m: usize,
     /// Tile rows.
     th: usize,
     /// Tiles per row.
     tw: usize,
     /// Tiles per row rounded up to whole vectors.
     twv: usize,
-    /// Length of one half (even or odd columns) of a split input row: `twv + r / 2`, so that
-    /// the shifted loads of the last vector stay inside.
+    /// Length of one phase (the columns `m i + p` for one `p`) of a split input row:
+    /// `twv + (m + r - 2) / m`, so that the shifted loads of the last vector stay inside.
     half: usize,
 }
 
 impl Tiles {
+    /// The forward kernel's grid: 4x4 output tiles (F(4x4, 3x3): 36 multiplications per 16
+    /// outputs and input channel, against F(2x2, 3x3)'s 16 per 4) for 3x3 kernels where a tile
+    /// row wastes at most a fifth of its lanes (28x28 planes, not 14x14), 2x2 tiles otherwise.
+    /// The 16 -> 16 layer at 28x28 ran 1.19x faster with AVX2 and 1.34x with the portable
+    /// kernels, the Defed inference 5% faster; its transforms multiply by up to 8 and 1/24, so
+    /// it rounds like F(2x2, 5x5) (2e-5 of `1 + |y|` at worst in the tests, the direct kernel
+    /// 1e-6).
     fn new(g: &Geometry) -> Tiles {
-        let (th, tw) = (g.ho().div_ceil(2), g.wo().div_ceil(2));
+        let t = Tiles::sized(g, 4);
+        if g.k == 3 && t.lanes_used() {
+            t
+        } else {
+            Tiles::sized(g, 2)
+        }
+    }
+    /// The grid of `m x m` output tiles.
+    fn sized(g: &Geometry, m: usize) -> Tiles {
+        let (th, tw) = (g.ho().div_ceil(m), g.wo().div_ceil(m));
         let twv = tw.div_ceil(LANES) * LANES;
         Tiles {
             r: g.k,
+            m,
             th,
             tw,
             twv,
-            half: twv + g.k / 2,
+            half: twv + (m + g.k - 2) / m,
         }
+    }
+    /// Whether tile rows waste at most a fifth of the lanes.
+    fn lanes_used(&self) -> bool {
+        self.twv * 4 <= self.tw * 5
+    }
+    /// Side of the input tile and of the transformed one (`m + r - 1`).
+    fn alpha(&self) -> usize {
+        self.m + self.r - 1
     }
     /// Tiles per channel, junk lanes included.
     fn count(&self) -> usize {
@@ -94,11 +130,15 @@ impl Tiles {
     }
     /// Padded input rows the tiles read.
     fn rows(&self) -> usize {
-        2 * self.th + self.r - 1
+        self.m * self.th + self.r - 1
+    }
+    /// Length of one split input row (its `m` phases).
+    fn stride(&self) -> usize {
+        self.m * self.half
     }
     /// Transformed elements per tile.
     fn elements(&self) -> usize {
-        (self.r + 1) * (self.r + 1)
+        self.alpha() * self.alpha()
     }
     /// Length of one image's transformed input.
     fn transformed(&self, cin: usize) -> usize {
@@ -124,6 +164,16 @@ const G5: [[f32; 5]; 6] = [
     [0.0, 0.0, 0.0, 0.0, 1.0],
 ];
 
+/// `G` of F(4, 3) (`6 x 3`), the same points: with F(2, 5) it shares `B` (`bt6`).
+const G43: [[f32; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
 /// The kernels transformed (`G g G^T`) and laid out per channel block as
 /// `[element][cin][block]`, so one element's block of output channels is adjacent; block
 /// `c0..c0 + n` starts at `elements * c0 * cin`. Computed on every call (a layer's weights
@@ -134,10 +184,10 @@ fn transform_weights(
     weight: &[f32],
     blocks: &[(usize, usize)],
 ) -> Vec<f32> {
-    if t.r == 3 {
-        transform_weights_sized::<3, 4>(g, weight, blocks, &G3)
-    } else {
-        transform_weights_sized::<5, 6>(g, weight, blocks, &G5)
+    match (t.r, t.m) {
+        (3, 2) => transform_weights_sized::<3, 4>(g, weight, blocks, &G3),
+        (3, _) => transform_weights_sized::<3, 6>(g, weight, blocks, &G43),
+        _ => transform_weights_sized::<5, 6>(g, weight, blocks, &G5),
     }
 }
 
@@ -182,7 +232,22 @@ fn transform_weights_sized<const R: usize, const A: usize>(
 /// Forward convolution (bias and PReLU as in the direct kernel) for shapes where
 /// [`applies`] holds; NCHW in, NCHW out.
 pub(super) fn forward(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<f32> {
-    let t = Tiles::new(g);
+    forward_tiles(isa, g, x, params, Tiles::new(g))
+}
+
+/// [`forward`] with `m x m` output tiles (F(2x2, 3x3) against F(4x4, 3x3) in the speed test).
+#[cfg(test)]
+pub(super) fn forward_sized(
+    isa: Isa,
+    g: &Geometry,
+    x: &[f32],
+    params: Params,
+    m: usize,
+) -> Vec<f32> {
+    forward_tiles(isa, g, x, params, Tiles::sized(g, m))
+}
+
+fn forward_tiles(isa: Isa, g: &Geometry, x: &[f32], params: Params, t: Tiles) -> Vec<f32> {
     let blocks = super::channel_blocks(isa, g.cout);
     let u = transform_weights(&t, g, params.weight, &blocks);
     let params = Params {
@@ -191,7 +256,7 @@ pub(super) fn forward(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<
     };
     let out_plane = g.ho() * g.wo();
     let (xn, vn) = (g.cin * g.h * g.w, t.transformed(g.cin));
-    let split = g.cin * t.rows() * 2 * t.half;
+    let split = g.cin * t.rows() * t.stride();
     // Every (image, channel, y, x < wo) is written exactly once below.
     let mut out = uninit(g.batch * g.cout * out_plane);
     let threads = rayon::current_num_threads();
@@ -244,42 +309,53 @@ pub(super) fn forward(isa: Isa, g: &Geometry, x: &[f32], params: Params) -> Vec<
     out
 }
 
-/// Splits the padded rows of one input plane (`h x w`, padding `r / 2`) into their even and
-/// odd columns: row `y` of `dst` is `[even | odd]`, each `half` long, zero outside the image.
+/// Splits the padded rows of one input plane (`h x w`, padding `r / 2`) into their `m` phases:
+/// row `y` of `dst` is `[phase 0 | .. | phase m - 1]`, each `half` long, phase `p` holding the
+/// padded columns `m i + p`, zero outside the image.
 #[inline(always)]
 unsafe fn split_rows<S: Simd>(t: &Tiles, g: &Geometry, src: &[f32], dst: &mut [f32]) {
-    let (lanes, pad) = (S::LANES, t.r / 2);
-    let stride = 2 * t.half;
+    let (lanes, pad, m) = (S::LANES, t.r / 2, t.m);
+    let stride = t.stride();
     dst[..pad * stride].fill(0.0);
     dst[(g.h + pad) * stride..].fill(0.0);
-    // Padded column j holds row[j - pad]. With padding 1, even columns 2i take row[2i - 1]
-    // and odd ones row[2i]: the row's even values go to the odd half from index 0, its odd
-    // values to the even half from index 1. With padding 2 both start at index 1.
-    let (e_half, e_at, o_half, o_at) = if pad == 1 { (1, 0, 0, 1) } else { (0, 1, 1, 1) };
-    let written = g.w.div_ceil(2 * lanes) * lanes;
+    // Padded column j holds row[j - pad]: the row's values `m i + q` go to phase
+    // `(q + pad) % m` from index `(q + pad) / m`.
+    let at = |q: usize| (q + pad) % m * t.half + (q + pad) / m;
+    let written = g.w.div_ceil(m * lanes) * lanes;
     let mut tail = [0f32; 32];
     for (y, row) in src.chunks_exact(g.w).enumerate() {
         let r = &mut dst[(y + pad) * stride..(y + pad + 1) * stride];
         // The left padding and what the pieces below leave after the row.
-        for (h, at) in [(e_half, e_at), (o_half, o_at)] {
-            let half = &mut r[h * t.half..(h + 1) * t.half];
-            half[..at].fill(0.0);
-            half[at + written..].fill(0.0);
+        for q in 0..m {
+            let (phase, first) = ((q + pad) % m, (q + pad) / m);
+            let part = &mut r[phase * t.half..(phase + 1) * t.half];
+            part[..first].fill(0.0);
+            part[first + written..].fill(0.0);
         }
-        // Each piece of 2 * LANES row values gives LANES of each; the last piece is completed
-        // with zeros (the right padding), and its lanes end at `twv + 1 <= half`.
-        for (k, piece) in row.chunks(2 * lanes).enumerate() {
-            let p = if piece.len() == 2 * lanes {
+        // Each piece of `m * LANES` row values gives LANES of each phase; the last piece is
+        // completed with zeros (the right padding), and its lanes end at `twv + 1 <= half`.
+        for (k, piece) in row.chunks(m * lanes).enumerate() {
+            let p = if piece.len() == m * lanes {
                 piece.as_ptr()
             } else {
                 tail[..piece.len()].copy_from_slice(piece);
-                tail[piece.len()..2 * lanes].fill(0.0);
+                tail[piece.len()..m * lanes].fill(0.0);
                 tail.as_ptr()
             };
+            let base = r.as_mut_ptr();
             unsafe {
                 let (e, o) = S::unzip(S::load(p), S::load(p.add(lanes)));
-                S::store(r.as_mut_ptr().add(e_half * t.half + e_at + k * lanes), e);
-                S::store(r.as_mut_ptr().add(o_half * t.half + o_at + k * lanes), o);
+                if m == 2 {
+                    S::store(base.add(at(0) + k * lanes), e);
+                    S::store(base.add(at(1) + k * lanes), o);
+                } else {
+                    let (e1, o1) = S::unzip(S::load(p.add(2 * lanes)), S::load(p.add(3 * lanes)));
+                    let (q0, q2) = S::unzip(e, e1);
+                    let (q1, q3) = S::unzip(o, o1);
+                    for (q, v) in [q0, q1, q2, q3].into_iter().enumerate() {
+                        S::store(base.add(at(q) + k * lanes), v);
+                    }
+                }
             }
         }
     }
@@ -295,31 +371,30 @@ unsafe fn input_transform<S: Simd>(
     rows: &mut [f32],
     v: &mut [f32],
 ) {
-    let (half, cin, lanes) = (t.half, g.cin, S::LANES);
+    let (half, cin, lanes, m) = (t.half, g.cin, S::LANES, t.m);
     debug_assert_eq!(LANES, lanes);
-    let (stride, split) = (2 * half, t.rows() * 2 * half);
+    let (stride, split) = (t.stride(), t.rows() * t.stride());
     for (plane, r) in x.chunks_exact(g.h * g.w).zip(rows.chunks_exact_mut(split)) {
         unsafe { split_rows::<S>(t, g, plane, r) };
     }
-    // Column 2tx + j of a split row: the even half for even j, the odd one for odd j, shifted
-    // by j / 2.
+    // Column m tx + j of a split row: phase j % m, shifted by j / m.
     let mut cols = [0usize; 6];
     for (j, c) in cols.iter_mut().enumerate() {
-        *c = (j % 2) * half + j / 2;
+        *c = (j % m) * half + j / m;
     }
     // Plain loops and `inline(always)` functions only: a closure may be compiled without the
     // caller's target features, and then every intrinsic in it becomes a call.
     for ty in 0..t.th {
         for tx in (0..t.twv).step_by(lanes) {
             // SAFETY: tile vector (ty * twv + tx) / LANES lies inside `v`; channel `c`'s rows
-            // 2ty .. 2ty + r and columns 2tx .. 2tx + r inside `rows`. Channels innermost, so
-            // each element's run of channels is written front to back.
+            // m ty .. m ty + alpha and columns m tx .. m tx + alpha inside `rows`. Channels
+            // innermost, so each element's run of channels is written front to back.
             unsafe {
                 let dst = v.as_mut_ptr().add((ty * t.twv + tx) * cin * t.elements());
                 for c in 0..cin {
-                    let r0 = rows.as_ptr().add(c * split + 2 * ty * stride + tx);
+                    let r0 = rows.as_ptr().add(c * split + m * ty * stride + tx);
                     let dc = dst.add(c * lanes);
-                    if t.r == 3 {
+                    if t.alpha() == 4 {
                         input_tile::<S, 4>(r0, stride, &cols, dc, cin * lanes);
                     } else {
                         input_tile::<S, 6>(r0, stride, &cols, dc, cin * lanes);
@@ -333,6 +408,7 @@ unsafe fn input_transform<S: Simd>(
 /// `B^T d B` of one vector of tiles of one channel: `d` rows `r0 + r * stride` at `cols`,
 /// element `(i, j)` stored at `dc + (i * A + j) * elem`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // iterating the arrays by value moved them with `memmove`
 unsafe fn input_tile<S: Simd, const A: usize>(
     r0: *const f32,
     stride: usize,
@@ -352,16 +428,16 @@ unsafe fn input_tile<S: Simd, const A: usize>(
                 t[i][j] = b[i];
             }
         }
-        for (i, row) in t.into_iter().enumerate() {
-            let b = bt::<S, A>(row);
-            for (j, val) in b.into_iter().enumerate() {
-                S::store(dc.add((i * A + j) * elem), val);
+        for i in 0..A {
+            let b = bt::<S, A>(t[i]);
+            for j in 0..A {
+                S::store(dc.add((i * A + j) * elem), b[j]);
             }
         }
     }
 }
 
-/// `B^T d` of F(2, 3) (`A` = 4) or F(2, 5) (`A` = 6).
+/// `B^T d` of F(2, 3) (`A` = 4), or of F(2, 5) and F(4, 3) (`A` = 6: the same matrix).
 #[inline(always)]
 unsafe fn bt<S: Simd, const A: usize>(d: [S::V; A]) -> [S::V; A] {
     let mut out = [unsafe { S::zero() }; A];
@@ -390,7 +466,7 @@ unsafe fn bt3<S: Simd>(d: [S::V; 4]) -> [S::V; 4] {
     }
 }
 
-/// `B^T d` of F(2, 5): rows `[4, 0, -5, 0, 1, 0]`, `[0, -4, -4, 1, 1, 0]`,
+/// `B^T d` of F(2, 5) and F(4, 3): rows `[4, 0, -5, 0, 1, 0]`, `[0, -4, -4, 1, 1, 0]`,
 /// `[0, 4, -4, -1, 1, 0]`, `[0, -2, -1, 2, 1, 0]`, `[0, 2, -1, -2, 1, 0]`, `[0, 4, 0, -5, 0, 1]`.
 #[inline(always)]
 unsafe fn bt5<S: Simd>(d: [S::V; 6]) -> [S::V; 6] {
@@ -424,19 +500,24 @@ unsafe fn multiply<S: Simd>(
     v1: usize,
     out: *mut f32,
 ) {
-    // The tiles (channels x vectors) of `forward_block`, for each kernel size.
+    // The tiles (channels x vectors) of `forward_block`, for each tile size.
     unsafe {
-        match (t.r, n) {
-            (3, 8) => multiply_tile::<S, 4, 16, 8, 3>(t, g, v, params, c0, v0, v1, out),
-            (3, 6) => multiply_tile::<S, 4, 16, 6, 2>(t, g, v, params, c0, v0, v1, out),
-            (3, 4) => multiply_tile::<S, 4, 16, 4, 2>(t, g, v, params, c0, v0, v1, out),
-            (3, 2) => multiply_tile::<S, 4, 16, 2, 4>(t, g, v, params, c0, v0, v1, out),
-            (3, _) => multiply_tile::<S, 4, 16, 1, 8>(t, g, v, params, c0, v0, v1, out),
-            (_, 8) => multiply_tile::<S, 6, 36, 8, 3>(t, g, v, params, c0, v0, v1, out),
-            (_, 6) => multiply_tile::<S, 6, 36, 6, 2>(t, g, v, params, c0, v0, v1, out),
-            (_, 4) => multiply_tile::<S, 6, 36, 4, 2>(t, g, v, params, c0, v0, v1, out),
-            (_, 2) => multiply_tile::<S, 6, 36, 2, 4>(t, g, v, params, c0, v0, v1, out),
-            _ => multiply_tile::<S, 6, 36, 1, 8>(t, g, v, params, c0, v0, v1, out),
+        match (t.alpha(), t.m, n) {
+            (4, _, 8) => multiply_tile::<S, 4, 16, 2, 8, 3>(t, g, v, params, c0, v0, v1, out),
+            (4, _, 6) => multiply_tile::<S, 4, 16, 2, 6, 2>(t, g, v, params, c0, v0, v1, out),
+            (4, _, 4) => multiply_tile::<S, 4, 16, 2, 4, 2>(t, g, v, params, c0, v0, v1, out),
+            (4, _, 2) => multiply_tile::<S, 4, 16, 2, 2, 4>(t, g, v, params, c0, v0, v1, out),
+            (4, _, _) => multiply_tile::<S, 4, 16, 2, 1, 8>(t, g, v, params, c0, v0, v1, out),
+            (_, 4, 8) => multiply_tile::<S, 6, 36, 4, 8, 3>(t, g, v, params, c0, v0, v1, out),
+            (_, 4, 6) => multiply_tile::<S, 6, 36, 4, 6, 2>(t, g, v, params, c0, v0, v1, out),
+            (_, 4, 4) => multiply_tile::<S, 6, 36, 4, 4, 2>(t, g, v, params, c0, v0, v1, out),
+            (_, 4, 2) => multiply_tile::<S, 6, 36, 4, 2, 4>(t, g, v, params, c0, v0, v1, out),
+            (_, 4, _) => multiply_tile::<S, 6, 36, 4, 1, 8>(t, g, v, params, c0, v0, v1, out),
+            (_, _, 8) => multiply_tile::<S, 6, 36, 2, 8, 3>(t, g, v, params, c0, v0, v1, out),
+            (_, _, 6) => multiply_tile::<S, 6, 36, 2, 6, 2>(t, g, v, params, c0, v0, v1, out),
+            (_, _, 4) => multiply_tile::<S, 6, 36, 2, 4, 2>(t, g, v, params, c0, v0, v1, out),
+            (_, _, 2) => multiply_tile::<S, 6, 36, 2, 2, 4>(t, g, v, params, c0, v0, v1, out),
+            _ => multiply_tile::<S, 6, 36, 2, 1, 8>(t, g, v, params, c0, v0, v1, out),
         }
     }
 }
@@ -447,6 +528,7 @@ unsafe fn multiply_tile<
     S: Simd,
     const A: usize,
     const E: usize,
+    const M: usize,
     const CB: usize,
     const PV: usize,
 >(
@@ -463,21 +545,25 @@ unsafe fn multiply_tile<
     let per = cin * E * lanes;
     let (ho, wo) = (g.ho(), g.wo());
     let u = &params.weight[E * c0 * cin..E * (c0 + CB) * cin];
-    let mut m = [[[unsafe { S::zero() }; PV]; CB]; E];
+    // The sums `[element][channel][vector]`, every one written before it is read; kept as
+    // uninitialised memory and moved vector by vector (zeroing or copying these arrays whole
+    // became `memset` and `memcpy` calls).
+    let mut sums = std::mem::MaybeUninit::<[[[S::V; PV]; CB]; E]>::uninit();
+    let m = sums.as_mut_ptr() as *mut S::V;
     let mut vi = v0;
     while vi < v1 {
         let pv = (v1 - vi).min(PV);
         if pv < PV {
             // The last vectors one at a time rather than with copies of the last one (a 14x14
             // plane has 7 vectors of tiles: with pairs, an eighth of the products were copies).
-            unsafe { multiply_tile::<S, A, E, CB, 1>(t, g, v, params, c0, vi, v1, out) };
+            unsafe { multiply_tile::<S, A, E, M, CB, 1>(t, g, v, params, c0, vi, v1, out) };
             return;
         }
         unsafe {
             // A tile narrower than PV at the end repeats its last vector (never stored).
             let vp: [*const f32; PV] =
                 std::array::from_fn(|p| v.as_ptr().add((vi + p.min(pv - 1)) * per));
-            for (e, me) in m.iter_mut().enumerate() {
+            for e in 0..E {
                 let mut acc = [[S::zero(); PV]; CB];
                 let ue = u.as_ptr().add(e * cin * CB);
                 for c in 0..cin {
@@ -493,25 +579,23 @@ unsafe fn multiply_tile<
                         }
                     }
                 }
-                *me = acc;
+                for j in 0..CB {
+                    for p in 0..PV {
+                        m.add((e * CB + j) * PV + p).write(acc[j][p]);
+                    }
+                }
             }
             for p in 0..pv {
                 // Tile row and first output column of this vector (one division per vector).
                 let q = (vi + p) * lanes;
-                let (ty, col) = (q / t.twv, 2 * (q % t.twv));
+                let (ty, col) = (q / t.twv, M * (q % t.twv));
                 if col >= wo {
                     continue;
                 }
                 let valid = wo - col;
                 for j in 0..CB {
                     let ch = c0 + j;
-                    let mut e = [[S::zero(); A]; A];
-                    for (i, row) in e.iter_mut().enumerate() {
-                        for (x, v) in row.iter_mut().enumerate() {
-                            *v = m[i * A + x][j][p];
-                        }
-                    }
-                    let mut rows = output_tile::<S, A>(&e);
+                    let mut rows = output_tile::<S, A, M>(m.add(j * PV + p), CB * PV);
                     if let Some(b) = params.bias {
                         let b = S::splat(b[ch]);
                         for a in rows.iter_mut().flatten() {
@@ -524,16 +608,19 @@ unsafe fn multiply_tile<
                             *a = S::fma(S::min0(*a), k, S::max0(*a));
                         }
                     }
-                    for (r, [left, right]) in rows.into_iter().enumerate() {
-                        let y = 2 * ty + r;
+                    for r in 0..M {
+                        let y = M * ty + r;
                         if y >= ho {
                             break;
                         }
-                        let (lo, hi) = S::zip(left, right);
+                        // The tiles' columns interleaved into `M` vectors of output columns.
+                        let row = interleave::<S, M>(rows[r]);
                         let dst = out.add((ch * ho + y) * wo + col);
-                        S::store_lanes(dst, lo, 0, valid.min(lanes));
-                        if valid > lanes {
-                            S::store_lanes(dst.add(lanes), hi, 0, (valid - lanes).min(lanes));
+                        for i in 0..M {
+                            if valid > i * lanes {
+                                let n = (valid - i * lanes).min(lanes);
+                                S::store_lanes(dst.add(i * lanes), row[i], 0, n);
+                            }
                         }
                     }
                 }
@@ -569,35 +656,87 @@ unsafe fn at5<S: Simd>(z: [S::V; 6]) -> [S::V; 2] {
     }
 }
 
-/// `A^T z` for a column of `A` (4 or 6).
+/// `A^T z` of F(4, 3) for a column of 6: `A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
+/// [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]`.
 #[inline(always)]
-unsafe fn at<S: Simd, const A: usize>(z: [S::V; A]) -> [S::V; 2] {
+unsafe fn at43<S: Simd>(z: [S::V; 6]) -> [S::V; 4] {
     unsafe {
-        if A == 4 {
-            at3::<S>([z[0], z[1], z[2], z[3]])
-        } else {
-            at5::<S>([z[0], z[1], z[2], z[3], z[4 % A], z[5 % A]])
-        }
+        let (s12, d12) = (S::add(z[1], z[2]), S::sub(z[1], z[2]));
+        let (s34, d34) = (S::add(z[3], z[4]), S::sub(z[3], z[4]));
+        [
+            S::add(S::add(z[0], s12), s34),
+            S::fma(S::splat(2.0), d34, d12),
+            S::fma(S::splat(4.0), s34, s12),
+            S::fma(S::splat(8.0), d34, S::add(d12, z[5])),
+        ]
     }
 }
 
-/// `A^T M A` of one tile, `M` the `A x A` elements: `[[y00, y01], [y10, y11]]`, over rows
-/// then columns.
+/// `A^T z` for a column of `A` (4 or 6) into `M` (2 or 4) outputs.
 #[inline(always)]
-unsafe fn output_tile<S: Simd, const A: usize>(m: &[[S::V; A]; A]) -> [[S::V; 2]; 2] {
+unsafe fn at<S: Simd, const A: usize, const M: usize>(z: [S::V; A]) -> [S::V; M] {
+    let mut out = [unsafe { S::zero() }; M];
     unsafe {
-        let mut rows = [[S::zero(); A]; 2];
+        if A == 4 {
+            out[..2].copy_from_slice(&at3::<S>([z[0], z[1], z[2], z[3]]));
+        } else if M == 2 {
+            out[..2].copy_from_slice(&at5::<S>([z[0], z[1], z[2], z[3], z[4 % A], z[5 % A]]));
+        } else {
+            let y = at43::<S>([z[0], z[1], z[2], z[3], z[4 % A], z[5 % A]]);
+            out.copy_from_slice(&y[..M]);
+        }
+    }
+    out
+}
+
+/// `A^T M A` of one tile, `M` the `A x A` elements, element `(i, x)` at `m + (i A + x) stride`:
+/// `M x M` outputs, over rows then columns.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // as in `input_tile`
+unsafe fn output_tile<S: Simd, const A: usize, const M: usize>(
+    m: *const S::V,
+    stride: usize,
+) -> [[S::V; M]; M] {
+    unsafe {
+        let mut rows = [[S::zero(); A]; M];
         for x in 0..A {
             let mut z = [S::zero(); A];
             for i in 0..A {
-                z[i] = m[i][x];
+                z[i] = *m.add((i * A + x) * stride);
             }
-            let y = at::<S, A>(z);
-            rows[0][x] = y[0];
-            rows[1][x] = y[1];
+            let y = at::<S, A, M>(z);
+            for i in 0..M {
+                rows[i][x] = y[i];
+            }
         }
-        [at::<S, A>(rows[0]), at::<S, A>(rows[1])]
+        let mut out = [[S::zero(); M]; M];
+        for i in 0..M {
+            out[i] = at::<S, A, M>(rows[i]);
+        }
+        out
     }
+}
+
+/// Column `j` of `LANES` side-by-side tiles (`cols[j]`) interleaved into the `M x LANES`
+/// output columns they cover, in order.
+#[inline(always)]
+unsafe fn interleave<S: Simd, const M: usize>(cols: [S::V; M]) -> [S::V; M] {
+    let mut out = [unsafe { S::zero() }; M];
+    unsafe {
+        if M == 2 {
+            let (lo, hi) = S::zip(cols[0], cols[1]);
+            out[0] = lo;
+            out[1] = hi;
+        } else {
+            // Columns 0 and 2, 1 and 3, then those pairs: 0 1 2 3 of each tile in turn.
+            let (a_lo, a_hi) = S::zip(cols[0], cols[2 % M]);
+            let (b_lo, b_hi) = S::zip(cols[1], cols[3 % M]);
+            let (o0, o1) = S::zip(a_lo, b_lo);
+            let (o2, o3) = S::zip(a_hi, b_hi);
+            out.copy_from_slice(&[o0, o1, o2, o3][..M]);
+        }
+    }
+    out
 }
 
 /// Whether [`weight_grad`] computes this convolution's weight gradient: where [`applies`]
@@ -663,7 +802,7 @@ struct WeightShape {
 
 impl WeightShape {
     fn new(g: &Geometry) -> WeightShape {
-        let grid = Tiles::new(g);
+        let grid = Tiles::sized(g, 2);
         let (th, tw) = (grid.th, grid.tw);
         let (cinp, coutp) = (
             g.cin.div_ceil(LANES) * LANES,
