@@ -320,17 +320,27 @@ unsafe fn split_rows<S: Simd>(t: &Tiles, g: &Geometry, src: &[f32], dst: &mut [f
     dst[(g.h + pad) * stride..].fill(0.0);
     // Padded column j holds row[j - pad]: the row's values `m i + q` go to phase
     // `(q + pad) % m` from index `(q + pad) / m`.
-    let at = |q: usize| (q + pad) % m * t.half + (q + pad) / m;
+    // (Computed once: with `m` unknown to the compiler, each `%` and `/` is a division.)
+    let (mut phase, mut at) = ([0usize; 4], [0usize; 4]);
+    for q in 0..m {
+        phase[q] = (q + pad) % m;
+        at[q] = phase[q] * t.half + (q + pad) / m;
+    }
     let written = g.w.div_ceil(m * lanes) * lanes;
     let mut tail = [0f32; 32];
     for (y, row) in src.chunks_exact(g.w).enumerate() {
         let r = &mut dst[(y + pad) * stride..(y + pad + 1) * stride];
-        // The left padding and what the pieces below leave after the row.
-        for q in 0..m {
-            let (phase, first) = ((q + pad) % m, (q + pad) / m);
-            let part = &mut r[phase * t.half..(phase + 1) * t.half];
-            part[..first].fill(0.0);
-            part[first + written..].fill(0.0);
+        // The left padding and what the pieces below leave after the row (at most 1 and 2
+        // values per phase: `written` is `twv`) as one zero vector at each end of each phase,
+        // which the pieces then overwrite where they reach (`fill` called `memset` for these
+        // few values, eight times a row).
+        debug_assert!(written == t.twv && t.half >= lanes);
+        for &p in &phase[..m] {
+            let part = &mut r[p * t.half..(p + 1) * t.half];
+            unsafe {
+                S::store(part.as_mut_ptr(), S::zero());
+                S::store(part.as_mut_ptr().add(t.half - lanes), S::zero());
+            }
         }
         // Each piece of `m * LANES` row values gives LANES of each phase; the last piece is
         // completed with zeros (the right padding), and its lanes end at `twv + 1 <= half`.
@@ -346,14 +356,14 @@ unsafe fn split_rows<S: Simd>(t: &Tiles, g: &Geometry, src: &[f32], dst: &mut [f
             unsafe {
                 let (e, o) = S::unzip(S::load(p), S::load(p.add(lanes)));
                 if m == 2 {
-                    S::store(base.add(at(0) + k * lanes), e);
-                    S::store(base.add(at(1) + k * lanes), o);
+                    S::store(base.add(at[0] + k * lanes), e);
+                    S::store(base.add(at[1] + k * lanes), o);
                 } else {
                     let (e1, o1) = S::unzip(S::load(p.add(2 * lanes)), S::load(p.add(3 * lanes)));
                     let (q0, q2) = S::unzip(e, e1);
                     let (q1, q3) = S::unzip(o, o1);
                     for (q, v) in [q0, q1, q2, q3].into_iter().enumerate() {
-                        S::store(base.add(at(q) + k * lanes), v);
+                        S::store(base.add(at[q] + k * lanes), v);
                     }
                 }
             }
