@@ -16,7 +16,8 @@ use crate::data::{Augment, ImageSet, embedded_mnist};
 use crate::defense::{Defender, DefenderDenoiser, Policy, ThresholdRule};
 use crate::error::{Error, Result};
 use crate::eval::report::{
-    EvalInput, EvalRow, Rule, compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
+    CalibrationSpread, EvalInput, EvalRow, Rule, calibration_markdown, calibration_spread,
+    compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
 };
 use crate::model::{
     Classifier, Defed, EdgeMethod, LeNet, LoadOptions, embedded, load_classifier, load_denoiser,
@@ -116,6 +117,9 @@ pub struct DefenceReport {
     /// The adaptive attack on the calibrated bundle.
     #[serde(default)]
     pub adaptive: Vec<crate::eval::adaptive::AdaptiveRow>,
+    /// How each denoiser's scores spread over the calibration images.
+    #[serde(default)]
+    pub calibration_spread: Vec<crate::eval::report::CalibrationSpread>,
 }
 
 /// The pipeline's figures: the paper's defender, and the robust one beside it.
@@ -536,7 +540,7 @@ fn defence_stages(
 
     // Stage 5: defender and evaluation.
     let mut defender = Defender::new(classifier.clone(), denoisers, 1.0)?;
-    let (evaluation, headline) =
+    let (evaluation, headline, calibration_spread) =
         evaluation_stage(cfg, &mut defender, policy, &benign, &adv_sets, out, &device)?;
     let adaptive = adaptive_stage(
         cfg,
@@ -554,6 +558,7 @@ fn defence_stages(
         attacks,
         evaluation,
         headline,
+        calibration_spread,
     })
 }
 
@@ -624,7 +629,8 @@ fn attack_stage(
 
 /// Stage 5: the evaluation grid (every denoiser, every pair, all together; k = 1, 2, 3 and 5%
 /// FPR), the calibrated bundle (all denoisers, k = 2, `policy`) saved as
-/// `defender.safetensors`, and the figures. Returns the grid and its k = 2 all-denoiser row.
+/// `defender.safetensors`, and the figures. Returns the grid, its k = 2 all-denoiser row and
+/// the spread of each denoiser's calibration scores.
 fn evaluation_stage(
     cfg: &PipelineConfig,
     defender: &mut Defender,
@@ -633,7 +639,7 @@ fn evaluation_stage(
     adv_sets: &[(String, AdvSet)],
     out: &Path,
     device: &Device,
-) -> Result<(Vec<EvalRow>, Option<EvalRow>)> {
+) -> Result<(Vec<EvalRow>, Option<EvalRow>, Vec<CalibrationSpread>)> {
     let m = defender.denoisers.len();
     let mut sets = singles_and_pairs(m);
     if m > 2 {
@@ -663,6 +669,7 @@ fn evaluation_stage(
     let scores = compute_scores(&input, device)?;
     let evaluation = evaluate(&input, &scores)?;
     let calib = scores.benign.select_images(0..cfg.calibration);
+    let spread = calibration_spread(&calib, &defender.names());
     defender.calibrate(
         &calib,
         ThresholdRule::KStd(2.0),
@@ -686,7 +693,7 @@ fn evaluation_stage(
         device,
     )?;
     crate::eval::charts::write_figures(out, &figures)?;
-    Ok((evaluation, headline))
+    Ok((evaluation, headline, spread))
 }
 
 /// The adaptive run's budgets: MNIST's Linf 0.3 and L2 2, or Linf 8/255 and L2 0.5 for colour
@@ -697,6 +704,18 @@ fn adaptive_budgets(colour: bool) -> [(Norm, f32); 2] {
     } else {
         [(Norm::Linf, 0.3), (Norm::L2, 2.0)]
     }
+}
+
+/// The report's section on what sets the k = 2 thresholds (empty without calibration data).
+fn spread_markdown(spread: &[CalibrationSpread]) -> String {
+    if spread.is_empty() {
+        return String::new();
+    }
+    format!(
+        "### What sets the k = 2 thresholds\n\n\
+         Each denoiser's adversarial score on the calibration images. A few digits that the classifier doubts once denoised (digits on its own decision boundary) carry a large class term: they alone can lift `mean + 2 std` far above the scores of the other benign digits, and with it the score an attack must reach to be flagged. The last column is the threshold the other calibration digits would set without the highest 1% of the scores (not used: it flags more held-out benign digits).\n\n{}\n",
+        calibration_markdown(spread)
+    )
 }
 
 /// The small white-box adaptive run on the calibrated bundle at `budgets`, if asked.
@@ -872,7 +891,7 @@ fn write_report(
          ## Stage 1: benign set\n\nClassifier accuracy on the held-out images: {acc:.2}%. Kept the first {b} correctly classified; the first {c} calibrate the thresholds, the others are held out for evaluation and attacked.\n\n\
          ## Stage 2: attacks (against the bare classifier)\n\n{attacks_md}\n\
          ## Stage 5: defender\n\n{headline}\n\
-         Each attack cell: detection rate / accuracy of the final label / ROC-AUC of the max normalised score. These are non-adaptive attacks: the attacker does not know the defence, so these figures are an upper bound; run `defed evaluate --adaptive --bundle defender.safetensors --benign benign.npz` for the white-box attack (see the README).\n\n{table}\n\
+         Each attack cell: detection rate / accuracy of the final label / ROC-AUC of the max normalised score. These are non-adaptive attacks: the attacker does not know the defence, so these figures are an upper bound; run `defed evaluate --adaptive --bundle defender.safetensors --benign benign.npz` for the white-box attack (see the README).\n\n{table}\n{spread_md}\
          ## Figures\n\n{figures_md}\
          Files: `benign.npz`, `adv/*.npz` (+ `.json` stats), `attacks.csv`, `results.csv`, `results.json`, `adaptive.csv`, and the calibrated bundle `defender.safetensors` (all denoisers, k = 2).\n{adaptive_md}",
         data = data.description,
@@ -881,6 +900,7 @@ fn write_report(
         b = r.benign,
         c = r.calibration,
         table = to_markdown(&r.evaluation),
+        spread_md = spread_markdown(&r.calibration_spread),
         figures_md = crate::eval::charts::markdown(&crate::eval::charts::read_figures(out)?),
     );
     write_atomic(out.join("report.md"), md.as_bytes())?;

@@ -528,7 +528,9 @@ pub fn flag_rate(s: &Scores, thresholds: &[f32]) -> f64 {
     flagged as f64 / s.len().max(1) as f64
 }
 
-fn quantile(v: &[f32], q: f64) -> f32 {
+/// The `q` quantile of `v` (the smallest value at or above that share of them; infinity for
+/// none).
+pub fn quantile(v: &[f32], q: f64) -> f32 {
     let mut s: Vec<f32> = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     if s.is_empty() {

@@ -14,7 +14,7 @@ use crate::attack::AdvSet;
 use crate::backend::Device;
 use crate::data::ImageSet;
 use crate::defense::{
-    Defender, Scores, decide_with, flag_rate, mean_std, thresholds_fpr, thresholds_k_std,
+    Defender, Scores, decide_with, flag_rate, mean_std, quantile, thresholds_fpr, thresholds_k_std,
 };
 use crate::error::{Error, Result};
 
@@ -310,6 +310,90 @@ pub fn to_markdown(rows: &[EvalRow]) -> String {
     out
 }
 
+/// How one denoiser's adversarial scores spread over the benign calibration images: what sets
+/// its `mean + k * std` threshold. A few digits that the classifier doubts once denoised
+/// (digits on its own decision boundary) carry a large class term, and they alone can raise
+/// the standard deviation, and so the threshold, far above where most benign scores lie.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationSpread {
+    /// The denoiser's name.
+    pub denoiser: String,
+    /// Calibration images.
+    pub images: usize,
+    /// Median score.
+    pub median: f64,
+    /// 95th percentile of the scores.
+    pub p95: f64,
+    /// Largest score.
+    pub max: f64,
+    /// Mean score (the k-std rule's).
+    pub mean: f64,
+    /// Unbiased standard deviation of the scores (the k-std rule's).
+    pub std: f64,
+    /// The k = 2 threshold, `mean + 2 std`.
+    pub threshold_k2: f64,
+    /// Calibration images whose class term exceeds ln 2: once denoised, the classifier gives
+    /// their label less than half its probability (every relabelled image among them).
+    pub doubted: usize,
+    /// `mean + 2 std` without the highest 1% of the scores (at least one).
+    pub threshold_k2_trimmed: f64,
+}
+
+/// [`CalibrationSpread`] of every denoiser over the calibration scores `calib`.
+pub fn calibration_spread(calib: &Scores, names: &[String]) -> Vec<CalibrationSpread> {
+    calib
+        .total
+        .iter()
+        .enumerate()
+        .map(|(i, total)| {
+            let doubted = calib.class[i]
+                .iter()
+                .filter(|&&c| c > std::f32::consts::LN_2)
+                .count();
+            let mut sorted = total.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            let drop = total.len().div_ceil(100).min(total.len().saturating_sub(2));
+            let (mean, std) = mean_std(total);
+            let (trimmed_mean, trimmed_std) = mean_std(&sorted[..total.len() - drop]);
+            CalibrationSpread {
+                denoiser: names.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
+                images: total.len(),
+                median: quantile(total, 0.5) as f64,
+                p95: quantile(total, 0.95) as f64,
+                max: quantile(total, 1.0) as f64,
+                mean,
+                std,
+                threshold_k2: mean + 2.0 * std,
+                doubted,
+                threshold_k2_trimmed: trimmed_mean + 2.0 * trimmed_std,
+            }
+        })
+        .collect()
+}
+
+/// [`calibration_spread`] as a markdown table.
+pub fn calibration_markdown(rows: &[CalibrationSpread]) -> String {
+    let mut out = String::from(
+        "| denoiser | images | median | 95th percentile | max | mean | std | k = 2 threshold | doubted once denoised (p(label) < 0.5) | k = 2 threshold without the top 1% |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {:.4} |\n",
+            r.denoiser,
+            r.images,
+            r.median,
+            r.p95,
+            r.max,
+            r.mean,
+            r.std,
+            r.threshold_k2,
+            r.doubted,
+            r.threshold_k2_trimmed
+        );
+    }
+    out
+}
+
 /// What the evaluation figures are drawn from.
 pub struct FigureInput<'a> {
     /// The defender with every denoiser (its thresholds, if any, decide the example verdicts;
@@ -531,4 +615,40 @@ fn example_grid(
             rows,
         }),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_spread_shows_what_sets_the_threshold() {
+        // Two denoisers, five digits; under denoiser 0 digit 3 keeps a third of its label's
+        // probability (class term ln 3) and is the outlier.
+        let calib = Scores {
+            total: vec![vec![0.1, 0.2, 0.3, 4.0, 0.4], vec![0.5; 5]],
+            class: vec![vec![0.01, 0.02, 0.6, 3f32.ln(), 0.03], vec![0.0; 5]],
+            vision: vec![vec![0.0; 5]; 2],
+            pred: vec![0, 1, 0, 1, 0],
+            probs: vec![vec![0.5; 10]; 2],
+        };
+        let s = calibration_spread(&calib, &["20".into(), "60".into()]);
+        assert_eq!(s.len(), 2);
+        let (m, sd) = mean_std(&calib.total[0]);
+        assert_eq!((s[0].median, s[0].max), (0.3f32 as f64, 4.0));
+        assert!((s[0].threshold_k2 - (m + 2.0 * sd)).abs() < 1e-12);
+        assert_eq!(s[0].doubted, 1);
+        // The top 1% of five scores is one: the outlier.
+        let (km, ksd) = mean_std(&[0.1, 0.2, 0.3, 0.4]);
+        assert!((s[0].threshold_k2_trimmed - (km + 2.0 * ksd)).abs() < 1e-12);
+        assert!(s[0].threshold_k2_trimmed < 0.2 * s[0].threshold_k2);
+        assert_eq!(
+            (s[1].doubted, s[1].std, s[1].threshold_k2_trimmed),
+            (0, 0.0, 0.5)
+        );
+        assert_eq!(s[1].denoiser, "60");
+        let md = calibration_markdown(&s);
+        assert_eq!(md.lines().count(), 4, "{md}");
+        assert!(md.contains("| 20 | 5 | 0.3000 |"), "{md}");
+    }
 }
