@@ -70,7 +70,22 @@ fn pipeline_runs_end_to_end_and_reports() {
     let d =
         defed::defense::Defender::load(out.join("defender.safetensors"), &defed::default_device())
             .unwrap();
-    assert!(d.thresholds.is_some());
+    let thresholds = d.thresholds.clone().unwrap();
+    // The report's calibration spread is the bundle's: its k = 2 thresholds, from the same 100
+    // calibration digits, and the trimmed ones below them.
+    assert!(md.contains("### What sets the k = 2 thresholds"), "{md}");
+    let spread = r["calibration_spread"].as_array().unwrap();
+    assert_eq!(spread.len(), thresholds.len());
+    for (s, t) in spread.iter().zip(&thresholds) {
+        let k2 = s["threshold_k2"].as_f64().unwrap();
+        assert!((k2 - *t as f64).abs() <= 1e-6 * (1.0 + k2), "{s} vs {t}");
+        assert_eq!(s["images"], 100);
+        assert!(s["threshold_k2_trimmed"].as_f64().unwrap() <= k2, "{s}");
+        assert!(
+            s["median"].as_f64().unwrap() <= s["p95"].as_f64().unwrap(),
+            "{s}"
+        );
+    }
 
     // The robust defender ran beside it: its own folder, bundle and adaptive run, and the
     // side-by-side table in the main report.
