@@ -16,7 +16,7 @@ use crate::data::{Augment, ImageSet, embedded_mnist};
 use crate::defense::{Defender, DefenderDenoiser, Policy, ThresholdRule};
 use crate::error::{Error, Result};
 use crate::eval::report::{
-    CalibrationSpread, EvalInput, EvalRow, Rule, calibration_markdown, calibration_spread,
+    CalibrationSpread, EvalInput, EvalRow, calibration_markdown, calibration_spread,
     compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
 };
 use crate::model::{
@@ -646,10 +646,10 @@ fn evaluation_stage(
         sets.push((0..m).collect());
     }
     let rules = [
-        Rule::KStd(1.0),
-        Rule::KStd(2.0),
-        Rule::KStd(3.0),
-        Rule::Fpr(0.05),
+        ThresholdRule::KStd(1.0),
+        ThresholdRule::KStd(2.0),
+        ThresholdRule::KStd(3.0),
+        ThresholdRule::Fpr(0.05),
     ];
     let input = EvalInput {
         defender,

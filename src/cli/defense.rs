@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use defed::attack::{AdvSet, load_adv, load_adv_npy, load_benign};
 use defed::defense::{Defender, ThresholdRule, flag_rate};
 use defed::eval::report::{
-    EvalInput, Rule, compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
+    EvalInput, compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
 };
 use defed::model::{EdgeMethod, LoadOptions};
 
@@ -409,8 +409,8 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
     }
     let adv = collect_adv(&a.adv)?;
     let sets = resolve_sets(&d, &a.sets, a.pairwise)?;
-    let mut rules: Vec<Rule> = a.k.iter().map(|&k| Rule::KStd(k)).collect();
-    rules.extend(a.fpr.iter().map(|&p| Rule::Fpr(p)));
+    let mut rules: Vec<ThresholdRule> = a.k.iter().map(|&k| ThresholdRule::KStd(k)).collect();
+    rules.extend(a.fpr.iter().map(|&p| ThresholdRule::Fpr(p)));
     let input = EvalInput {
         defender: &d,
         benign: &benign,

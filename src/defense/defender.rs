@@ -435,6 +435,16 @@ pub enum ThresholdRule {
     Fpr(f64),
 }
 
+impl std::fmt::Display for ThresholdRule {
+    /// `k=2`, `fpr=0.05`: the rule's name in evaluation tables.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThresholdRule::KStd(k) => write!(f, "k={k}"),
+            ThresholdRule::Fpr(p) => write!(f, "fpr={p}"),
+        }
+    }
+}
+
 impl ThresholdRule {
     /// The thresholds the rule sets from `benign` scores.
     pub fn thresholds(self, benign: &Scores) -> Vec<f32> {

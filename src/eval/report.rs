@@ -13,9 +13,7 @@ use super::detection::{roc_auc, roc_curve, tpr_at_fpr};
 use crate::attack::AdvSet;
 use crate::backend::Device;
 use crate::data::ImageSet;
-use crate::defense::{
-    Defender, Scores, decide_with, flag_rate, mean_std, quantile, thresholds_fpr, thresholds_k_std,
-};
+use crate::defense::{Defender, Scores, ThresholdRule, decide_with, flag_rate, mean_std, quantile};
 use crate::error::{Error, Result};
 
 /// Every single denoiser and every pair of `m`, as index sets (`[0], [0, 1], [0, 2], [1], ...`):
@@ -29,32 +27,6 @@ pub fn singles_and_pairs(m: usize) -> Vec<Vec<usize>> {
         }
     }
     sets
-}
-
-/// A threshold rule.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum Rule {
-    /// `mean + k * std` of the benign calibration scores.
-    KStd(f64),
-    /// Quantiles flagging at most this share of benign calibration images.
-    Fpr(f64),
-}
-
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Rule::KStd(k) => write!(f, "k={k}"),
-            Rule::Fpr(p) => write!(f, "fpr={p}"),
-        }
-    }
-}
-
-/// Thresholds for a rule.
-pub fn thresholds(calib: &Scores, rule: Rule) -> Vec<f32> {
-    match rule {
-        Rule::KStd(k) => thresholds_k_std(calib, k),
-        Rule::Fpr(p) => thresholds_fpr(calib, p),
-    }
 }
 
 /// Figures for one attack under one set and rule.
@@ -110,7 +82,7 @@ pub struct EvalInput<'a> {
     /// Denoiser sets, as indices into the defender's denoisers.
     pub sets: &'a [Vec<usize>],
     /// Threshold rules.
-    pub rules: &'a [Rule],
+    pub rules: &'a [ThresholdRule],
     /// Images per batch.
     pub batch_size: usize,
 }
@@ -204,7 +176,7 @@ pub fn evaluate(input: &EvalInput<'_>, scores: &EvalScores) -> Result<Vec<EvalRo
         let norm_max = |s: &Scores| max_normalized(&calib, s);
         let held_norm = norm_max(&held);
         for &rule in input.rules {
-            let t = thresholds(&calib, rule);
+            let t = rule.thresholds(&calib);
             let v = decide_with(&held, &t, classes);
             let benign_pass = 1.0 - flag_rate(&held, &t);
             let benign_accuracy = v
