@@ -1377,17 +1377,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn winograd_forward_matches_the_definition_over_many_shapes() {
-        // 3x3 layers on both tile sizes: widths whose 4x4 tile rows fill 7 or 8 lanes (F(4x4,
-        // 3x3)) or too few (F(2x2, 3x3)), row lengths with and without a partial last piece,
-        // heights that are not whole tiles; image by image and split across threads.
-        let (mut shapes, mut four) = (0, 0);
-        for h in [1, 3, 4, 6] {
-            for w in [14, 16, 25, 28, 31, 32] {
-                for (cin, cout) in [(4, 8), (9, 13), (17, 33)] {
-                    for batch in [1, 9] {
-                        let g = Geometry {
+    /// Every "same" 3x3 layer (padding 1) of these heights, widths, channels and batch sizes.
+    fn same_3x3(
+        heights: &[usize],
+        widths: &[usize],
+        channels: &[(usize, usize)],
+        batches: &[usize],
+    ) -> Vec<Geometry> {
+        let mut shapes = Vec::new();
+        for &h in heights {
+            for &w in widths {
+                for &(cin, cout) in channels {
+                    for &batch in batches {
+                        shapes.push(Geometry {
                             batch,
                             cin,
                             cout,
@@ -1396,75 +1398,77 @@ mod tests {
                             pad_h: 1,
                             pad_w: 1,
                             k: 3,
-                        };
-                        assert!(winograd::applies(Isa::Portable, &g), "{g:?}");
-                        shapes += 1;
-                        four += usize::from(winograd::tile_side(&g) == 4);
-                        let x = data(batch * cin * h * w, 13);
-                        let wt = data(cout * cin * 9, 14);
-                        let b = data(cout, 15);
-                        let reference = naive(&g, &x, &wt, Some(&b));
-                        // F(4x4, 3x3)'s transforms multiply by up to 8 and 1/24 (as F(2x2,
-                        // 5x5)'s do): 2e-5 of (1 + |y|) at worst here, the direct kernel 1e-6.
-                        for isa in Isa::available() {
-                            let tol = if winograd::tile_side(&g) == 4 {
-                                5e-5
-                            } else {
-                                1e-5
-                            };
-                            close(
-                                &conv_prelu_on(isa, &g, &x, &wt, Some(&b), None),
-                                &reference,
-                                tol,
-                            );
-                        }
+                        });
                     }
                 }
             }
         }
-        assert_eq!((shapes, four), (144, 96));
+        shapes
+    }
+
+    #[test]
+    fn winograd_forward_matches_the_definition_over_many_shapes() {
+        // 3x3 layers on both tile sizes: widths whose 4x4 tile rows fill 7 or 8 lanes (F(4x4,
+        // 3x3)) or too few (F(2x2, 3x3)), row lengths with and without a partial last piece,
+        // heights that are not whole tiles; image by image and split across threads.
+        let shapes = same_3x3(
+            &[1, 3, 4, 6],
+            &[14, 16, 25, 28, 31, 32],
+            &[(4, 8), (9, 13), (17, 33)],
+            &[1, 9],
+        );
+        let mut four = 0;
+        for g in &shapes {
+            assert!(winograd::applies(Isa::Portable, g), "{g:?}");
+            four += usize::from(winograd::tile_side(g) == 4);
+            let x = data(g.batch * g.cin * g.h * g.w, 13);
+            let wt = data(g.cout * g.cin * 9, 14);
+            let b = data(g.cout, 15);
+            let reference = naive(g, &x, &wt, Some(&b));
+            // F(4x4, 3x3)'s transforms multiply by up to 8 and 1/24 (as F(2x2, 5x5)'s do):
+            // 2e-5 of (1 + |y|) at worst here, the direct kernel 1e-6.
+            let tol = if winograd::tile_side(g) == 4 {
+                5e-5
+            } else {
+                1e-5
+            };
+            for isa in Isa::available() {
+                close(
+                    &conv_prelu_on(isa, g, &x, &wt, Some(&b), None),
+                    &reference,
+                    tol,
+                );
+            }
+        }
+        assert_eq!((shapes.len(), four), (144, 96));
     }
 
     #[test]
     fn winograd_weight_gradient_matches_the_definition_over_many_shapes() {
         // Heights from one row up, widths whose tile rows fill 7 to 16 lanes, channel counts
         // that are and are not whole vectors or register blocks, one image to several per task.
-        let mut shapes = 0;
-        for h in [1, 2, 3, 5] {
-            for w in [13, 14, 16, 29, 32] {
-                for (cin, cout) in [(8, 8), (9, 13), (17, 33)] {
-                    for batch in [1, 3, 7] {
-                        let g = Geometry {
-                            batch,
-                            cin,
-                            cout,
-                            h,
-                            w,
-                            pad_h: 1,
-                            pad_w: 1,
-                            k: 3,
-                        };
-                        assert!(winograd::weight_applies(Isa::Portable, &g), "{g:?}");
-                        shapes += 1;
-                        let x = data(batch * cin * h * w, 11);
-                        let dy = data(batch * cout * h * w, 12);
-                        let (exact, mag) = naive_weight_grad(&g, &x, &dy);
-                        for isa in Isa::available() {
-                            let got = conv_weight_grad_on(isa, &g, &x, &dy);
-                            for (i, (&v, (&e, &m))) in
-                                got.iter().zip(exact.iter().zip(&mag)).enumerate()
-                            {
-                                assert!(
-                                    (v as f64 - e).abs() <= 2e-7 * (1.0 + m),
-                                    "{isa:?} {g:?} at {i}: {v} vs {e}"
-                                );
-                            }
-                        }
-                    }
+        let shapes = same_3x3(
+            &[1, 2, 3, 5],
+            &[13, 14, 16, 29, 32],
+            &[(8, 8), (9, 13), (17, 33)],
+            &[1, 3, 7],
+        );
+        for g in &shapes {
+            assert!(winograd::weight_applies(Isa::Portable, g), "{g:?}");
+            let x = data(g.batch * g.cin * g.h * g.w, 11);
+            let dy = data(g.batch * g.cout * g.h * g.w, 12);
+            let (exact, mag) = naive_weight_grad(g, &x, &dy);
+            for isa in Isa::available() {
+                let got = conv_weight_grad_on(isa, g, &x, &dy);
+                for (i, (&v, (&e, &m))) in got.iter().zip(exact.iter().zip(&mag)).enumerate() {
+                    assert!(
+                        (v as f64 - e).abs() <= 2e-7 * (1.0 + m),
+                        "{isa:?} {g:?} at {i}: {v} vs {e}"
+                    );
                 }
             }
         }
-        assert_eq!(shapes, 180);
+        assert_eq!(shapes.len(), 180);
     }
 
     #[test]
