@@ -16,8 +16,8 @@ use crate::data::{Augment, ImageSet, embedded_mnist};
 use crate::defense::{Defender, DefenderDenoiser, Policy, ThresholdRule};
 use crate::error::{Error, Result};
 use crate::eval::report::{
-    CalibrationSpread, EvalInput, EvalRow, calibration_markdown, calibration_spread,
-    compute_scores, evaluate, singles_and_pairs, to_csv, to_markdown,
+    CalibrationSpread, EvalInput, EvalRow, calibration_section, calibration_spread, compute_scores,
+    evaluate, singles_and_pairs, to_csv, to_markdown,
 };
 use crate::model::{
     Classifier, Defed, EdgeMethod, LeNet, LoadOptions, embedded, load_classifier, load_denoiser,
@@ -706,18 +706,6 @@ fn adaptive_budgets(colour: bool) -> [(Norm, f32); 2] {
     }
 }
 
-/// The report's section on what sets the k = 2 thresholds (empty without calibration data).
-fn spread_markdown(spread: &[CalibrationSpread]) -> String {
-    if spread.is_empty() {
-        return String::new();
-    }
-    format!(
-        "### What sets the k = 2 thresholds\n\n\
-         Each denoiser's adversarial score on the calibration images. A few digits that the classifier doubts once denoised (digits on its own decision boundary) carry a large class term: they alone can lift `mean + 2 std` far above the scores of the other benign digits, and with it the score an attack must reach to be flagged. The last column is the threshold the other calibration digits would set without the highest 1% of the scores (not used: it flags more held-out benign digits).\n\n{}\n",
-        calibration_markdown(spread)
-    )
-}
-
 /// The small white-box adaptive run on the calibrated bundle at `budgets`, if asked.
 fn adaptive_stage(
     cfg: &PipelineConfig,
@@ -900,7 +888,7 @@ fn write_report(
         b = r.benign,
         c = r.calibration,
         table = to_markdown(&r.evaluation),
-        spread_md = spread_markdown(&r.calibration_spread),
+        spread_md = calibration_section(&r.calibration_spread),
         figures_md = crate::eval::charts::markdown(&crate::eval::charts::read_figures(out)?),
     );
     write_atomic(out.join("report.md"), md.as_bytes())?;

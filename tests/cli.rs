@@ -314,7 +314,12 @@ fn benign_attack_bundle_calibrate_defend_evaluate() {
     let csv = std::fs::read_to_string(dir.path().join("rep/results.csv")).unwrap();
     // header + (3 sets x 3 rules)
     assert_eq!(csv.lines().count(), 10, "{csv}");
-    assert!(dir.path().join("rep/report.md").exists());
+    // The report says what sets the k = 2 thresholds: one row per denoiser, 60 calibration
+    // images each.
+    let md = std::fs::read_to_string(dir.path().join("rep/report.md")).unwrap();
+    assert!(md.contains("### What sets the k = 2 thresholds"), "{md}");
+    let spread_rows = md.lines().filter(|l| l.contains(" | 60 | ")).count();
+    assert_eq!(spread_rows, 2, "{md}");
 }
 
 #[test]

@@ -443,27 +443,36 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
         &device,
     )?;
     defed::eval::charts::write_figures(&a.out, &figures)?;
-    write_results(&a.out, &rows, None)?;
+    let spread = defed::eval::report::calibration_spread(
+        &scores.benign.select_images(0..input.calibration),
+        &d.names(),
+    );
+    write_results(
+        &a.out,
+        &rows,
+        &defed::eval::report::calibration_section(&spread),
+    )?;
     defed::eval::html::write_report(&a.out)?;
     print!("{}", to_markdown(&rows));
     println!("results in {}", a.out.display());
     Ok(())
 }
 
-/// Writes results.csv, results.json and report.md into `out` (figures are written separately).
+/// Writes results.csv, results.json and report.md (the grid, then `after_table`) into `out`
+/// (figures are written separately).
 pub fn write_results(
     out: &Path,
     rows: &[defed::eval::report::EvalRow],
-    preamble: Option<&str>,
+    after_table: &str,
 ) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     defed::util::write_atomic(out.join("results.csv"), to_csv(rows).as_bytes())?;
     defed::util::write_atomic(out.join("results.json"), &serde_json::to_vec_pretty(rows)?)?;
     let figures = defed::eval::charts::read_figures(out)?;
     let md = format!(
-        "# defed evaluation\n\n{}Thresholds are fitted on the calibration images and measured on held-out benign images; each cell for an attack reads detection rate / accuracy of the final label / ROC-AUC of the max normalised score.\n\n{}{}",
-        preamble.unwrap_or(""),
+        "# defed evaluation\n\nThresholds are fitted on the calibration images and measured on held-out benign images; each cell for an attack reads detection rate / accuracy of the final label / ROC-AUC of the max normalised score.\n\n{}\n{}{}",
         to_markdown(rows),
+        after_table,
         if figures.is_empty() {
             String::new()
         } else {

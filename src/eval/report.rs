@@ -366,6 +366,19 @@ pub fn calibration_markdown(rows: &[CalibrationSpread]) -> String {
     out
 }
 
+/// A report's section on what sets the k = 2 thresholds: [`calibration_markdown`] with what
+/// it shows (empty without calibration data).
+pub fn calibration_section(spread: &[CalibrationSpread]) -> String {
+    if spread.is_empty() {
+        return String::new();
+    }
+    format!(
+        "### What sets the k = 2 thresholds\n\n\
+         Each denoiser's adversarial score on the calibration images. A few digits that the classifier doubts once denoised (digits on its own decision boundary) carry a large class term: they alone can lift `mean + 2 std` far above the scores of the other benign digits, and with it the score an attack must reach to be flagged. The last column is the threshold the other calibration digits would set without the highest 1% of the scores (not used: it flags more held-out benign digits).\n\n{}\n",
+        calibration_markdown(spread)
+    )
+}
+
 /// What the evaluation figures are drawn from.
 pub struct FigureInput<'a> {
     /// The defender with every denoiser (its thresholds, if any, decide the example verdicts;
