@@ -523,11 +523,14 @@ pub fn thresholds_k_std(benign: &Scores, k: f64) -> Vec<f32> {
     benign
         .total
         .iter()
-        .map(|t| {
-            let (m, s) = mean_std(t);
-            (m + k * s) as f32
-        })
+        .map(|t| k_std_threshold(t, k) as f32)
         .collect()
+}
+
+/// The k-std rule on one denoiser's benign scores: `mean + k * std`, unbiased std.
+pub fn k_std_threshold(scores: &[f32], k: f64) -> f64 {
+    let (m, s) = mean_std(scores);
+    m + k * s
 }
 
 /// Share of images flagged under the thresholds.

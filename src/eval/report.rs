@@ -13,7 +13,9 @@ use super::detection::{roc_auc, roc_curve, tpr_at_fpr};
 use crate::attack::AdvSet;
 use crate::backend::Device;
 use crate::data::ImageSet;
-use crate::defense::{Defender, Scores, ThresholdRule, decide_with, flag_rate, mean_std, quantile};
+use crate::defense::{
+    Defender, Scores, ThresholdRule, decide_with, flag_rate, k_std_threshold, mean_std, quantile,
+};
 use crate::error::{Error, Result};
 
 /// Every single denoiser and every pair of `m`, as index sets (`[0], [0, 1], [0, 2], [1], ...`):
@@ -326,7 +328,6 @@ pub fn calibration_spread(calib: &Scores, names: &[String]) -> Vec<CalibrationSp
             sorted.sort_by(|a, b| a.total_cmp(b));
             let drop = total.len().div_ceil(100).min(total.len().saturating_sub(2));
             let (mean, std) = mean_std(total);
-            let (trimmed_mean, trimmed_std) = mean_std(&sorted[..total.len() - drop]);
             CalibrationSpread {
                 denoiser: names.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
                 images: total.len(),
@@ -335,9 +336,9 @@ pub fn calibration_spread(calib: &Scores, names: &[String]) -> Vec<CalibrationSp
                 max: quantile(total, 1.0) as f64,
                 mean,
                 std,
-                threshold_k2: mean + 2.0 * std,
+                threshold_k2: k_std_threshold(total, 2.0),
                 doubted,
-                threshold_k2_trimmed: trimmed_mean + 2.0 * trimmed_std,
+                threshold_k2_trimmed: k_std_threshold(&sorted[..total.len() - drop], 2.0),
             }
         })
         .collect()

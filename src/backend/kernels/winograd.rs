@@ -80,7 +80,7 @@ struct Tiles {
     twv: usize,
     /// Length of one phase (the columns `m i + p` for one `p`) of a split input row:
     /// `twv + (m + r - 2) / m`, so that the shifted loads of the last vector stay inside.
-    half: usize,
+    phase_len: usize,
 }
 
 impl Tiles {
@@ -109,7 +109,7 @@ impl Tiles {
             th,
             tw,
             twv,
-            half: twv + (m + g.k - 2) / m,
+            phase_len: twv + (m + g.k - 2) / m,
         }
     }
     /// Whether tile rows waste at most a fifth of the lanes.
@@ -134,7 +134,7 @@ impl Tiles {
     }
     /// Length of one split input row (its `m` phases).
     fn stride(&self) -> usize {
-        self.m * self.half
+        self.m * self.phase_len
     }
     /// Transformed elements per tile.
     fn elements(&self) -> usize {
@@ -310,7 +310,7 @@ fn forward_tiles(isa: Isa, g: &Geometry, x: &[f32], params: Params, t: Tiles) ->
 }
 
 /// Splits the padded rows of one input plane (`h x w`, padding `r / 2`) into their `m` phases:
-/// row `y` of `dst` is `[phase 0 | .. | phase m - 1]`, each `half` long, phase `p` holding the
+/// row `y` of `dst` is `[phase 0 | .. | phase m - 1]`, each `phase_len` long, phase `p` holding the
 /// padded columns `m i + p`, zero outside the image.
 #[inline(always)]
 unsafe fn split_rows<S: Simd>(t: &Tiles, g: &Geometry, src: &[f32], dst: &mut [f32]) {
@@ -321,29 +321,27 @@ unsafe fn split_rows<S: Simd>(t: &Tiles, g: &Geometry, src: &[f32], dst: &mut [f
     // Padded column j holds row[j - pad]: the row's values `m i + q` go to phase
     // `(q + pad) % m` from index `(q + pad) / m`.
     // (Computed once: with `m` unknown to the compiler, each `%` and `/` is a division.)
-    let (mut phase, mut at) = ([0usize; 4], [0usize; 4]);
-    for q in 0..m {
-        phase[q] = (q + pad) % m;
-        at[q] = phase[q] * t.half + (q + pad) / m;
+    let mut at = [0usize; 4];
+    for (q, a) in at.iter_mut().enumerate().take(m) {
+        *a = (q + pad) % m * t.phase_len + (q + pad) / m;
     }
-    let written = g.w.div_ceil(m * lanes) * lanes;
     let mut tail = [0f32; 32];
     for (y, row) in src.chunks_exact(g.w).enumerate() {
         let r = &mut dst[(y + pad) * stride..(y + pad + 1) * stride];
         // The left padding and what the pieces below leave after the row (at most 1 and 2
-        // values per phase: `written` is `twv`) as one zero vector at each end of each phase,
-        // which the pieces then overwrite where they reach (`fill` called `memset` for these
-        // few values, eight times a row).
-        debug_assert!(written == t.twv && t.half >= lanes);
-        for &p in &phase[..m] {
-            let part = &mut r[p * t.half..(p + 1) * t.half];
+        // values per phase: the pieces write `twv` values from index 0 or 1) as one zero
+        // vector at each end of each phase, which the pieces then overwrite where they reach
+        // (`fill` called `memset` for these few values, eight times a row).
+        debug_assert!(g.w.div_ceil(m * lanes) * lanes == t.twv && t.phase_len >= lanes);
+        for p in 0..m {
+            let part = &mut r[p * t.phase_len..(p + 1) * t.phase_len];
             unsafe {
                 S::store(part.as_mut_ptr(), S::zero());
-                S::store(part.as_mut_ptr().add(t.half - lanes), S::zero());
+                S::store(part.as_mut_ptr().add(t.phase_len - lanes), S::zero());
             }
         }
         // Each piece of `m * LANES` row values gives LANES of each phase; the last piece is
-        // completed with zeros (the right padding), and its lanes end at `twv + 1 <= half`.
+        // completed with zeros (the right padding), and its lanes end at `twv + 1 <= phase_len`.
         for (k, piece) in row.chunks(m * lanes).enumerate() {
             let p = if piece.len() == m * lanes {
                 piece.as_ptr()
@@ -381,7 +379,7 @@ unsafe fn input_transform<S: Simd>(
     rows: &mut [f32],
     v: &mut [f32],
 ) {
-    let (half, cin, lanes, m) = (t.half, g.cin, S::LANES, t.m);
+    let (phase_len, cin, lanes, m) = (t.phase_len, g.cin, S::LANES, t.m);
     debug_assert_eq!(LANES, lanes);
     let (stride, split) = (t.stride(), t.rows() * t.stride());
     for (plane, r) in x.chunks_exact(g.h * g.w).zip(rows.chunks_exact_mut(split)) {
@@ -390,7 +388,7 @@ unsafe fn input_transform<S: Simd>(
     // Column m tx + j of a split row: phase j % m, shifted by j / m.
     let mut cols = [0usize; 6];
     for (j, c) in cols.iter_mut().enumerate() {
-        *c = (j % m) * half + j / m;
+        *c = (j % m) * phase_len + j / m;
     }
     // Plain loops and `inline(always)` functions only: a closure may be compiled without the
     // caller's target features, and then every intrinsic in it becomes a call.
@@ -510,24 +508,37 @@ unsafe fn multiply<S: Simd>(
     v1: usize,
     out: *mut f32,
 ) {
-    // The tiles (channels x vectors) of `forward_block`, for each tile size.
     unsafe {
-        match (t.alpha(), t.m, n) {
-            (4, _, 8) => multiply_tile::<S, 4, 16, 2, 8, 3>(t, g, v, params, c0, v0, v1, out),
-            (4, _, 6) => multiply_tile::<S, 4, 16, 2, 6, 2>(t, g, v, params, c0, v0, v1, out),
-            (4, _, 4) => multiply_tile::<S, 4, 16, 2, 4, 2>(t, g, v, params, c0, v0, v1, out),
-            (4, _, 2) => multiply_tile::<S, 4, 16, 2, 2, 4>(t, g, v, params, c0, v0, v1, out),
-            (4, _, _) => multiply_tile::<S, 4, 16, 2, 1, 8>(t, g, v, params, c0, v0, v1, out),
-            (_, 4, 8) => multiply_tile::<S, 6, 36, 4, 8, 3>(t, g, v, params, c0, v0, v1, out),
-            (_, 4, 6) => multiply_tile::<S, 6, 36, 4, 6, 2>(t, g, v, params, c0, v0, v1, out),
-            (_, 4, 4) => multiply_tile::<S, 6, 36, 4, 4, 2>(t, g, v, params, c0, v0, v1, out),
-            (_, 4, 2) => multiply_tile::<S, 6, 36, 4, 2, 4>(t, g, v, params, c0, v0, v1, out),
-            (_, 4, _) => multiply_tile::<S, 6, 36, 4, 1, 8>(t, g, v, params, c0, v0, v1, out),
-            (_, _, 8) => multiply_tile::<S, 6, 36, 2, 8, 3>(t, g, v, params, c0, v0, v1, out),
-            (_, _, 6) => multiply_tile::<S, 6, 36, 2, 6, 2>(t, g, v, params, c0, v0, v1, out),
-            (_, _, 4) => multiply_tile::<S, 6, 36, 2, 4, 2>(t, g, v, params, c0, v0, v1, out),
-            (_, _, 2) => multiply_tile::<S, 6, 36, 2, 2, 4>(t, g, v, params, c0, v0, v1, out),
-            _ => multiply_tile::<S, 6, 36, 2, 1, 8>(t, g, v, params, c0, v0, v1, out),
+        match (t.alpha(), t.m) {
+            (4, _) => multiply_block::<S, 4, 16, 2>(t, g, v, params, c0, n, v0, v1, out),
+            (_, 4) => multiply_block::<S, 6, 36, 4>(t, g, v, params, c0, n, v0, v1, out),
+            _ => multiply_block::<S, 6, 36, 2>(t, g, v, params, c0, n, v0, v1, out),
+        }
+    }
+}
+
+/// [`multiply`] for one tile size (`A x A` transformed, `E = A * A` elements, `M x M`
+/// outputs), with the register tile (channels x vectors) of `forward_block` for `n` channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply_block<S: Simd, const A: usize, const E: usize, const M: usize>(
+    t: &Tiles,
+    g: &Geometry,
+    v: &[f32],
+    params: Params,
+    c0: usize,
+    n: usize,
+    v0: usize,
+    v1: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        match n {
+            8 => multiply_tile::<S, A, E, M, 8, 3>(t, g, v, params, c0, v0, v1, out),
+            6 => multiply_tile::<S, A, E, M, 6, 2>(t, g, v, params, c0, v0, v1, out),
+            4 => multiply_tile::<S, A, E, M, 4, 2>(t, g, v, params, c0, v0, v1, out),
+            2 => multiply_tile::<S, A, E, M, 2, 4>(t, g, v, params, c0, v0, v1, out),
+            _ => multiply_tile::<S, A, E, M, 1, 8>(t, g, v, params, c0, v0, v1, out),
         }
     }
 }
