@@ -1,7 +1,8 @@
 //! Times the pieces of a Defed training step at batch 64 (forward + backward per op kind).
 //! `cargo run --release --example profile_ops`; `-- raw-pool` times the fused pooling's plane
 //! loops alone, `-- matmul` the Madry CNN's 3136 x 1024 layer's three matrix products in
-//! burn's and in other layouts.
+//! burn's and in other layouts, `-- inference` each module of the compiled-in Defed's forward
+//! pass (no autodiff) and LeNet's.
 use burn::module::Module;
 use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
 use burn::nn::{BatchNormConfig, PReluConfig};
@@ -36,6 +37,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "matmul") {
         return matmul();
+    }
+    if std::env::args().any(|a| a == "inference") {
+        return inference();
     }
     let d = defed::autodiff_device();
     let x16 = Tensor::<4>::random([64, 16, 28, 28], Distribution::Default, &d).require_grad();
@@ -160,4 +164,55 @@ fn matmul() {
     let wt = Tensor::<2>::from_data(wt, &d);
     run("dx dy@Wt", &|| dy.clone().matmul(wt.clone()));
     run("dw^T dy^T@x", &|| dy.clone().transpose().matmul(x.clone()));
+}
+
+/// `profile_ops inference`: each module of the compiled-in noise-20 Defed at batch 64 on the
+/// plain device, fed the activations the whole forward pass gives it (fastest of 20 calls).
+fn inference() {
+    use defed::model::Denoiser;
+    let d = defed::default_device();
+    let den = defed::model::embedded::default_denoisers(&d).expect("compiled in");
+    let Denoiser::Defed(m) = &den[0].0 else {
+        panic!("the compiled-in denoisers are Defed")
+    };
+    let (clf, _) = defed::model::embedded::default_classifier(&d).expect("compiled in");
+    let x = Tensor::<4>::random([64, 1, 28, 28], Distribution::Default, &d);
+    let (_, acts) = m.forward_activations(x.clone());
+    let act = |name: &str| {
+        acts.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone())
+            .expect("named activation")
+    };
+    let run = |name: &str, f: &dyn Fn() -> Tensor<4>| {
+        let _ = f().into_data();
+        let best = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = f().into_data();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{name:12} {best:7.3} ms");
+    };
+    run("whole", &|| m.forward(x.clone()));
+    run("skip1", &|| m.skip1.forward(x.clone()));
+    run("head", &|| m.head.forward(x.clone()));
+    run("skip2", &|| m.skip2.forward(act("head")));
+    run("en_efe_1", &|| m.en_efe_1.forward(act("head")));
+    run("down1", &|| m.down1.forward(act("en_efe_1")));
+    run("skip3", &|| m.skip3.forward(act("down1")));
+    run("en_efe_2", &|| m.en_efe_2.forward(act("down1")));
+    run("down2", &|| m.down2.forward(act("en_efe_2")));
+    run("up2", &|| m.up2.forward(act("down2")));
+    run("de_efe_2", &|| m.de_efe_2.forward(act("up2")));
+    run("add s3", &|| act("de_efe_2") + act("skip3"));
+    run("up1", &|| m.up1.forward(act("de_efe_2")));
+    run("de_efe_1", &|| m.de_efe_1.forward(act("up1")));
+    run("tail", &|| m.tail.forward(act("de_efe_1")));
+    run("lenet", &|| {
+        let y = clf.logits(x.clone());
+        let [n, k] = y.dims();
+        y.reshape([n, k, 1, 1])
+    });
 }

@@ -657,11 +657,12 @@ fn inference_affine(bn: &BatchNorm, device: &burn::tensor::Device) -> (Tensor<1>
 }
 
 /// `act.forward(bn.forward(conv.forward(x)))`: at inference on `flex` (nothing on an autodiff
-/// device) with a 3x3 or 5x5 stride-1 layer, one kernel pass with batch norm folded into the
-/// convolution's weights and bias and PReLU in the kernel's epilogue; else the convolution
-/// through [`conv::conv2d`] then [`batch_norm_prelu`].
+/// device) with a 3x3 or 5x5 stride-1 layer or a patchify layer (kernel = stride), one kernel
+/// pass with batch norm folded into the convolution's weights and bias and PReLU in the
+/// kernel's epilogue; else the convolution through [`conv::conv2d`] then [`batch_norm_prelu`].
 pub fn conv_bn_prelu(conv: &Conv2d, bn: &BatchNorm, act: &PRelu, x: Tensor<4>) -> Tensor<4> {
-    fused_inference(conv::conv_form(conv, &x), bn, act, &x)
+    let form = conv::conv_form(conv, &x).or_else(|| conv::patch_form(conv, &x));
+    fused_inference(form, bn, act, &x)
         .unwrap_or_else(|| batch_norm_prelu(bn, act, conv::conv2d(conv, x)))
 }
 
@@ -672,7 +673,8 @@ pub(crate) fn conv_transpose_bn_prelu(
     act: &PRelu,
     x: Tensor<4>,
 ) -> Tensor<4> {
-    fused_inference(conv::conv_transpose_form(conv, &x), bn, act, &x)
+    let form = conv::conv_transpose_form(conv, &x).or_else(|| conv::patch_transpose_form(conv, &x));
+    fused_inference(form, bn, act, &x)
         .unwrap_or_else(|| batch_norm_prelu(bn, act, conv::conv_transpose2d(conv, x)))
 }
 
@@ -687,7 +689,14 @@ fn fused_inference(
     let alpha = act.alpha.val();
     let device = x.device();
     let plain = on_flex(x)
-        && x.dtype() == DType::F32
+        && [
+            x.dtype(),
+            form.weight.dtype(),
+            form.bias.dtype(),
+            alpha.dtype(),
+        ]
+        .iter()
+        .all(|&d| d == DType::F32)
         && !device.is_autodiff()
         && !form.weight.device().is_autodiff()
         && !bn.gamma.val().device().is_autodiff()
@@ -706,6 +715,7 @@ fn fused_inference(
         weight: form.weight * scale.clone().reshape([cout, 1, 1, 1]),
         bias: form.bias * scale + shift,
         padding: form.padding,
+        shuffle: form.shuffle,
     };
     Some(conv::fast_conv_prelu(x.clone(), folded, alpha))
 }
@@ -816,8 +826,8 @@ mod tests {
 
     /// At inference, conv + batch norm + PReLU as one kernel (batch norm folded into the
     /// weights, PReLU in the epilogue) equals burn's three layers to 1e-5, for forward and
-    /// transposed 3x3 layers and shared or per-channel slopes; other layers fall back; NaN
-    /// inputs stay NaN.
+    /// transposed 3x3 layers, forward and transposed patchify layers (2x2 and 3x3, stride =
+    /// kernel) and shared or per-channel slopes; other layers fall back; NaN inputs stay NaN.
     #[test]
     fn conv_fused_at_inference_equals_layers() {
         use burn::nn::PaddingConfig2d;
@@ -858,16 +868,61 @@ mod tests {
             );
             assert!(d < 1e-5, "transposed, {alphas} slopes: {d}");
 
+            // Patchify layers (kernel = stride): 1x1 kernels around space-to-depth or
+            // depth-to-space.
+            for k in [2, 3] {
+                let down = Conv2dConfig::new([3, 5], [k, k])
+                    .with_stride([k, k])
+                    .init(&plain);
+                let x = Tensor::<4>::random([2, 3, 4 * k, 2 * k], Distribution::Default, &plain);
+                assert!(conv::conv_form(&down, &x).is_none());
+                let form = conv::patch_form(&down, &x);
+                assert!(fused_inference(form, &bn, &act, &x).is_some());
+                let d = rel_diff(
+                    conv_bn_prelu(&down, &bn, &act, x.clone()),
+                    act.forward(bn.forward(down.forward(x))),
+                );
+                assert!(d < 1e-5, "{k}x{k} stride {k}, {alphas} slopes: {d}");
+                let up = ConvTranspose2dConfig::new([3, 5], [k, k])
+                    .with_stride([k, k])
+                    .init(&plain);
+                let x = Tensor::<4>::random([2, 3, 3, 5], Distribution::Default, &plain);
+                let form = conv::patch_transpose_form(&up, &x);
+                assert!(fused_inference(form, &bn, &act, &x).is_some());
+                let d = rel_diff(
+                    conv_transpose_bn_prelu(&up, &bn, &act, x.clone()),
+                    act.forward(bn.forward(up.forward(x))),
+                );
+                assert!(
+                    d < 1e-5,
+                    "transposed {k}x{k} stride {k}, {alphas} slopes: {d}"
+                );
+            }
+            // Not whole patches, or a stride below the kernel: burn's layers.
             let down = Conv2dConfig::new([3, 5], [2, 2])
                 .with_stride([2, 2])
                 .init(&plain);
-            let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Default, &plain);
-            assert!(fused_inference(conv::conv_form(&down, &x), &bn, &act, &x).is_none());
+            let strided = Conv2dConfig::new([3, 5], [3, 3])
+                .with_stride([2, 2])
+                .init(&plain);
+            let x = Tensor::<4>::random([2, 3, 9, 8], Distribution::Default, &plain);
+            for c in [&down, &strided] {
+                assert!(conv::patch_form(c, &x).is_none() && conv::conv_form(c, &x).is_none());
+                let d = rel_diff(
+                    conv_bn_prelu(c, &bn, &act, x.clone()),
+                    act.forward(bn.forward(c.forward(x.clone()))),
+                );
+                assert!(d < 1e-5, "fallback: {d}");
+            }
+            let up = ConvTranspose2dConfig::new([3, 5], [3, 3])
+                .with_stride([2, 2])
+                .init(&plain);
+            assert!(conv::patch_transpose_form(&up, &x).is_none());
             let d = rel_diff(
-                conv_bn_prelu(&down, &bn, &act, x.clone()),
-                act.forward(bn.forward(down.forward(x))),
+                conv_transpose_bn_prelu(&up, &bn, &act, x.clone()),
+                act.forward(bn.forward(up.forward(x))),
             );
-            assert!(d < 1e-5, "fallback: {d}");
+            assert!(d < 1e-5, "transposed fallback: {d}");
         }
         let conv = Conv2dConfig::new([1, 2], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))

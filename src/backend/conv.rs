@@ -8,7 +8,9 @@
 //! layer calls: [`conv2d`] and [`conv_transpose2d`] take burn's modules (same parameters, same
 //! checkpoints) and use the fast path whenever the shape allows. At inference,
 //! `batchnorm::conv_bn_prelu` folds a following batch norm into the weights and runs PReLU in the
-//! kernel's epilogue ([`FastConvBackend::fast_conv_prelu`]).
+//! kernel's epilogue ([`FastConvBackend::fast_conv_prelu`]); there patchify layers (kernel =
+//! stride, e.g. Defed's 2x2 stride-2 down- and up-sampling) run as 1x1 convolutions of data
+//! rearranged space-to-depth or depth-to-space ([`Shuffle`]).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -59,14 +61,33 @@ pub trait FastConvBackend: Backend {
         padding: [usize; 2],
     ) -> FloatTensor<Self>;
     /// [`fast_conv`](FastConvBackend::fast_conv) then PReLU with one slope per output channel
-    /// (`alpha`, `[cout]`), applied in the kernel's epilogue. Inference only: plain devices.
+    /// (`alpha`, `[cout]`), applied in the kernel's epilogue, with the input or output
+    /// rearranged as `shuffle` says (a patchify layer as a 1x1 convolution). Inference only:
+    /// plain devices.
     fn fast_conv_prelu(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         alpha: FloatTensor<Self>,
         padding: [usize; 2],
+        shuffle: Shuffle,
     ) -> FloatTensor<Self>;
+}
+
+/// How [`FastConvBackend::fast_conv_prelu`] rearranges data around its kernel: patchify layers
+/// (kernel = stride = k, no padding) run as 1x1 convolutions of rearranged data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shuffle {
+    /// The convolution as it is.
+    None,
+    /// The input goes through [`kernels::space_to_depth`] first (a k x k stride-k convolution,
+    /// weight `[cout, cin * k * k, 1, 1]`).
+    SpaceToDepth(usize),
+    /// The layer's `cout` channels are computed as `cout * k * k` (weight
+    /// `[cout, k * k * cin, 1, 1]`, one `[cin]` row per channel and tap; bias and slopes per
+    /// channel), then rearranged by [`kernels::depth_to_space`] (a transposed k x k stride-k
+    /// convolution).
+    DepthToSpace(usize),
 }
 
 fn options(padding: [usize; 2]) -> ConvOptions<2> {
@@ -159,7 +180,39 @@ impl FastConvBackend for Flex {
         bias: FloatTensor<Self>,
         alpha: FloatTensor<Self>,
         padding: [usize; 2],
+        shuffle: Shuffle,
     ) -> FloatTensor<Self> {
+        match shuffle {
+            Shuffle::None => {}
+            Shuffle::SpaceToDepth(k) => {
+                let s = x.shape().to_vec();
+                let shape = [s[0], s[1], s[2], s[3]];
+                let xs = flex_tensor(
+                    kernels::space_to_depth(&values(&x), shape, k),
+                    vec![s[0], s[1] * k * k, s[2] / k, s[3] / k],
+                );
+                return Self::fast_conv_prelu(xs, weight, bias, alpha, padding, Shuffle::None);
+            }
+            Shuffle::DepthToSpace(k) => {
+                let kk = k * k;
+                let ws = weight.shape().to_vec();
+                let (cout, cin) = (ws[0], ws[1] / kk);
+                let weight = flex_tensor(values(&weight).into_owned(), vec![cout * kk, cin, 1, 1]);
+                let repeat = |t: &FlexTensor| -> Vec<f32> {
+                    values(t)
+                        .iter()
+                        .flat_map(|&v| std::iter::repeat_n(v, kk))
+                        .collect()
+                };
+                let bias = flex_tensor(repeat(&bias), vec![cout * kk]);
+                let alpha = flex_tensor(repeat(&alpha), vec![cout * kk]);
+                let y = Self::fast_conv_prelu(x, weight, bias, alpha, padding, Shuffle::None);
+                let s = y.shape().to_vec();
+                let shape = [s[0], s[1], s[2], s[3]];
+                let out = kernels::depth_to_space(&values(&y), shape, k);
+                return flex_tensor(out, vec![s[0], cout, s[2] * k, s[3] * k]);
+            }
+        }
         let alpha = values(&alpha).into_owned();
         let Some(g) = kernel_geometry(&x, &weight, &bias, padding) else {
             let y = Self::conv2d(x, weight, Some(bias), options(padding));
@@ -280,6 +333,7 @@ impl<B: Backend + FastConvBackend, C: CheckpointStrategy> FastConvBackend for Au
         _bias: FloatTensor<Self>,
         _alpha: FloatTensor<Self>,
         _padding: [usize; 2],
+        _shuffle: Shuffle,
     ) -> FloatTensor<Self> {
         // Never routed here: `batchnorm::conv_bn_prelu` fuses only on plain (inference) devices.
         unreachable!("fast_conv_prelu runs on plain (inference) devices only")
@@ -315,6 +369,7 @@ pub(crate) struct FastForm {
     pub(crate) weight: Tensor<4>,
     pub(crate) bias: Tensor<1>,
     pub(crate) padding: [usize; 2],
+    pub(crate) shuffle: Shuffle,
 }
 
 /// A convolution's padding as `[vertical, horizontal]` when it is the same on both sides.
@@ -351,6 +406,7 @@ pub(crate) fn conv_form(conv: &Conv2d, x: &Tensor<4>) -> Option<FastForm> {
         weight,
         bias,
         padding,
+        shuffle: Shuffle::None,
     })
 }
 
@@ -378,6 +434,66 @@ pub(crate) fn conv_transpose_form(conv: &ConvTranspose2d, x: &Tensor<4>) -> Opti
         weight,
         bias,
         padding: [kh - 1 - ph, kw - 1 - pw],
+        shuffle: Shuffle::None,
+    })
+}
+
+/// A patchify convolution with a square kernel of 2 or more (see [`patchify`]) as a 1x1
+/// [`FastForm`] of its input rearranged space-to-depth (the weight's values, reshaped).
+/// Only for [`fast_conv_prelu`] (inference).
+pub(crate) fn patch_form(conv: &Conv2d, x: &Tensor<4>) -> Option<FastForm> {
+    let [kh, kw] = conv.kernel_size;
+    let padding = symmetric_padding(conv);
+    if !(kh == kw
+        && kh >= 2
+        && patchify(
+            conv.kernel_size,
+            conv.stride,
+            padding,
+            conv.dilation,
+            conv.groups,
+            x,
+        ))
+    {
+        return None;
+    }
+    let weight = conv.weight.val();
+    let [cout, cin, _, _] = weight.dims();
+    let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, x);
+    Some(FastForm {
+        weight: weight.reshape([cout, cin * kh * kw, 1, 1]),
+        bias,
+        padding: [0, 0],
+        shuffle: Shuffle::SpaceToDepth(kh),
+    })
+}
+
+/// The transposed patchify convolution (square kernel of 2 or more, stride = kernel, no
+/// padding) as a 1x1 [`FastForm`] whose outputs are rearranged depth-to-space: weight
+/// `[cin, cout, k, k]` laid out as `[cout, k * k * cin, 1, 1]`. Only for [`fast_conv_prelu`]
+/// (inference).
+pub(crate) fn patch_transpose_form(conv: &ConvTranspose2d, x: &Tensor<4>) -> Option<FastForm> {
+    let [kh, kw] = conv.kernel_size;
+    if !(kh == kw
+        && kh >= 2
+        && conv.stride == [kh, kw]
+        && conv.padding == [0, 0]
+        && conv.padding_out == [0, 0]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1)
+    {
+        return None;
+    }
+    let weight = conv.weight.val();
+    let [cin, cout, _, _] = weight.dims();
+    let bias = bias_or_zeros(conv.bias.as_ref().map(|b| b.val()), cout, x);
+    Some(FastForm {
+        weight: weight
+            .permute([1, 2, 3, 0])
+            .reshape([cout, kh * kw * cin, 1, 1]),
+        bias,
+        padding: [0, 0],
+        shuffle: Shuffle::DepthToSpace(kh),
     })
 }
 
@@ -392,6 +508,7 @@ pub(crate) fn fast_conv_prelu(x: Tensor<4>, form: FastForm, alpha: Tensor<1>) ->
             form.bias.into_dispatch(),
             alpha.into_dispatch(),
             form.padding,
+            form.shuffle,
         ),
     )
 }
