@@ -578,12 +578,12 @@ fn convert_to_half_keeps_the_robust_classifier_accurate() {
         first.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("kept the first 50"), "{out}");
+    assert!(out.contains("kept images 0-49 (50, clean errors"), "{out}");
     let set = defed::attack::load_benign(&first).unwrap();
     assert_eq!(set.len(), 50);
     assert!(set.indices.windows(2).all(|w| w[0] < w[1]));
     let last_of_first = *set.indices.last().unwrap();
-    let (ok, _, err) = defed(&[
+    let (ok, out, err) = defed(&[
         "benign",
         "--classifier",
         "models/madry-trades-mnist.safetensors",
@@ -597,6 +597,11 @@ fn convert_to_half_keeps_the_robust_classifier_accurate() {
         first.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    assert!(
+        out.contains("kept 20 correctly classified images (of 2"),
+        "{out}"
+    );
+    assert!(out.contains("tested from image 900)"), "{out}");
     let set = defed::attack::load_benign(&first).unwrap();
     assert!(
         set.indices.iter().all(|&i| i > last_of_first),

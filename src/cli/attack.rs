@@ -60,7 +60,9 @@ pub fn benign(a: BenignArgs) -> Result<()> {
         let first = set.take(a.num);
         save_benign(&first, &a.out)?;
         println!(
-            "kept the first {} images (clean errors included) in {}",
+            "kept images {}-{} ({}, clean errors included) in {}",
+            a.from,
+            a.from + first.len().saturating_sub(1),
             first.len(),
             a.out.display()
         );
@@ -75,10 +77,17 @@ pub fn benign(a: BenignArgs) -> Result<()> {
         );
     }
     save_benign(&benign, &a.out)?;
+    // How far into the data (from `--from`) the kept images reach.
+    let tested = benign
+        .indices
+        .last()
+        .and_then(|last| set.indices.iter().position(|i| i == last))
+        .map_or(0, |p| p + 1);
     println!(
-        "kept {} correctly classified images (of the first {} tested) in {}",
+        "kept {} correctly classified images (of {} tested from image {}) in {}",
         benign.len(),
-        benign.indices.last().map(|i| i + 1).unwrap_or(0),
+        tested,
+        a.from,
         a.out.display()
     );
     Ok(())
