@@ -1838,6 +1838,19 @@ mod tests {
 mod speed {
     use super::*;
 
+    /// Milliseconds of the fastest of 20 calls after a warm-up one: this machine's speed drifts
+    /// with other tenants.
+    fn fastest_ms(f: &dyn Fn()) -> f64 {
+        f();
+        (0..20)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// `cargo test --release --lib kernels::speed -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -1866,17 +1879,7 @@ mod speed {
             let x = vec![0.5f32; 64 * cin * hw * hw];
             let w = vec![0.1f32; cout * cin * k * k];
             let dy = vec![0.2f32; 64 * cout * hw * hw];
-            // The fastest of 20 calls: this machine's speed drifts with other tenants.
-            let time = |f: &dyn Fn()| {
-                f();
-                (0..20)
-                    .map(|_| {
-                        let t = std::time::Instant::now();
-                        f();
-                        t.elapsed().as_secs_f64() * 1e3
-                    })
-                    .fold(f64::INFINITY, f64::min)
-            };
+            let time = fastest_ms;
             let f = time(&|| drop(conv(&g, &x, &w, None)));
             let dx = time(&|| drop(conv_input_grad(&g, &dy, &w)));
             let dw = time(&|| drop(conv_weight_grad(&g, &x, &dy)));
@@ -1899,16 +1902,7 @@ mod speed {
     #[test]
     #[ignore]
     fn shuffles() {
-        let time = |f: &dyn Fn()| {
-            f();
-            (0..20)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .fold(f64::INFINITY, f64::min)
-        };
+        let time = fastest_ms;
         let x = vec![0.5f32; 64 * 16 * 28 * 28];
         let s2d = time(&|| drop(space_to_depth(&x, [64, 16, 28, 28], 2)));
         let d2s = time(&|| drop(depth_to_space(&x, [64, 64, 14, 14], 2)));
