@@ -240,12 +240,28 @@ pub fn space_to_depth(x: &[f32], [n, c, h, w]: [usize; 4], k: usize) -> Vec<f32>
     out.par_chunks_mut((k * k * ho * wo).max(1))
         .zip(x.par_chunks((h * w).max(1)))
         .for_each(|(dst, src)| {
-            for (t, d) in dst.chunks_mut((ho * wo).max(1)).enumerate() {
-                let (a, b) = (t / k, t % k);
-                for (i, row) in d.chunks_mut(wo.max(1)).enumerate() {
-                    let s = &src[(k * i + a) * w + b..];
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = s[k * j];
+            for (y, row) in src.chunks_exact(w.max(1)).enumerate() {
+                // Input row k i + a feeds row i of output planes a k .. a k + k.
+                let (i, a) = (y / k, y % k);
+                let at = |b: usize| ((a * k + b) * ho + i) * wo;
+                if k == 2 {
+                    // Both phases in one pass, so the loads deinterleave in vector registers.
+                    let (p0, p1) = (at(0), at(1));
+                    let (d0, rest) = dst[p0..].split_at_mut(p1 - p0);
+                    for ((e, o), pair) in d0[..wo]
+                        .iter_mut()
+                        .zip(&mut rest[..wo])
+                        .zip(row.chunks_exact(2))
+                    {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                } else {
+                    for b in 0..k {
+                        let d = &mut dst[at(b)..at(b) + wo];
+                        for (v, s) in d.iter_mut().zip(row[b..].iter().step_by(k)) {
+                            *v = *s;
+                        }
                     }
                 }
             }
@@ -264,12 +280,22 @@ pub fn depth_to_space(z: &[f32], [n, ckk, h, w]: [usize; 4], k: usize) -> Vec<f3
     out.par_chunks_mut((k * k * h * w).max(1))
         .zip(z.par_chunks((k * k * h * w).max(1)))
         .for_each(|(dst, src)| {
-            for (t, s) in src.chunks((h * w).max(1)).enumerate() {
-                let (a, b) = (t / k, t % k);
-                for (i, row) in s.chunks(w.max(1)).enumerate() {
-                    let d = &mut dst[(k * i + a) * wk + b..];
-                    for (j, &v) in row.iter().enumerate() {
-                        d[k * j] = v;
+            for (y, row) in dst.chunks_exact_mut(wk.max(1)).enumerate() {
+                // Output row k i + a comes from row i of input planes a k .. a k + k.
+                let (i, a) = (y / k, y % k);
+                let at = |b: usize| ((a * k + b) * h + i) * w;
+                if k == 2 {
+                    let (s0, s1) = (&src[at(0)..at(0) + w], &src[at(1)..at(1) + w]);
+                    for ((pair, e), o) in row.chunks_exact_mut(2).zip(s0).zip(s1) {
+                        pair[0] = *e;
+                        pair[1] = *o;
+                    }
+                } else {
+                    for b in 0..k {
+                        let s = &src[at(b)..at(b) + w];
+                        for (v, d) in s.iter().zip(row[b..].iter_mut().step_by(k)) {
+                            *d = *v;
+                        }
                     }
                 }
             }
