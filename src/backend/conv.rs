@@ -28,6 +28,7 @@ use burn::tensor::ops::ConvOptions;
 use super::flex::{all_f32, flex_tensor, on_flex, values};
 use super::kernels::affine_prelu_values;
 use super::kernels::{self, Geometry};
+use super::shuffle;
 
 /// Backends that provide the square stride-1 convolution and its two gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -567,6 +568,8 @@ fn patch_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let cout = weight.dims()[0];
     let patches: Tensor<3> = if kh * kw == 1 {
         x.reshape([n, c, h * w])
+    } else if kh == kw {
+        shuffle::space_to_depth(x, kh).reshape([n, c * kh * kw, ho * wo])
     } else {
         x.reshape([n, c, ho, kh, wo, kw])
             .permute([0, 1, 3, 5, 2, 4])
@@ -597,6 +600,8 @@ fn patch_conv_transpose(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     let y = wm.matmul(x.reshape([n, cin, h * w]));
     let y: Tensor<4> = if kh * kw == 1 {
         y.reshape([n, cout, h, w])
+    } else if kh == kw {
+        shuffle::depth_to_space(y.reshape([n, cout * kh * kw, h, w]), kh)
     } else {
         y.reshape([n, cout, kh, kw, h, w])
             .permute([0, 1, 4, 2, 5, 3])

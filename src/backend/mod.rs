@@ -13,6 +13,7 @@ pub(crate) mod flex;
 pub(crate) mod kernels;
 pub(crate) mod linear;
 pub mod pool;
+pub(crate) mod shuffle;
 
 use std::str::FromStr;
 use std::sync::OnceLock;
