@@ -28,7 +28,7 @@ use burn::tensor::ops::ConvOptions;
 use super::flex::{all_f32, flex_tensor, on_flex, values};
 use super::kernels::affine_prelu_values;
 use super::kernels::{self, Geometry};
-use super::shuffle;
+use super::shuffle::{self, ShuffleBackend};
 
 /// Backends that provide the square stride-1 convolution and its two gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -81,12 +81,12 @@ pub trait FastConvBackend: Backend {
 pub enum Shuffle {
     /// The convolution as it is.
     None,
-    /// The input goes through [`kernels::space_to_depth`] first (a k x k stride-k convolution,
+    /// The input goes through [`shuffle::space_to_depth`] first (a k x k stride-k convolution,
     /// weight `[cout, cin * k * k, 1, 1]`).
     SpaceToDepth(usize),
     /// The layer's `cout` channels are computed as `cout * k * k` (weight
     /// `[cout, k * k * cin, 1, 1]`, one `[cin]` row per channel and tap; bias and slopes per
-    /// channel), then rearranged by [`kernels::depth_to_space`] (a transposed k x k stride-k
+    /// channel), then rearranged by [`shuffle::depth_to_space`] (a transposed k x k stride-k
     /// convolution).
     DepthToSpace(usize),
 }
@@ -186,12 +186,7 @@ impl FastConvBackend for Flex {
         match shuffle {
             Shuffle::None => {}
             Shuffle::SpaceToDepth(k) => {
-                let s = x.shape().to_vec();
-                let shape = [s[0], s[1], s[2], s[3]];
-                let xs = flex_tensor(
-                    kernels::space_to_depth(&values(&x), shape, k),
-                    vec![s[0], s[1] * k * k, s[2] / k, s[3] / k],
-                );
+                let xs = <Self as ShuffleBackend>::space_to_depth(x, k);
                 return Self::fast_conv_prelu(xs, weight, bias, alpha, padding, Shuffle::None);
             }
             Shuffle::DepthToSpace(k) => {
@@ -208,10 +203,7 @@ impl FastConvBackend for Flex {
                 let bias = flex_tensor(repeat(&bias), vec![cout * kk]);
                 let alpha = flex_tensor(repeat(&alpha), vec![cout * kk]);
                 let y = Self::fast_conv_prelu(x, weight, bias, alpha, padding, Shuffle::None);
-                let s = y.shape().to_vec();
-                let shape = [s[0], s[1], s[2], s[3]];
-                let out = kernels::depth_to_space(&values(&y), shape, k);
-                return flex_tensor(out, vec![s[0], cout, s[2] * k, s[3] * k]);
+                return <Self as ShuffleBackend>::depth_to_space(y, k);
             }
         }
         let alpha = values(&alpha).into_owned();
