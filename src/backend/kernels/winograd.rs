@@ -260,20 +260,33 @@ fn forward_tiles(isa: Isa, g: &Geometry, x: &[f32], params: Params, t: Tiles) ->
     // Every (image, channel, y, x < wo) is written exactly once below.
     let mut out = uninit(g.batch * g.cout * out_plane);
     let threads = rayon::current_num_threads();
+    let (vectors, image_out) = (t.vectors(), g.cout * out_plane);
     if g.batch >= threads * 4 {
-        // Image by image: the transformed input stays in cache for every channel block.
-        out.par_chunks_mut((g.cout * out_plane).max(1))
-            .zip(x.par_chunks(xn.max(1)))
+        // Two images at a time: their transformed inputs stay in cache for every channel block,
+        // and a plane's odd number of tile vectors (7 on 14x14 and 28x28 planes) pairs up with
+        // the other image's instead of running alone.
+        const IMAGES: usize = 2;
+        out.par_chunks_mut((IMAGES * image_out).max(1))
+            .zip(x.par_chunks((IMAGES * xn).max(1)))
             .for_each_init(
-                || (uninit(split), uninit(vn)),
-                |(rows, v), (o, xi)| {
-                    // SAFETY: `rows` and `v` are fully written by the transform before they
-                    // are read; the output pointer covers this image.
+                || (uninit(split), uninit(IMAGES * vn)),
+                |(rows, v), (o, xs)| {
+                    let images = xs.len() / xn.max(1);
+                    let outputs = Outputs {
+                        ptr: o.as_mut_ptr(),
+                        vectors,
+                        stride: image_out,
+                    };
+                    // SAFETY: `rows` and the first `images` transformed inputs of `v` are fully
+                    // written by the transform before they are read; the outputs cover these
+                    // images.
                     unsafe {
-                        dispatch_input(isa, &t, g, xi, rows, v);
+                        for (xi, vi) in xs.chunks_exact(xn).zip(v.chunks_exact_mut(vn)) {
+                            dispatch_input(isa, &t, g, xi, rows, vi);
+                        }
                         for &(c0, n) in &blocks {
-                            let o = o.as_mut_ptr();
-                            dispatch_multiply(isa, &t, g, v, params, c0, n, 0, t.vectors(), o);
+                            let v1 = images * vectors;
+                            dispatch_multiply(isa, &t, g, v, params, c0, n, 0, v1, outputs);
                         }
                     }
                 },
@@ -291,7 +304,6 @@ fn forward_tiles(isa: Isa, g: &Geometry, x: &[f32], params: Params, t: Tiles) ->
             |rows, (vi, xi)| unsafe { dispatch_input(isa, &t, g, xi, rows, vi) },
         );
     let optr = SendPtr(out.as_mut_ptr());
-    let vectors = t.vectors();
     let splits = (threads * 4).div_ceil(g.batch * blocks.len()).max(1);
     let span = vectors.div_ceil(splits).max(1);
     let tasks: Vec<(usize, usize, usize, usize)> = (0..g.batch)
@@ -302,7 +314,11 @@ fn forward_tiles(isa: Isa, g: &Geometry, x: &[f32], params: Params, t: Tiles) ->
         let vb = &v[b * vn..(b + 1) * vn];
         // SAFETY: each task writes channels c0..c0 + n of image b, tile vectors s..s + span.
         unsafe {
-            let o = optr.get().add(b * g.cout * out_plane);
+            let o = Outputs {
+                ptr: optr.get().add(b * image_out),
+                vectors,
+                stride: image_out,
+            };
             dispatch_multiply(isa, &t, g, vb, params, c0, n, s, (s + span).min(vectors), o);
         }
     });
@@ -492,9 +508,20 @@ unsafe fn bt5<S: Simd>(d: [S::V; 6]) -> [S::V; 6] {
     }
 }
 
+/// Where the products' outputs go: tile vectors `0..vectors` belong to the image at `ptr`
+/// (`[cout, ho, wo]`), the next `vectors` to the image `stride` floats further, and so on
+/// (several images' transformed inputs are consecutive, so a register tile may take vectors of
+/// two images and a plane's odd vector count leaves no remainder).
+#[derive(Clone, Copy)]
+struct Outputs {
+    ptr: *mut f32,
+    vectors: usize,
+    stride: usize,
+}
+
 /// Channels `c0..c0 + n` (`n` from [`Isa::channel_blocks`]) of tile vectors `v0..v1` of one
-/// image: the element-wise products summed over input channels, then `A^T M A`, bias and
-/// PReLU, stored into `out` (the image's `[cout, ho, wo]`).
+/// image or of consecutive images: the element-wise products summed over input channels, then
+/// `A^T M A`, bias and PReLU, stored through `out`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn multiply<S: Simd>(
@@ -506,7 +533,7 @@ unsafe fn multiply<S: Simd>(
     n: usize,
     v0: usize,
     v1: usize,
-    out: *mut f32,
+    out: Outputs,
 ) {
     unsafe {
         match (t.alpha(), t.m) {
@@ -530,7 +557,7 @@ unsafe fn multiply_block<S: Simd, const A: usize, const E: usize, const M: usize
     n: usize,
     v0: usize,
     v1: usize,
-    out: *mut f32,
+    out: Outputs,
 ) {
     unsafe {
         match n {
@@ -560,7 +587,7 @@ unsafe fn multiply_tile<
     c0: usize,
     v0: usize,
     v1: usize,
-    out: *mut f32,
+    out: Outputs,
 ) {
     let (cin, lanes) = (g.cin, S::LANES);
     let per = cin * E * lanes;
@@ -607,8 +634,11 @@ unsafe fn multiply_tile<
                 }
             }
             for p in 0..pv {
-                // Tile row and first output column of this vector (one division per vector).
-                let q = (vi + p) * lanes;
+                // Image, tile row and first output column of this vector (a few divisions per
+                // vector).
+                let (img, local) = ((vi + p) / out.vectors, (vi + p) % out.vectors);
+                let out = out.ptr.add(img * out.stride);
+                let q = local * lanes;
                 let (ty, col) = (q / t.twv, M * (q % t.twv));
                 if col >= wo {
                     continue;
@@ -1175,7 +1205,7 @@ unsafe fn dispatch_multiply(
     n: usize,
     v0: usize,
     v1: usize,
-    out: *mut f32,
+    out: Outputs,
 ) {
     // SAFETY: as in `dispatch_input`.
     unsafe {
@@ -1191,7 +1221,7 @@ unsafe fn dispatch_multiply(
 mod x86 {
     use super::super::x86::Avx2;
     use super::{
-        Geometry, Params, Tiles, WeightBuffers, WeightShape, input_transform, multiply,
+        Geometry, Outputs, Params, Tiles, WeightBuffers, WeightShape, input_transform, multiply,
         weight_image,
     };
 
@@ -1231,7 +1261,7 @@ mod x86 {
         n: usize,
         v0: usize,
         v1: usize,
-        out: *mut f32,
+        out: Outputs,
     ) {
         unsafe { multiply::<Avx2>(t, g, v, params, c0, n, v0, v1, out) }
     }
