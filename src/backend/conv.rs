@@ -467,14 +467,7 @@ pub(crate) fn patch_form(conv: &Conv2d, x: &Tensor<4>) -> Option<FastForm> {
 /// (inference).
 pub(crate) fn patch_transpose_form(conv: &ConvTranspose2d, x: &Tensor<4>) -> Option<FastForm> {
     let [kh, kw] = conv.kernel_size;
-    if !(kh == kw
-        && kh >= 2
-        && conv.stride == [kh, kw]
-        && conv.padding == [0, 0]
-        && conv.padding_out == [0, 0]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1)
-    {
+    if !(kh == kw && kh >= 2 && transposed_patchify(conv)) {
         return None;
     }
     let weight = conv.weight.val();
@@ -577,6 +570,16 @@ fn patch_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     y.reshape([n, cout, ho, wo])
 }
 
+/// Whether a transposed convolution is the transpose of a patchify one: kernel = stride, no
+/// padding (in or out), no dilation, one group.
+fn transposed_patchify(conv: &ConvTranspose2d) -> bool {
+    conv.kernel_size == conv.stride
+        && conv.padding == [0, 0]
+        && conv.padding_out == [0, 0]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+}
+
 /// The transposed patchify convolution (kernel = stride, no padding): a matrix product then
 /// depth-to-space.
 fn patch_conv_transpose(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
@@ -611,13 +614,7 @@ fn patch_conv_transpose(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
 pub fn conv_transpose2d(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     if let Some(f) = conv_transpose_form(conv, &x) {
         fast_conv(x, f.weight, f.bias, f.padding)
-    } else if x.device().is_autodiff()
-        && conv.kernel_size == conv.stride
-        && conv.padding == [0, 0]
-        && conv.padding_out == [0, 0]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-    {
+    } else if x.device().is_autodiff() && transposed_patchify(conv) {
         patch_conv_transpose(conv, x)
     } else {
         conv.forward(x)

@@ -1283,36 +1283,15 @@ mod tests {
             let x: Vec<f32> = (0..n * c * h * w).map(|v| v as f32).collect();
             let s = space_to_depth(&x, [n, c, h, w], k);
             let (ho, wo) = (h / k, w / k);
-            for (img, ci, a, b, i, j) in positions(n, c, k, ho, wo) {
+            // Output element (image, channel ci k k + a k + b, i, j), decoded from its index.
+            for (idx, &dst) in s.iter().enumerate() {
+                let (j, i) = (idx % wo, idx / wo % ho);
+                let (ch, img) = (idx / (wo * ho) % (c * k * k), idx / (wo * ho * c * k * k));
+                let (ci, a, b) = (ch / (k * k), ch % (k * k) / k, ch % k);
                 let src = x[((img * c + ci) * h + k * i + a) * w + k * j + b];
-                let dst = s[(((img * c + ci) * k * k + a * k + b) * ho + i) * wo + j];
                 assert_eq!(src, dst, "k {k}");
             }
             assert_eq!(depth_to_space(&s, [n, c * k * k, ho, wo], k), x, "k {k}");
-        }
-
-        fn positions(
-            n: usize,
-            c: usize,
-            k: usize,
-            ho: usize,
-            wo: usize,
-        ) -> Vec<(usize, usize, usize, usize, usize, usize)> {
-            let mut v = Vec::new();
-            for img in 0..n {
-                for ci in 0..c {
-                    for a in 0..k {
-                        for b in 0..k {
-                            for i in 0..ho {
-                                for j in 0..wo {
-                                    v.push((img, ci, a, b, i, j));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            v
         }
     }
 
@@ -1905,11 +1884,10 @@ mod speed {
             let x = vec![0.5f32; 64 * cin * hw * hw];
             let w = vec![0.1f32; cout * cin * k * k];
             let dy = vec![0.2f32; 64 * cout * hw * hw];
-            let time = fastest_ms;
-            let f = time(&|| drop(conv(&g, &x, &w, None)));
-            let dx = time(&|| drop(conv_input_grad(&g, &dy, &w)));
-            let dw = time(&|| drop(conv_weight_grad(&g, &x, &dy)));
-            let pad = time(&|| {
+            let f = fastest_ms(&|| drop(conv(&g, &x, &w, None)));
+            let dx = fastest_ms(&|| drop(conv_input_grad(&g, &dy, &w)));
+            let dw = fastest_ms(&|| drop(conv_weight_grad(&g, &x, &dy)));
+            let pad = fastest_ms(&|| {
                 // The whole batch on one thread: the cost of the copies themselves.
                 let mut padded = uninit(64 * cin * g.plane());
                 pad_planes(&mut padded, &x, (hw, hw), (p, p), g.wp(), g.plane());
@@ -1928,10 +1906,9 @@ mod speed {
     #[test]
     #[ignore]
     fn shuffles() {
-        let time = fastest_ms;
         let x = vec![0.5f32; 64 * 16 * 28 * 28];
-        let s2d = time(&|| drop(space_to_depth(&x, [64, 16, 28, 28], 2)));
-        let d2s = time(&|| drop(depth_to_space(&x, [64, 64, 14, 14], 2)));
+        let s2d = fastest_ms(&|| drop(space_to_depth(&x, [64, 16, 28, 28], 2)));
+        let d2s = fastest_ms(&|| drop(depth_to_space(&x, [64, 64, 14, 14], 2)));
         let one = |cin: usize, cout: usize, hw: usize| Geometry {
             batch: 64,
             cin,
@@ -1944,8 +1921,8 @@ mod speed {
         };
         let w = vec![0.1f32; 64 * 64];
         let (down, up) = (one(64, 32, 14), one(32, 64, 14));
-        let fd = time(&|| drop(conv(&down, &x[..64 * 64 * 196], &w[..32 * 64], None)));
-        let fu = time(&|| drop(conv(&up, &x[..64 * 32 * 196], &w[..64 * 32], None)));
+        let fd = fastest_ms(&|| drop(conv(&down, &x[..64 * 64 * 196], &w[..32 * 64], None)));
+        let fu = fastest_ms(&|| drop(conv(&up, &x[..64 * 32 * 196], &w[..64 * 32], None)));
         println!(
             "space_to_depth 16x28x28 {s2d:.3} ms, depth_to_space 64x14x14 {d2s:.3} ms, \
              1x1 64->32 at 14x14 {fd:.3} ms, 1x1 32->64 at 14x14 {fu:.3} ms"

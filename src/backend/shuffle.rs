@@ -109,11 +109,7 @@ impl<B: Backend + ShuffleBackend, C: CheckpointStrategy> ShuffleBackend for Auto
 /// stride-k convolution of `x` is a 1x1 convolution of the result.
 pub fn space_to_depth(x: Tensor<4>, k: usize) -> Tensor<4> {
     if !on_flex(&x) || x.dtype() != DType::F32 {
-        let [n, c, h, w] = x.dims();
-        return x
-            .reshape([n, c, h / k, k, w / k, k])
-            .permute([0, 1, 3, 5, 2, 4])
-            .reshape([n, c * k * k, h / k, w / k]);
+        return space_to_depth_burn(x, k);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as ShuffleBackend>::space_to_depth(
         x.into_dispatch(),
@@ -125,17 +121,29 @@ pub fn space_to_depth(x: Tensor<4>, k: usize) -> Tensor<4> {
 /// `[n, c, h * k, w * k]`.
 pub fn depth_to_space(x: Tensor<4>, k: usize) -> Tensor<4> {
     if !on_flex(&x) || x.dtype() != DType::F32 {
-        let [n, ckk, h, w] = x.dims();
-        let c = ckk / (k * k);
-        return x
-            .reshape([n, c, k, k, h, w])
-            .permute([0, 1, 4, 2, 5, 3])
-            .reshape([n, c, h * k, w * k]);
+        return depth_to_space_burn(x, k);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as ShuffleBackend>::depth_to_space(
         x.into_dispatch(),
         k,
     ))
+}
+
+/// [`space_to_depth`] with burn's reshape and permute (other devices and dtypes).
+fn space_to_depth_burn(x: Tensor<4>, k: usize) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h / k, k, w / k, k])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([n, c * k * k, h / k, w / k])
+}
+
+/// [`depth_to_space`] with burn's reshape and permute.
+fn depth_to_space_burn(x: Tensor<4>, k: usize) -> Tensor<4> {
+    let [n, ckk, h, w] = x.dims();
+    let c = ckk / (k * k);
+    x.reshape([n, c, k, k, h, w])
+        .permute([0, 1, 4, 2, 5, 3])
+        .reshape([n, c, h * k, w * k])
 }
 
 #[cfg(test)]
@@ -157,14 +165,8 @@ mod tests {
                 if device.is_autodiff() {
                     x = x.require_grad();
                 }
-                let burn_s2d = |x: Tensor<4>| {
-                    let [n, c, h, w] = x.dims();
-                    x.reshape([n, c, h / k, k, w / k, k])
-                        .permute([0, 1, 3, 5, 2, 4])
-                        .reshape([n, c * k * k, h / k, w / k])
-                };
                 let s = space_to_depth(x.clone(), k);
-                let s_ref = burn_s2d(x.clone());
+                let s_ref = space_to_depth_burn(x.clone(), k);
                 assert_eq!(s.dims(), s_ref.dims());
                 s.clone()
                     .into_data()
@@ -190,7 +192,7 @@ mod tests {
                     z.grad(&g)
                         .unwrap()
                         .into_data()
-                        .assert_eq(&burn_s2d(w2).into_data(), true);
+                        .assert_eq(&space_to_depth_burn(w2, k).into_data(), true);
                 }
             }
         }
