@@ -330,7 +330,7 @@ fn classifier_stage(
             // The shipped LeNet's recipe.
             let recipe = ClassifierTrainConfig {
                 augment: Augment::lenet_mnist(),
-                adversarial: None,
+                ..Default::default()
             };
             train_classifier(LeNet::new(&ad), &tr, &va, &recipe, &run, &ad)?;
         } else {

@@ -133,6 +133,7 @@ fn adversarial_training_buys_robustness_that_plain_training_does_not() {
         let cfg = ClassifierTrainConfig {
             augment: defed::data::Augment::shifts(1),
             adversarial: adv,
+            ..Default::default()
         };
         let p = train_classifier(
             LeNet::new(&device),

@@ -184,6 +184,7 @@ fn read_log(path: &std::path::Path) -> Vec<std::collections::BTreeMap<String, f6
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// With a weight average, so that the resume state carries it too.
 #[test]
 fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     let bin = env!("CARGO_BIN_EXE_defed");
@@ -198,6 +199,8 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
             "4000".into(),
             "--seed".into(),
             "5".into(),
+            "--average".into(),
+            "0.99".into(),
             "--name".into(),
             "r".into(),
             "--out".into(),
@@ -238,7 +241,7 @@ fn interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     assert!(status.success());
     let straight = read_log(&b.join("r.log.json"));
     for (x, y) in resumed.iter().zip(&straight) {
-        for k in ["train_loss", "val_loss", "val_accuracy"] {
+        for k in ["train_loss", "val_loss", "val_accuracy", "raw_val_accuracy"] {
             assert!(
                 (x[k] - y[k]).abs() <= 1e-6 * y[k].abs().max(1.0),
                 "epoch {}: {k} {} (resumed) vs {} (uninterrupted)",

@@ -126,6 +126,10 @@ pub struct ClassifierArgs {
     /// architecture and widths are kept.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Validate and save an exponential moving average of the weights, with this decay per
+    /// optimiser step (e.g. 0.995; warmed up as min(decay, (1 + t) / (10 + t))).
+    #[arg(long, value_name = "DECAY")]
+    average: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -339,6 +343,7 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
             val_steps: a.val_attack_steps,
             min_val_robust: a.min_val_robust,
         }),
+        average: a.average,
     };
     if let Some(adv) = &cfg.adversarial {
         eprintln!(

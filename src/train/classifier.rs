@@ -134,12 +134,17 @@ pub struct ClassifierTrainConfig {
     pub augment: Augment,
     /// Train against an adversary (else plain cross-entropy).
     pub adversarial: Option<AdversarialConfig>,
+    /// Validate and save an exponential moving average of the weights with this decay per
+    /// optimiser step (else the weights themselves).
+    #[serde(default)]
+    pub average: Option<f64>,
 }
 
 /// Trains `model` (created on an autodiff `device`) on `train`, validating on `val` after every
 /// epoch and keeping the best checkpoint in `<out_dir>/<name>.safetensors`: the best
 /// validation accuracy, or with adversarial training the best robust validation accuracy
-/// (PGD at the full budget on the first `val_images` validation images).
+/// (PGD at the full budget on the first `val_images` validation images). With
+/// `cfg.average`, the moving average of the weights is what is validated and saved.
 pub fn train_classifier<M: ClassifierNet>(
     model: M,
     train: &ImageSet,
@@ -159,7 +164,7 @@ pub fn train_classifier<M: ClassifierNet>(
     cfg.augment.check()?;
     train.check_labels(CLASSES)?;
     val.check_labels(CLASSES)?;
-    let (mut model, mut optim, mut progress) = state::start(run, model)?;
+    let (mut model, mut optim, mut progress, mut average) = state::start(run, model, cfg.average)?;
     let plain = device.clone().inner();
     let channels = train.shape[0];
     let batches_per_epoch = train.len().div_ceil(run.batch_size.max(1));
@@ -187,6 +192,9 @@ pub fn train_classifier<M: ClassifierNet>(
             let (next, loss, logits) =
                 train_step(model, &mut optim, lr, &b, adv, step_seed, device);
             model = next;
+            if let Some(a) = &mut average {
+                a.update(&model);
+            }
             loss_sum += loss as f64 * n as f64;
             let pred = argmax_rows(&logits, CLASSES);
             right += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
@@ -195,9 +203,17 @@ pub fn train_classifier<M: ClassifierNet>(
         }
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
-        let frozen = model.valid();
-        let (val_loss, val_acc) = evaluate(&frozen, val, run.batch_size, &plain);
         let mut log = EpochLog::new();
+        let frozen = match &average {
+            Some(a) => {
+                let raw = evaluate(&model.valid(), val, run.batch_size, &plain).1;
+                log.insert("raw_val_accuracy".into(), raw);
+                log.insert("average_decay".into(), a.current_decay());
+                a.model.clone()
+            }
+            None => model.valid(),
+        };
+        let (val_loss, val_acc) = evaluate(&frozen, val, run.batch_size, &plain);
         log.insert("epoch".into(), (epoch + 1) as f64);
         log.insert("lr".into(), lr);
         log.insert("train_loss".into(), loss_sum / seen as f64);
@@ -256,7 +272,7 @@ pub fn train_classifier<M: ClassifierNet>(
         progress.epochs_done = epoch + 1;
         progress.finished = progress.epochs_done == run.epochs;
         write_logs(run, &progress)?;
-        state::save(run, &model, &optim, &progress)?;
+        state::save(run, &model, &optim, &progress, average.as_ref())?;
     }
     Ok(progress)
 }

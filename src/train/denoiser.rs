@@ -372,7 +372,7 @@ pub fn train_denoiser<M: DenoiserNet>(
     if let Some(sel) = &cfg.detection {
         sel.check()?;
     }
-    let (mut model, mut optim, mut progress) = state::start(run, model)?;
+    let (mut model, mut optim, mut progress, _) = state::start(run, model, None)?;
     let plain = device.clone().inner();
     let per = train.image_len();
     let val_classifier = classifier.clone().valid();
@@ -514,7 +514,7 @@ pub fn train_denoiser<M: DenoiserNet>(
         progress.epochs_done = epoch + 1;
         progress.finished = progress.epochs_done == run.epochs;
         write_logs(run, &progress)?;
-        state::save(run, &model, &optim, &progress)?;
+        state::save(run, &model, &optim, &progress, None)?;
     }
     Ok(progress)
 }

@@ -6,6 +6,7 @@
 
 mod classifier;
 mod denoiser;
+mod ema;
 mod state;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub use classifier::{
     train_step,
 };
 pub use denoiser::{DenoiserAdversarial, DenoiserTrainConfig, DetectionSelection, train_denoiser};
+pub use ema::Ema;
 pub use state::Progress;
 
 use crate::model::{Architecture, BaseNet, Classifier, Defed, Denoiser, LeNet, MadryCnn, SvhnNet};

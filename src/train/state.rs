@@ -1,6 +1,7 @@
 //! Resumable training state: model and optimiser (burnpack, parameter ids kept), epoch and
-//! history, written after every epoch as one file (`NAME.resume`) replaced atomically, so a
-//! kill at any moment leaves the previous epoch's state or the new one, never a mix.
+//! history, and the weight average when the run keeps one, written after every epoch as one
+//! file (`NAME.resume`) replaced atomically, so a kill at any moment leaves the previous
+//! epoch's state or the new one, never a mix.
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -8,7 +9,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{EpochLog, RunOptions};
+use super::{Ema, EpochLog, RunOptions};
 use crate::error::{Error, Result};
 use crate::util::{read_file, write_atomic};
 
@@ -26,6 +27,9 @@ pub struct Progress {
     pub best_epoch: std::collections::BTreeMap<String, usize>,
     /// Whether the run finished all its epochs.
     pub finished: bool,
+    /// Optimiser steps in the weight average, when the run keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_updates: Option<u64>,
 }
 
 /// The resume state: one file, so that model, optimiser and progress are replaced together.
@@ -33,11 +37,14 @@ pub(crate) fn state_file(opts: &RunOptions) -> std::path::PathBuf {
     opts.file(".resume")
 }
 
-const MAGIC: &[u8; 8] = b"DEFEDRS1";
+/// Files of earlier versions: model, optimiser and progress.
+const MAGIC_3: &[u8; 8] = b"DEFEDRS1";
+/// The same and the weight average (empty when the run keeps none).
+const MAGIC: &[u8; 8] = b"DEFEDRS2";
 
-/// The three parts in one buffer: magic, then each part as a little-endian u64 length and its
-/// bytes (model, optimiser, progress JSON).
-fn pack(parts: [&[u8]; 3]) -> Vec<u8> {
+/// The four parts in one buffer: magic, then each part as a little-endian u64 length and its
+/// bytes (model, optimiser, progress JSON, weight average).
+fn pack(parts: [&[u8]; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
     out.extend_from_slice(MAGIC);
     for p in parts {
@@ -47,12 +54,16 @@ fn pack(parts: [&[u8]; 3]) -> Vec<u8> {
     out
 }
 
-fn unpack(bytes: &[u8]) -> std::result::Result<[&[u8]; 3], String> {
-    let mut rest = bytes
-        .strip_prefix(MAGIC)
-        .ok_or("not a defed resume state (bad magic)")?;
-    let mut parts = [&[][..]; 3];
-    for (i, part) in parts.iter_mut().enumerate() {
+fn unpack(bytes: &[u8]) -> std::result::Result<[&[u8]; 4], String> {
+    let (count, mut rest) = if let Some(rest) = bytes.strip_prefix(MAGIC) {
+        (4, rest)
+    } else if let Some(rest) = bytes.strip_prefix(MAGIC_3) {
+        (3, rest)
+    } else {
+        return Err("not a defed resume state (bad magic)".into());
+    };
+    let mut parts = [&[][..]; 4];
+    for (i, part) in parts.iter_mut().take(count).enumerate() {
         let (len, tail) = rest
             .split_first_chunk::<8>()
             .ok_or_else(|| format!("truncated before part {i}"))?;
@@ -74,34 +85,62 @@ pub fn save<M: Module>(
     model: &M,
     optim: &ModuleOptimizer,
     progress: &Progress,
+    average: Option<&Ema<M>>,
 ) -> Result<()> {
     let bad = |e: burn::store::RecordError| {
         Error::Invalid(format!("cannot serialise training state: {e}"))
     };
     let model_bytes = model.clone().into_record().into_bytes().map_err(bad)?;
     let optim_bytes = optim.into_bytes().map_err(bad)?;
-    let progress_bytes = serde_json::to_vec_pretty(progress).expect("progress serialises");
+    let mut progress = progress.clone();
+    progress.average_updates = average.map(|a| a.updates);
+    let progress_bytes = serde_json::to_vec_pretty(&progress).expect("progress serialises");
+    let average_bytes = match average {
+        Some(a) => Some(a.model.clone().into_record().into_bytes().map_err(bad)?),
+        None => None,
+    };
+    let average_bytes: &[u8] = average_bytes.as_deref().unwrap_or_default();
     let path = state_file(opts);
     if path.is_dir() {
         // The layout of earlier versions: a folder of three files, replaced by the one file.
         std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
     }
-    write_atomic(&path, &pack([&model_bytes, &optim_bytes, &progress_bytes]))
+    write_atomic(
+        &path,
+        &pack([&model_bytes, &optim_bytes, &progress_bytes, average_bytes]),
+    )
 }
 
-/// The model, an Adam optimiser (PyTorch's epsilon 1e-8) and the progress to train from: the
-/// saved state when `run.resume` is set and one exists, else a fresh start. Temporary files
-/// left by an interrupted write are removed first.
-pub fn start<M: Module>(run: &RunOptions, model: M) -> Result<(M, ModuleOptimizer, Progress)> {
+/// What a run continues from: model, optimiser, progress and, when the run averages its
+/// weights, the average.
+pub type Start<M> = (M, ModuleOptimizer, Progress, Option<Ema<M>>);
+
+/// The model, an Adam optimiser (PyTorch's epsilon 1e-8), the progress and the weight average
+/// (with `average_decay`) to train from: the saved state when `run.resume` is set and one
+/// exists, else a fresh start. A resumed run that did not average before starts its average at
+/// the resumed weights. Temporary files left by an interrupted write are removed first.
+pub fn start<M: Module>(
+    run: &RunOptions,
+    model: M,
+    average_decay: Option<f64>,
+) -> Result<Start<M>> {
     remove_stale_temporaries(&run.out_dir);
     let optim = burn::optim::AdamConfig::new().with_epsilon(1e-8).init();
     if run.resume
-        && let Some((m, o, p)) = load(run, model.clone(), optim.clone())?
+        && let Some((m, o, p, saved)) = load(run, model.clone(), optim.clone(), average_decay)?
     {
         tracing::info!(epochs_done = p.epochs_done, "resuming");
-        return Ok((m, o, p));
+        let average = match (average_decay, saved) {
+            (Some(decay), None) => {
+                tracing::info!("the saved state has no weight average: starting one now");
+                Some(Ema::new(&m, decay)?)
+            }
+            (_, saved) => saved,
+        };
+        return Ok((m, o, p, average));
     }
-    Ok((model, optim, Progress::default()))
+    let average = average_decay.map(|d| Ema::new(&model, d)).transpose()?;
+    Ok((model, optim, Progress::default(), average))
 }
 
 /// Removes `write_atomic`'s temporary files (`.NAME.tmp-PID`) whose process is gone.
@@ -128,15 +167,17 @@ fn remove_stale_temporaries(dir: &std::path::Path) {
     }
 }
 
-/// Loads the state if there is one: the model, optimiser and progress to continue from.
-pub fn load<M: Module>(
+/// Loads the state if there is one: the model, optimiser, progress and, with
+/// `average_decay`, the weight average if the run kept one, to continue from.
+fn load<M: Module>(
     opts: &RunOptions,
     model: M,
     optim: ModuleOptimizer,
-) -> Result<Option<(M, ModuleOptimizer, Progress)>> {
+    average_decay: Option<f64>,
+) -> Result<Option<Start<M>>> {
     let path = state_file(opts);
     let owned;
-    let [model_bytes, optim_bytes, progress_bytes]: [&[u8]; 3] = if path.is_dir() {
+    let [model_bytes, optim_bytes, progress_bytes, average_bytes]: [&[u8]; 4] = if path.is_dir() {
         // Earlier versions' folder of three files.
         if !path.join("progress.json").exists() {
             return Ok(None);
@@ -146,7 +187,7 @@ pub fn load<M: Module>(
             read_file(path.join("optim.bpk"))?,
             read_file(path.join("progress.json"))?,
         ];
-        [&owned[0], &owned[1], &owned[2]]
+        [&owned[0], &owned[1], &owned[2], &[]]
     } else if path.exists() {
         owned = [read_file(&path)?, vec![], vec![]];
         unpack(&owned[0]).map_err(|m| Error::format(&path, format!("corrupt resume state: {m}")))?
@@ -158,15 +199,26 @@ pub fn load<M: Module>(
     };
     let progress: Progress =
         serde_json::from_slice(progress_bytes).map_err(|e| corrupt("progress", &e))?;
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes.to_vec()))
-        .map_err(|e| corrupt("model", &e))?;
-    let model = model
-        .try_load_record(record)
-        .map_err(|e| Error::format(&path, format!("resume state does not fit the model: {e}")))?;
+    let restore = |template: M, bytes: &[u8], what: &str| -> Result<M> {
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+            .map_err(|e| corrupt(what, &e))?;
+        template
+            .try_load_record(record)
+            .map_err(|e| Error::format(&path, format!("resume state does not fit the {what}: {e}")))
+    };
+    let average = match (average_decay, progress.average_updates) {
+        (Some(decay), Some(updates)) if !average_bytes.is_empty() => Some(Ema {
+            model: restore(model.valid(), average_bytes, "weight average")?,
+            decay,
+            updates,
+        }),
+        _ => None,
+    };
+    let model = restore(model, model_bytes, "model")?;
     let optim = optim
         .from_bytes(Bytes::from_bytes_vec(optim_bytes.to_vec()))
         .map_err(|e| corrupt("optimiser", &e))?;
-    Ok(Some((model, optim, progress)))
+    Ok(Some((model, optim, progress, average)))
 }
 
 #[cfg(test)]
@@ -175,8 +227,12 @@ mod tests {
 
     #[test]
     fn packed_state_round_trips_and_refuses_damage() {
-        let bytes = pack([b"model", b"", b"{}"]);
-        assert_eq!(unpack(&bytes).unwrap(), [&b"model"[..], b"", b"{}"]);
+        let bytes = pack([b"model", b"", b"{}", b"avg"]);
+        assert_eq!(unpack(&bytes).unwrap(), [&b"model"[..], b"", b"{}", b"avg"]);
+        // An earlier version's three parts read with an empty average.
+        let mut old = bytes[..bytes.len() - 11].to_vec();
+        old[..8].copy_from_slice(MAGIC_3);
+        assert_eq!(unpack(&old).unwrap(), [&b"model"[..], b"", b"{}", b""]);
         for cut in 0..bytes.len() {
             assert!(unpack(&bytes[..cut]).is_err(), "cut at {cut}");
         }
