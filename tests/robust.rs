@@ -2,6 +2,8 @@
 //! and TRADES training buy robustness that plain training does not, TRADES' inner gradient is
 //! the KL's, and denoisers train on adversarial examples crafted through themselves.
 
+mod common;
+
 use defed::attack::{AttackModel, Norm, Pgd};
 use defed::data::embedded_mnist;
 use defed::model::checkpoint::CheckpointMeta;
@@ -281,6 +283,30 @@ fn shipped_robust_classifier_is_robust_and_shows_no_gradient_masking() {
     let device = defed::default_device();
     let (clf, meta) = defed::model::embedded::robust_classifier(&device).unwrap();
     assert_eq!(meta.architecture.name(), "madry-cnn");
+    robust_and_unmasked(&clf, &device);
+}
+
+/// The weight-averaged fine-tune in `models/` (not compiled in; `models/README.md`): the same
+/// checks, and the clean-accuracy bar on the first 1,000 real test images (the compiled-in
+/// classifier reads 98.4% there).
+#[test]
+fn averaged_robust_classifier_meets_the_clean_bar_and_shows_no_gradient_masking() {
+    let device = defed::default_device();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/madry-trades-ema-mnist.safetensors");
+    let (clf, meta) = load_classifier(&path, &device).unwrap();
+    assert_eq!(meta.architecture.name(), "madry-cnn");
+    robust_and_unmasked(&clf, &device);
+    let Some(sh) = common::shared() else { return };
+    let test = common::mnist_test(&sh).take(1000);
+    let pred = AttackModel::new(&clf, &device).predict(&test.images);
+    let right = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
+    eprintln!("first 1,000 real test images: {right} right");
+    assert!(right >= 985, "{right} of the first 1,000");
+}
+
+/// Robust at Linf 0.3 on held-out digits, and the gradient-masking checks.
+fn robust_and_unmasked(clf: &Classifier, device: &defed::Device) {
     // Held-out embedded digits (the seed-0 validation split it was not trained on).
     let (_, val) = embedded_mnist().split(0.1, 0);
     let set = val.take(100);
@@ -293,7 +319,7 @@ fn shipped_robust_classifier_is_robust_and_shows_no_gradient_masking() {
         restarts: 1,
         early_stop: false,
     };
-    let acc = |attack: &Pgd| robust_accuracy(&clf, &set, attack, 100, 0, &device).unwrap();
+    let acc = |attack: &Pgd| robust_accuracy(clf, &set, attack, 100, 0, device).unwrap();
     let clean = acc(&pgd(Norm::Linf, 1e-6, 1));
     let r: Vec<f64> = [0.1, 0.2, 0.3, 0.4]
         .iter()
