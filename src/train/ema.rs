@@ -10,6 +10,18 @@ use burn::tensor::Tensor;
 use crate::error::{Error, Result};
 
 /// The averaged weights of a model being trained.
+///
+/// ```
+/// use defed::train::Ema;
+/// let device = defed::autodiff_device();
+/// let model = defed::model::LeNet::new(&device);
+/// let mut average = Ema::new(&model, 0.995)?;
+/// // ... an optimiser step changes `model`, then:
+/// average.update(&model);
+/// assert_eq!(average.updates, 1);
+/// // `average.model` is what validation and the saved checkpoint use.
+/// # Ok::<(), defed::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Ema<M> {
     /// The averaged model (no autodiff).
