@@ -470,6 +470,7 @@ fn paper_denoisers(
                 alpha_warmup: 0,
                 adversarial: None,
                 detection: None,
+                average: None,
             };
             train_denoiser(
                 Defed::new(train.shape[0], EdgeMethod::Laplacian, &ad),

@@ -242,6 +242,7 @@ fn attacks_go_through_a_denoiser_and_denoisers_train_on_them() {
             fraction: 0.5,
         }),
         detection: None,
+        average: None,
     };
     let p = train_denoiser(
         Defed::new(1, EdgeMethod::Laplacian, &device),

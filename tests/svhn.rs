@@ -126,6 +126,7 @@ fn colour_classifier_and_denoiser_train() {
         alpha_warmup: 0,
         adversarial: None,
         detection: None,
+        average: None,
     };
     let clf_ad = clf.to_device(&device).frozen();
     let p = defed::train::train_denoiser(

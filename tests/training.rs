@@ -80,6 +80,7 @@ fn defed_denoises_after_a_short_training() {
         alpha_warmup: 0,
         adversarial: None,
         detection: None,
+        average: None,
     };
     let mut o = opts(dir.path(), "d", 2);
     o.batch_size = 32;
@@ -112,6 +113,41 @@ fn defed_denoises_after_a_short_training() {
     ] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
+
+    // The same with a weight average: it is what validates and is saved, and it denoises too.
+    device.seed(3);
+    let averaged = DenoiserTrainConfig {
+        average: Some(0.9),
+        ..cfg
+    };
+    let mut o = opts(dir.path(), "avg", 2);
+    o.batch_size = 32;
+    let p = train_denoiser(
+        Defed::new(1, EdgeMethod::Laplacian, &device),
+        &clf,
+        &train,
+        &val,
+        &averaged,
+        &o,
+        &device,
+    )
+    .unwrap();
+    let last = p.history.last().unwrap();
+    eprintln!(
+        "averaged: PSNR {:.2} (the weights themselves: {:.2})",
+        last["val_psnr"], last["raw_val_psnr"]
+    );
+    assert!(last["val_psnr"] > first["noisy_val_psnr"] + 1.0);
+    assert_ne!(last["val_psnr"], last["raw_val_psnr"]);
+    let (_, meta) = defed::model::load_denoiser(
+        dir.path().join("avg.safetensors"),
+        &device,
+        &Default::default(),
+    )
+    .unwrap();
+    let saved = &p.history[p.best_epoch["val_total"] - 1];
+    assert_eq!(meta.metrics["val_psnr"], saved["val_psnr"]);
+    assert_eq!(meta.metrics["raw_val_psnr"], saved["raw_val_psnr"]);
 }
 
 #[test]
@@ -141,6 +177,7 @@ fn denoisers_can_be_selected_by_detection_quality() {
             steps: 10,
             fpr: 0.05,
         }),
+        average: None,
     };
     let mut o = opts(dir.path(), "det", 2);
     o.batch_size = 32;

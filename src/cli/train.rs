@@ -59,6 +59,10 @@ pub struct Common {
     /// Use only the first N training images (quick experiments).
     #[arg(long)]
     limit: Option<usize>,
+    /// Validate and save an exponential moving average of the weights, with this decay per
+    /// optimiser step (e.g. 0.995; warmed up as min(decay, (1 + t) / (10 + t))).
+    #[arg(long, value_name = "DECAY")]
+    average: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,10 +130,6 @@ pub struct ClassifierArgs {
     /// architecture and widths are kept.
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Validate and save an exponential moving average of the weights, with this decay per
-    /// optimiser step (e.g. 0.995; warmed up as min(decay, (1 + t) / (10 + t))).
-    #[arg(long, value_name = "DECAY")]
-    average: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -343,7 +343,7 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
             val_steps: a.val_attack_steps,
             min_val_robust: a.min_val_robust,
         }),
-        average: a.average,
+        average: c.average,
     };
     if let Some(adv) = &cfg.adversarial {
         eprintln!(
@@ -493,6 +493,7 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
                 steps: a.detect_steps,
                 fpr: a.detect_fpr,
             }),
+            average: c.average,
         };
         let channels = train.shape[0];
         let init = initial_denoiser(&a.init, noise, &device)?;

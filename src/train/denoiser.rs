@@ -43,6 +43,9 @@ pub struct DenoiserTrainConfig {
     /// Measure detection quality on the validation digits after every epoch and keep the best
     /// checkpoint by it (`-best-detect.safetensors`).
     pub detection: Option<DetectionSelection>,
+    /// Validate and save an exponential moving average of the weights with this decay per
+    /// optimiser step (else the weights themselves).
+    pub average: Option<f64>,
 }
 
 /// Checkpoint selection by what a denoiser is for: telling adversarial from benign images.
@@ -372,7 +375,7 @@ pub fn train_denoiser<M: DenoiserNet>(
     if let Some(sel) = &cfg.detection {
         sel.check()?;
     }
-    let (mut model, mut optim, mut progress, _) = state::start(run, model, None)?;
+    let (mut model, mut optim, mut progress, mut average) = state::start(run, model, cfg.average)?;
     let plain = device.clone().inner();
     let per = train.image_len();
     let val_classifier = classifier.clone().valid();
@@ -425,6 +428,9 @@ pub fn train_denoiser<M: DenoiserNet>(
             let loss = class.clone().mul_scalar(train_alpha) + vision.clone();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
+            if let Some(a) = &mut average {
+                a.update(&model);
+            }
             vis_sum += to_vec(vision)[0] as f64 * b.len() as f64;
             cls_sum += to_vec(class)[0] as f64 * b.len() as f64;
             seen += b.len();
@@ -440,9 +446,18 @@ pub fn train_denoiser<M: DenoiserNet>(
             bs: run.batch_size,
             device: &plain,
         };
-        let valid_model = model.valid();
-        let v = validate(Some(&valid_model), &setup);
         let mut log = EpochLog::new();
+        let valid_model = match &average {
+            Some(a) => {
+                let raw = validate(Some(&model.valid()), &setup);
+                log.insert("raw_val_psnr".into(), raw.psnr);
+                log.insert("raw_val_accuracy".into(), raw.accuracy);
+                log.insert("average_decay".into(), a.current_decay());
+                a.model.clone()
+            }
+            None => model.valid(),
+        };
+        let v = validate(Some(&valid_model), &setup);
         log.insert("epoch".into(), (epoch + 1) as f64);
         log.insert("lr".into(), lr);
         log.insert("train_alpha".into(), train_alpha as f64);
@@ -507,14 +522,14 @@ pub fn train_denoiser<M: DenoiserNet>(
             if progress.best.get(key).is_none_or(|&b| better(b)) {
                 progress.best.insert(key.into(), value);
                 progress.best_epoch.insert(key.into(), epoch + 1);
-                save_model(&model.valid(), &meta, run.file(suffix))?;
+                save_model(&valid_model, &meta, run.file(suffix))?;
             }
         }
         progress.history.push(log);
         progress.epochs_done = epoch + 1;
         progress.finished = progress.epochs_done == run.epochs;
         write_logs(run, &progress)?;
-        state::save(run, &model, &optim, &progress, None)?;
+        state::save(run, &model, &optim, &progress, average.as_ref())?;
     }
     Ok(progress)
 }
@@ -532,6 +547,7 @@ mod tests {
             alpha_warmup: 4,
             adversarial: None,
             detection: None,
+            average: None,
         };
         let got: Vec<f32> = (0..6).map(|e| cfg.alpha_at(e)).collect();
         assert_eq!(got, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);
