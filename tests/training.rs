@@ -82,18 +82,14 @@ fn defed_denoises_after_a_short_training() {
         detection: None,
         average: None,
     };
-    let mut o = opts(dir.path(), "d", 2);
-    o.batch_size = 32;
-    let p = train_denoiser(
-        Defed::new(1, EdgeMethod::Laplacian, &device),
-        &clf,
-        &train,
-        &val,
-        &cfg,
-        &o,
-        &device,
-    )
-    .unwrap();
+    let run = |cfg: &DenoiserTrainConfig, name: &str| {
+        device.seed(3);
+        let mut o = opts(dir.path(), name, 2);
+        o.batch_size = 32;
+        let model = Defed::new(1, EdgeMethod::Laplacian, &device);
+        train_denoiser(model, &clf, &train, &val, cfg, &o, &device).unwrap()
+    };
+    let p = run(&cfg, "d");
     let first = &p.history[0];
     let last = p.history.last().unwrap();
     eprintln!(
@@ -115,23 +111,11 @@ fn defed_denoises_after_a_short_training() {
     }
 
     // The same with a weight average: it is what validates and is saved, and it denoises too.
-    device.seed(3);
     let averaged = DenoiserTrainConfig {
         average: Some(0.9),
-        ..cfg
+        ..cfg.clone()
     };
-    let mut o = opts(dir.path(), "avg", 2);
-    o.batch_size = 32;
-    let p = train_denoiser(
-        Defed::new(1, EdgeMethod::Laplacian, &device),
-        &clf,
-        &train,
-        &val,
-        &averaged,
-        &o,
-        &device,
-    )
-    .unwrap();
+    let p = run(&averaged, "avg");
     let last = p.history.last().unwrap();
     eprintln!(
         "averaged: PSNR {:.2} (the weights themselves: {:.2})",
