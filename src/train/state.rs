@@ -27,9 +27,6 @@ pub struct Progress {
     pub best_epoch: std::collections::BTreeMap<String, usize>,
     /// Whether the run finished all its epochs.
     pub finished: bool,
-    /// Optimiser steps in the weight average, when the run keeps one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub average_updates: Option<u64>,
 }
 
 /// The resume state: one file, so that model, optimiser and progress are replaced together.
@@ -39,7 +36,8 @@ pub(crate) fn state_file(opts: &RunOptions) -> std::path::PathBuf {
 
 /// Files of earlier versions: model, optimiser and progress.
 const MAGIC_3: &[u8; 8] = b"DEFEDRS1";
-/// The same and the weight average (empty when the run keeps none).
+/// The same and the weight average: its update count (little-endian u64) and its weights, or
+/// nothing when the run keeps none.
 const MAGIC: &[u8; 8] = b"DEFEDRS2";
 
 /// The four parts in one buffer: magic, then each part as a little-endian u64 length and its
@@ -92,14 +90,12 @@ pub fn save<M: Module>(
     };
     let model_bytes = model.clone().into_record().into_bytes().map_err(bad)?;
     let optim_bytes = optim.into_bytes().map_err(bad)?;
-    let mut progress = progress.clone();
-    progress.average_updates = average.map(|a| a.updates);
-    let progress_bytes = serde_json::to_vec_pretty(&progress).expect("progress serialises");
-    let average_bytes = match average {
-        Some(a) => Some(a.model.clone().into_record().into_bytes().map_err(bad)?),
-        None => None,
-    };
-    let average_bytes: &[u8] = average_bytes.as_deref().unwrap_or_default();
+    let progress_bytes = serde_json::to_vec_pretty(progress).expect("progress serialises");
+    let mut average_bytes = Vec::new();
+    if let Some(a) = average {
+        average_bytes.extend_from_slice(&a.updates.to_le_bytes());
+        average_bytes.extend_from_slice(&a.model.clone().into_record().into_bytes().map_err(bad)?);
+    }
     let path = state_file(opts);
     if path.is_dir() {
         // The layout of earlier versions: a folder of three files, replaced by the one file.
@@ -107,7 +103,7 @@ pub fn save<M: Module>(
     }
     write_atomic(
         &path,
-        &pack([&model_bytes, &optim_bytes, &progress_bytes, average_bytes]),
+        &pack([&model_bytes, &optim_bytes, &progress_bytes, &average_bytes]),
     )
 }
 
@@ -117,8 +113,7 @@ pub type Start<M> = (M, ModuleOptimizer, Progress, Option<Ema<M>>);
 
 /// The model, an Adam optimiser (PyTorch's epsilon 1e-8), the progress and the weight average
 /// (with `average_decay`) to train from: the saved state when `run.resume` is set and one
-/// exists, else a fresh start. A resumed run that did not average before starts its average at
-/// the resumed weights. Temporary files left by an interrupted write are removed first.
+/// exists, else a fresh start. Temporary files left by an interrupted write are removed first.
 pub fn start<M: Module>(
     run: &RunOptions,
     model: M,
@@ -127,17 +122,10 @@ pub fn start<M: Module>(
     remove_stale_temporaries(&run.out_dir);
     let optim = burn::optim::AdamConfig::new().with_epsilon(1e-8).init();
     if run.resume
-        && let Some((m, o, p, saved)) = load(run, model.clone(), optim.clone(), average_decay)?
+        && let Some(state) = load(run, model.clone(), optim.clone(), average_decay)?
     {
-        tracing::info!(epochs_done = p.epochs_done, "resuming");
-        let average = match (average_decay, saved) {
-            (Some(decay), None) => {
-                tracing::info!("the saved state has no weight average: starting one now");
-                Some(Ema::new(&m, decay)?)
-            }
-            (_, saved) => saved,
-        };
-        return Ok((m, o, p, average));
+        tracing::info!(epochs_done = state.2.epochs_done, "resuming");
+        return Ok(state);
     }
     let average = average_decay.map(|d| Ema::new(&model, d)).transpose()?;
     Ok((model, optim, Progress::default(), average))
@@ -168,7 +156,8 @@ fn remove_stale_temporaries(dir: &std::path::Path) {
 }
 
 /// Loads the state if there is one: the model, optimiser, progress and, with
-/// `average_decay`, the weight average if the run kept one, to continue from.
+/// `average_decay`, the weight average (a run that did not average before starts its average
+/// at the resumed weights), to continue from.
 fn load<M: Module>(
     opts: &RunOptions,
     model: M,
@@ -206,15 +195,24 @@ fn load<M: Module>(
             .try_load_record(record)
             .map_err(|e| Error::format(&path, format!("resume state does not fit the {what}: {e}")))
     };
-    let average = match (average_decay, progress.average_updates) {
-        (Some(decay), Some(updates)) if !average_bytes.is_empty() => Some(Ema {
-            model: restore(model.valid(), average_bytes, "weight average")?,
-            decay,
-            updates,
-        }),
-        _ => None,
-    };
     let model = restore(model, model_bytes, "model")?;
+    let average = match average_decay {
+        None => None,
+        Some(decay) if average_bytes.is_empty() => {
+            tracing::info!("the saved state has no weight average: starting one now");
+            Some(Ema::new(&model, decay)?)
+        }
+        Some(decay) => {
+            let (updates, weights) = average_bytes
+                .split_first_chunk::<8>()
+                .ok_or_else(|| corrupt("weight average", &"truncated"))?;
+            Some(Ema {
+                model: restore(model.valid(), weights, "weight average")?,
+                decay,
+                updates: u64::from_le_bytes(*updates),
+            })
+        }
+    };
     let optim = optim
         .from_bytes(Bytes::from_bytes_vec(optim_bytes.to_vec()))
         .map_err(|e| corrupt("optimiser", &e))?;
