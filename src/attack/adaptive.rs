@@ -9,6 +9,13 @@
 //!   the classifier's logits on `x`, `s_i` the adversarial scores, `t_i` the thresholds and
 //!   margins `m_i = margin * t_i`; lambda is searched over a list, each value run on the images
 //!   the previous ones did not break.
+//! - **targeted evade** (with `targets > 0`): the same, aimed at one wrong class `t` at a time
+//!   (the classes the classifier ranks highest after the true one on the clean image):
+//!   `min(z_t - max_{j != t} z_j, kappa) - lambda * sum_i max(0, s_i^t(x) - t_i + m_i)`, where
+//!   `s_i^t` takes its class term against `t`. The untargeted scores take theirs against the
+//!   current prediction, so they jump when the prediction flips and the search can oscillate at
+//!   the decision boundary; with the target fixed the objective is continuous, and equals the
+//!   defender's score wherever the attack has succeeded.
 //! - **corrupt**: be flagged but get a wrong corrected label. Maximise the cross-entropy of the
 //!   true class under the mean softmax of the denoised images, minus
 //!   `lambda * sum_i max(0, t_i + m_i - s_i)` so every denoiser flags (the corrected label then
@@ -50,6 +57,8 @@ pub struct AdaptiveConfig {
     pub restarts: usize,
     /// Penalty weights tried in turn for the evade goal.
     pub lambdas: Vec<f32>,
+    /// Also run the evade goal targeted at each of this many wrong classes (0: untargeted only).
+    pub targets: usize,
     /// Safety margin on the thresholds, as a share of each threshold.
     pub margin: f32,
     /// Cap on the classifier margin in the evade objective (logits).
@@ -71,6 +80,7 @@ impl AdaptiveConfig {
             iterations: 100,
             restarts: 1,
             lambdas: vec![1.0, 10.0, 100.0],
+            targets: 0,
             margin: 0.05,
             kappa: 5.0,
             straight_through: false,
@@ -113,15 +123,44 @@ impl DefenderGrad {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+impl DefenderGrad {
+    /// Per image, the wrong classes ranked by the classifier's logits on `x` (most likely first).
+    fn ranked_wrong(&self, x: &[f32], labels: &[usize]) -> Result<Vec<Vec<usize>>> {
+        let [c, h, w] = self.shape;
+        let n = labels.len();
+        let z = to_vec(
+            self.classifier
+                .logits(tensor4(x.to_vec(), [n, c, h, w], &self.ad))
+                .inner(),
+        );
+        Ok(labels
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| {
+                let zi = row(&z, i, self.classes);
+                let mut order: Vec<usize> = (0..self.classes).filter(|&j| j != y).collect();
+                order.sort_by(|&a, &b| zi[b].total_cmp(&zi[a]));
+                order
+            })
+            .collect())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Goal {
     Evade,
+    /// Evade as the classifier's `rank`-th most likely wrong class on the clean image (1-based).
+    EvadeAs {
+        rank: usize,
+    },
     Corrupt,
 }
 
 struct DefenderObjective<'a> {
     g: &'a DefenderGrad,
     labels: &'a [usize],
+    /// Per image (like `labels`): the target class of [`Goal::EvadeAs`].
+    targets: &'a [usize],
     goal: Goal,
     lambda: f32,
     cfg: &'a AdaptiveConfig,
@@ -137,7 +176,12 @@ impl Objective for DefenderObjective<'_> {
         let xt = tensor4(x.to_vec(), [n, c, h, w], &g.ad).require_grad();
         let z0 = g.classifier.logits(xt.clone());
         let pred = argmax_rows(&to_vec(z0.clone().inner()), k);
-        let pred1h = one_hot(&pred, k, &g.ad);
+        // The label the scores' class term is taken against: the prediction, or the target.
+        let targets: Vec<usize> = match self.goal {
+            Goal::EvadeAs { .. } => idx.iter().map(|&i| self.targets[i]).collect(),
+            _ => pred.clone(),
+        };
+        let pred1h = one_hot(&targets, k, &g.ad);
         let y1h = one_hot(&labels, k, &g.ad);
         let mut scores: Vec<Tensor<1>> = Vec::new();
         let mut probs: Vec<Tensor<2>> = Vec::new();
@@ -158,19 +202,30 @@ impl Objective for DefenderObjective<'_> {
             probs: probs.iter().map(|p| to_vec(p.clone().inner())).collect(),
             ..Scores::default()
         };
+        // Targeted scores are the defender's own only where the prediction is the target.
         let reached = decide_with(&decision, &g.thresholds, k)
             .iter()
-            .zip(&labels)
-            .map(|(v, y)| match self.goal {
+            .zip(labels.iter().zip(&targets))
+            .map(|(v, (y, t))| match self.goal {
                 Goal::Evade => !v.adversarial && v.label != *y,
+                Goal::EvadeAs { .. } => !v.adversarial && v.label == *t && t != y,
                 Goal::Corrupt => v.label != *y,
             })
             .collect();
         let value: Tensor<1> = match self.goal {
-            Goal::Evade => {
-                let zy = (z0.clone() * y1h.clone()).sum_dim(1);
-                let others = (z0 - y1h.mul_scalar(1e9)).max_dim(1);
-                let margin = (others - zy).reshape([n]).clamp_max(self.cfg.kappa);
+            Goal::Evade | Goal::EvadeAs { .. } => {
+                // Untargeted: the best wrong logit over the true one; targeted: the target's
+                // logit over the best other one.
+                let margin = if self.goal == Goal::Evade {
+                    let zy = (z0.clone() * y1h.clone()).sum_dim(1);
+                    let others = (z0 - y1h.mul_scalar(1e9)).max_dim(1);
+                    others - zy
+                } else {
+                    let zt = (z0.clone() * pred1h.clone()).sum_dim(1);
+                    let others = (z0 - pred1h.clone().mul_scalar(1e9)).max_dim(1);
+                    zt - others
+                };
+                let margin = margin.reshape([n]).clamp_max(self.cfg.kappa);
                 let mut penalty: Tensor<1> = Tensor::zeros([n], &g.ad);
                 for (s, &t) in scores.into_iter().zip(&g.thresholds) {
                     penalty = penalty + (s.add_scalar(-t + self.cfg.margin * t)).clamp_min(0.0);
@@ -277,10 +332,22 @@ pub fn adaptive_attack(
         let m = end - start;
         let mut done = vec![false; m];
         let mut best = x.to_vec();
+        let ranked = if cfg.targets > 0 {
+            g.ranked_wrong(x, labels)?
+        } else {
+            Vec::new()
+        };
         let runs: Vec<(Goal, f32)> = cfg
             .lambdas
             .iter()
             .map(|&l| (Goal::Evade, l))
+            .chain(
+                (1..=cfg.targets.min(g.classes.saturating_sub(1))).flat_map(|rank| {
+                    cfg.lambdas
+                        .iter()
+                        .map(move |&l| (Goal::EvadeAs { rank }, l))
+                }),
+            )
             .chain(std::iter::once((Goal::Corrupt, cfg.lambdas[0])))
             .collect();
         let mut corrupted = vec![false; m];
@@ -291,9 +358,14 @@ pub fn adaptive_attack(
             }
             let xs = gather_images(x, &todo, per);
             let ls: Vec<usize> = todo.iter().map(|&i| labels[i]).collect();
+            let ts: Vec<usize> = match goal {
+                Goal::EvadeAs { rank } => todo.iter().map(|&i| ranked[i][rank - 1]).collect(),
+                _ => Vec::new(),
+            };
             let obj = DefenderObjective {
                 g: &g,
                 labels: &ls,
+                targets: &ts,
                 goal,
                 lambda,
                 cfg,
@@ -318,6 +390,12 @@ pub fn adaptive_attack(
                         // Without success, keep the candidate of the largest lambda tried.
                         row_mut(&mut best, i, per).copy_from_slice(row);
                         done[i] = res.reached[j];
+                    }
+                    Goal::EvadeAs { .. } => {
+                        if res.reached[j] {
+                            row_mut(&mut best, i, per).copy_from_slice(row);
+                            done[i] = true;
+                        }
                     }
                     Goal::Corrupt => {
                         if res.reached[j] {

@@ -291,6 +291,10 @@ pub struct EvaluateArgs {
     /// Adaptive: penalty weights tried in turn.
     #[arg(long, num_args = 1.., default_values_t = vec![1.0, 10.0, 100.0])]
     lambdas: Vec<f32>,
+    /// Adaptive: also run the evade goal targeted at each of the N wrong classes the
+    /// classifier ranks highest on the clean image (0: untargeted only).
+    #[arg(long, default_value_t = 0)]
+    targets: usize,
     /// Adaptive: identity gradient through the clamp of the denoised images (BPDA).
     #[arg(long)]
     straight_through: bool,
@@ -522,6 +526,7 @@ fn adaptive_cmd(
         iterations: a.iterations,
         restarts: a.restarts,
         lambdas: a.lambdas.clone(),
+        targets: a.targets,
         straight_through: a.straight_through,
         batch_size: a.batch_size.clamp(1, 64),
         seed: a.seed,

@@ -116,7 +116,7 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
          Threat model: white-box. The attacker knows the classifier, every denoiser, alpha, the \
          rule and the thresholds, and uses exact gradients through all of them{ste}. Goal 1 \
          (evade): a wrong label with no flag, by APGD on the classifier margin minus lambda x \
-         the threshold excess (lambda in {lambdas:?}, margin {m}% of each threshold). Goal 2 \
+         the threshold excess (lambda in {lambdas:?}, margin {m}% of each threshold){tg}. Goal 2 \
          (corrupt): be flagged with a wrong corrected label. {it} iterations, {re} restart(s) \
          per run. \"Transfer\" is PGD on the bare classifier at the same budget, judged by the \
          defender (the non-adaptive protocol). Robust accuracy counts an image as defended when \
@@ -129,6 +129,15 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
             ""
         },
         lambdas = cfg.lambdas,
+        tg = if cfg.targets > 0 {
+            format!(
+                "; then targeted at each of the {} wrong classes ranked highest on the clean image \
+                 (the scores' class term against the target)",
+                cfg.targets
+            )
+        } else {
+            String::new()
+        },
         m = cfg.margin * 100.0,
         it = cfg.iterations,
         re = cfg.restarts,
