@@ -6,6 +6,7 @@ use defed::attack::{
 use defed::data::{ImageSet, embedded_mnist};
 use defed::default_device;
 use defed::defense::{Defender, thresholds_k_std};
+use defed::eval::adaptive::{AdaptiveRow, adaptive_images_csv};
 use defed::model::embedded;
 
 /// Held-out embedded digits (the default classifier never trained on them).
@@ -155,6 +156,27 @@ fn targeted_evade_runs_add_to_untargeted_ones() {
         u.evade_success, t.evade_success
     );
     assert!(t.max_perturbation <= 0.25 + 1e-6);
+    // The per-image file agrees with the summary.
+    let row = AdaptiveRow {
+        adaptive: t.clone(),
+        transfer_evade_success: 0.0,
+        transfer_flagged: 0.0,
+        transfer_wrong_label: 0.0,
+    };
+    let csv = adaptive_images_csv(&[row], &set);
+    let lines: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(lines.len(), set.len());
+    let evaded = lines.iter().filter(|l| l[6] == "1").count();
+    assert_eq!(evaded as f64 / set.len() as f64, t.evade_success);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l[7].parse::<f64>().unwrap() <= 0.25 + 1e-6)
+    );
     // The targeted runs start from the images the untargeted ones left, and here (seeded)
     // break one more of the 16: the objective whose class term does not jump at the boundary.
     assert!(

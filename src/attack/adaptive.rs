@@ -298,6 +298,9 @@ pub struct AdaptiveReport {
     /// The final adversarial inputs, one per image.
     #[serde(skip)]
     pub adv: Vec<f32>,
+    /// The defender's verdict on each final input.
+    #[serde(skip)]
+    pub verdicts: Vec<Verdict>,
 }
 
 /// Runs the adaptive attack on `set` (benign images with their true labels).
@@ -450,6 +453,7 @@ pub fn adaptive_attack(
         clean_pass: 1.0 - clean_flagged,
         clean_accuracy,
         adv,
+        verdicts,
     })
 }
 

@@ -273,7 +273,7 @@ pub struct EvaluateArgs {
     adv: Vec<PathBuf>,
     /// Run the adaptive white-box attack on the (calibrated) bundle instead: it knows the
     /// classifier, the denoisers, alpha, the rule and the thresholds. Writes adaptive.csv,
-    /// adaptive.json and adaptive.md.
+    /// adaptive.json, adaptive.md and adaptive-images.csv (one line per image and budget).
     #[arg(long, requires = "bundle", conflicts_with = "adv")]
     adaptive: bool,
     /// Adaptive: budgets as norm:eps (default linf:0.1 linf:0.2 linf:0.3 l2:1 l2:2 l2:3).
@@ -558,6 +558,10 @@ fn adaptive_cmd(
     })?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     defed::util::write_atomic(a.out.join("adaptive.csv"), adaptive_csv(&rows).as_bytes())?;
+    defed::util::write_atomic(
+        a.out.join("adaptive-images.csv"),
+        defed::eval::adaptive::adaptive_images_csv(&rows, &set).as_bytes(),
+    )?;
     defed::util::write_atomic(
         a.out.join("adaptive.json"),
         &serde_json::to_vec_pretty(&rows)?,

@@ -12,6 +12,7 @@ use crate::backend::Device;
 use crate::data::ImageSet;
 use crate::defense::Defender;
 use crate::error::Result;
+use crate::util::row;
 
 /// One budget's figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +106,39 @@ pub fn adaptive_csv(rows: &[AdaptiveRow]) -> String {
             a.clean_pass,
             a.clean_accuracy
         );
+    }
+    s
+}
+
+/// One line per attacked image and budget: its index in the source split (its position in
+/// `set` when the set does not know it), true label, final label, whether it was flagged,
+/// whether it evaded (wrong label and no flag), and the perturbation's size in the budget's
+/// norm. An image is broken by a set of runs when any of them evades with it, so the worst
+/// case over several attack configurations is a join of these files on `index`.
+pub fn adaptive_images_csv(rows: &[AdaptiveRow], set: &ImageSet) -> String {
+    let mut s = String::from("norm,eps,index,label,final_label,flagged,evaded,perturbation\n");
+    let per = set.image_len();
+    for r in rows {
+        let a = &r.adaptive;
+        for (i, v) in a.verdicts.iter().enumerate() {
+            let y = set.labels[i];
+            let d: Vec<f32> = row(&a.adv, i, per)
+                .iter()
+                .zip(row(&set.images, i, per))
+                .map(|(a, b)| a - b)
+                .collect();
+            s += &format!(
+                "{},{},{},{},{},{},{},{}\n",
+                a.norm.name(),
+                a.eps,
+                set.indices.get(i).copied().unwrap_or(i),
+                y,
+                v.label,
+                u8::from(v.adversarial),
+                u8::from(!v.adversarial && v.label != y),
+                a.norm.of(&d)
+            );
+        }
     }
     s
 }
