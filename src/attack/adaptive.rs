@@ -177,11 +177,11 @@ impl Objective for DefenderObjective<'_> {
         let z0 = g.classifier.logits(xt.clone());
         let pred = argmax_rows(&to_vec(z0.clone().inner()), k);
         // The label the scores' class term is taken against: the prediction, or the target.
-        let targets: Vec<usize> = match self.goal {
+        let score_labels: Vec<usize> = match self.goal {
             Goal::EvadeAs { .. } => idx.iter().map(|&i| self.targets[i]).collect(),
             _ => pred.clone(),
         };
-        let pred1h = one_hot(&targets, k, &g.ad);
+        let label1h = one_hot(&score_labels, k, &g.ad);
         let y1h = one_hot(&labels, k, &g.ad);
         let mut scores: Vec<Tensor<1>> = Vec::new();
         let mut probs: Vec<Tensor<2>> = Vec::new();
@@ -191,7 +191,14 @@ impl Objective for DefenderObjective<'_> {
             Clamp::Exact
         };
         for d in &g.denoisers {
-            let t = score_tensors(&g.classifier, d, g.alpha, xt.clone(), pred1h.clone(), clamp);
+            let t = score_tensors(
+                &g.classifier,
+                d,
+                g.alpha,
+                xt.clone(),
+                label1h.clone(),
+                clamp,
+            );
             scores.push(t.total);
             probs.push(softmax(t.logits, 1));
         }
@@ -205,7 +212,7 @@ impl Objective for DefenderObjective<'_> {
         // Targeted scores are the defender's own only where the prediction is the target.
         let reached = decide_with(&decision, &g.thresholds, k)
             .iter()
-            .zip(labels.iter().zip(&targets))
+            .zip(labels.iter().zip(&score_labels))
             .map(|(v, (y, t))| match self.goal {
                 Goal::Evade => !v.adversarial && v.label != *y,
                 Goal::EvadeAs { .. } => !v.adversarial && v.label == *t && t != y,
@@ -221,8 +228,8 @@ impl Objective for DefenderObjective<'_> {
                     let others = (z0 - y1h.mul_scalar(1e9)).max_dim(1);
                     others - zy
                 } else {
-                    let zt = (z0.clone() * pred1h.clone()).sum_dim(1);
-                    let others = (z0 - pred1h.clone().mul_scalar(1e9)).max_dim(1);
+                    let zt = (z0.clone() * label1h.clone()).sum_dim(1);
+                    let others = (z0 - label1h.clone().mul_scalar(1e9)).max_dim(1);
                     zt - others
                 };
                 let margin = margin.reshape([n]).clamp_max(self.cfg.kappa);
