@@ -11,12 +11,17 @@
 #                classified test images from index 9000.
 #   B=target/release/defed OUT=/var/tmp/rf8 BUDGET=linf:0.3 FROM="500 600 700 800 900" \
 #     sh scripts/robust-defender-chunks.sh
+# ATTACK replaces the protocol's attack settings and TAG names such runs' folders, e.g. the
+# attack that converged on the paper's bundle (README, convergence):
+#   BUNDLE=paper ATTACK="--iterations 400 --lambdas 1 10 100 --targets 3" TAG=-it400-t3 ...
 set -e
 B=${B:-target/release/defed}
 OUT=${OUT:-/var/tmp/robust-chunks}
 BUDGET=${BUDGET:-linf:0.3}
 FROM=${FROM:-"500 600 700 800 900"}
 BUNDLE=${BUNDLE:-adv2}
+ATTACK=${ATTACK:-"--iterations 100 --lambdas 1 10 100"}
+TAG=${TAG:-}
 D=../shared/data/mnist
 S=../shared/reference/checkpoints/pytorch
 IMG="--images $D/t10k-images-idx3-ubyte.gz --labels $D/t10k-labels-idx1-ubyte.gz"
@@ -41,8 +46,8 @@ fi
 n=$(echo $BUDGET | sed "s/linf:/linf/; s/l2:/l2/")
 for f in $FROM; do
   [ -f $OUT/s$f.npz ] || $B benign --classifier $R $IMG --from $f --num 100 --include-misclassified --out $OUT/s$f.npz
-  d=$OUT/adaptive-$NAME-$n-images$f-$((f + 99))
-  [ -f $d/adaptive.csv ] || $B evaluate --adaptive --bundle $OUT/$BUNDLE.safetensors --benign $OUT/s$f.npz --num 100 --budgets $BUDGET --iterations 100 --lambdas 1 10 100 --out $d
+  d=$OUT/adaptive-$NAME$TAG-$n-images$f-$((f + 99))
+  [ -f $d/adaptive.csv ] || $B evaluate --adaptive --bundle $OUT/$BUNDLE.safetensors --benign $OUT/s$f.npz --num 100 --budgets $BUDGET $ATTACK --out $d
   [ $BUNDLE = adv2 ] || continue
   s=$OUT/strong-robust-$n-images$f-$((f + 99))
   norm=${BUDGET%%:*}; eps=${BUDGET#*:}
