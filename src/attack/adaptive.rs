@@ -121,11 +121,9 @@ impl DefenderGrad {
             ad,
         })
     }
-}
 
-impl DefenderGrad {
     /// Per image, the wrong classes ranked by the classifier's logits on `x` (most likely first).
-    fn ranked_wrong(&self, x: &[f32], labels: &[usize]) -> Result<Vec<Vec<usize>>> {
+    fn ranked_wrong(&self, x: &[f32], labels: &[usize]) -> Vec<Vec<usize>> {
         let [c, h, w] = self.shape;
         let n = labels.len();
         let z = to_vec(
@@ -133,7 +131,7 @@ impl DefenderGrad {
                 .logits(tensor4(x.to_vec(), [n, c, h, w], &self.ad))
                 .inner(),
         );
-        Ok(labels
+        labels
             .iter()
             .enumerate()
             .map(|(i, &y)| {
@@ -142,7 +140,7 @@ impl DefenderGrad {
                 order.sort_by(|&a, &b| zi[b].total_cmp(&zi[a]));
                 order
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -308,6 +306,9 @@ pub struct AdaptiveReport {
     /// The defender's verdict on each final input.
     #[serde(skip)]
     pub verdicts: Vec<Verdict>,
+    /// Each final input's distance from its image in the threat model's norm.
+    #[serde(skip)]
+    pub perturbations: Vec<f64>,
 }
 
 /// Runs the adaptive attack on `set` (benign images with their true labels).
@@ -343,7 +344,7 @@ pub fn adaptive_attack(
         let mut done = vec![false; m];
         let mut best = x.to_vec();
         let ranked = if cfg.targets > 0 {
-            g.ranked_wrong(x, labels)?
+            g.ranked_wrong(x, labels)
         } else {
             Vec::new()
         };
@@ -421,14 +422,15 @@ pub fn adaptive_attack(
     // The verdict on every final input comes from the defender itself.
     let verdicts =
         defender.decide(&defender.scores_batched(&adv, cfg.batch_size.max(1), device)?)?;
-    let max_perturbation = adv
+    let perturbations: Vec<f64> = adv
         .chunks(per)
         .zip(set.images.chunks(per))
         .map(|(a, b)| {
             let d: Vec<f32> = a.iter().zip(b).map(|(a, b)| a - b).collect();
             cfg.norm.of(&d)
         })
-        .fold(0f64, f64::max);
+        .collect();
+    let max_perturbation = perturbations.iter().copied().fold(0f64, f64::max);
     let (evade, flagged, wrong) = outcome_shares(&verdicts, &set.labels);
     let clean =
         defender.decide(&defender.scores_batched(&set.images, cfg.batch_size.max(1), device)?)?;
@@ -461,6 +463,7 @@ pub fn adaptive_attack(
         clean_accuracy,
         adv,
         verdicts,
+        perturbations,
     })
 }
 

@@ -12,7 +12,6 @@ use crate::backend::Device;
 use crate::data::ImageSet;
 use crate::defense::Defender;
 use crate::error::Result;
-use crate::util::row;
 
 /// One budget's figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,16 +116,10 @@ pub fn adaptive_csv(rows: &[AdaptiveRow]) -> String {
 /// case over several attack configurations is a join of these files on `index`.
 pub fn adaptive_images_csv(rows: &[AdaptiveRow], set: &ImageSet) -> String {
     let mut s = String::from("norm,eps,index,label,final_label,flagged,evaded,perturbation\n");
-    let per = set.image_len();
     for r in rows {
         let a = &r.adaptive;
-        for (i, v) in a.verdicts.iter().enumerate() {
-            let y = set.labels[i];
-            let d: Vec<f32> = row(&a.adv, i, per)
-                .iter()
-                .zip(row(&set.images, i, per))
-                .map(|(a, b)| a - b)
-                .collect();
+        let each = a.verdicts.iter().zip(&set.labels).zip(&a.perturbations);
+        for (i, ((v, &y), p)) in each.enumerate() {
             s += &format!(
                 "{},{},{},{},{},{},{},{}\n",
                 a.norm.name(),
@@ -136,7 +129,7 @@ pub fn adaptive_images_csv(rows: &[AdaptiveRow], set: &ImageSet) -> String {
                 v.label,
                 u8::from(v.adversarial),
                 u8::from(!v.adversarial && v.label != y),
-                a.norm.of(&d)
+                p
             );
         }
     }
