@@ -168,6 +168,15 @@ pub(crate) fn cross_entropy_rows(logits: Tensor<2>, target: Tensor<2>) -> Tensor
         .reshape([n])
 }
 
+/// The margin of each row's class `c` (`one_hot`: `N x classes`): `z_c - max_{j != c} z_j`, one per
+/// row (the class is masked out with a large negative value before the max).
+pub(crate) fn margin_rows(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
+    let n = logits.dims()[0];
+    let zc = (logits.clone() * one_hot.clone()).sum_dim(1);
+    let others = logits - one_hot.mul_scalar(1e9);
+    (zc - others.max_dim(1)).reshape([n])
+}
+
 /// A one-hot `N x classes` matrix for the given labels.
 pub(crate) fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     let mut v = vec![0f32; labels.len() * classes];

@@ -116,7 +116,7 @@ fn adaptive_attack_sanity() {
             let transfer = v
                 .iter()
                 .zip(&set.labels)
-                .filter(|(v, y)| !v.adversarial && v.label != **y)
+                .filter(|(v, y)| v.evades(**y))
                 .count() as f64
                 / set.len() as f64;
             eprintln!("eps {eps}: transfer of PGD evades {transfer:.3}");

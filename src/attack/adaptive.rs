@@ -34,14 +34,14 @@ use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd};
-use super::{Norm, gather_images};
+use super::{Norm, gather_images, ranked_wrong_classes};
 use crate::backend::Device;
 use crate::data::ImageSet;
 use crate::defense::score::{Clamp, score_tensors};
 use crate::defense::{Defender, Policy, Scores, Verdict, decide_with};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Denoiser};
-use crate::util::{argmax_rows, one_hot, tensor4, to_vec};
+use crate::util::{argmax_rows, margin_rows, one_hot, tensor4, to_vec};
 use crate::util::{row, row_mut};
 
 /// Settings of the adaptive attack.
@@ -131,16 +131,7 @@ impl DefenderGrad {
                 .logits(tensor4(x.to_vec(), [n, c, h, w], &self.ad))
                 .inner(),
         );
-        labels
-            .iter()
-            .enumerate()
-            .map(|(i, &y)| {
-                let zi = row(&z, i, self.classes);
-                let mut order: Vec<usize> = (0..self.classes).filter(|&j| j != y).collect();
-                order.sort_by(|&a, &b| zi[b].total_cmp(&zi[a]));
-                order
-            })
-            .collect()
+        ranked_wrong_classes(&z, labels, self.classes)
     }
 }
 
@@ -211,10 +202,11 @@ impl Objective for DefenderObjective<'_> {
         let reached = decide_with(&decision, &g.thresholds, k)
             .iter()
             .zip(labels.iter().zip(&score_labels))
-            .map(|(v, (y, t))| match self.goal {
-                Goal::Evade => !v.adversarial && v.label != *y,
-                Goal::EvadeAs { .. } => !v.adversarial && v.label == *t && t != y,
-                Goal::Corrupt => v.label != *y,
+            .map(|(v, (&y, &t))| match self.goal {
+                Goal::Evade => v.evades(y),
+                // The targets are wrong classes by construction.
+                Goal::EvadeAs { .. } => !v.adversarial && v.label == t,
+                Goal::Corrupt => v.label != y,
             })
             .collect();
         let value: Tensor<1> = match self.goal {
@@ -222,15 +214,11 @@ impl Objective for DefenderObjective<'_> {
                 // Untargeted: the best wrong logit over the true one; targeted: the target's
                 // logit over the best other one.
                 let margin = if self.goal == Goal::Evade {
-                    let zy = (z0.clone() * y1h.clone()).sum_dim(1);
-                    let others = (z0 - y1h.mul_scalar(1e9)).max_dim(1);
-                    others - zy
+                    margin_rows(z0, y1h).neg()
                 } else {
-                    let zt = (z0.clone() * label1h.clone()).sum_dim(1);
-                    let others = (z0 - label1h.clone().mul_scalar(1e9)).max_dim(1);
-                    zt - others
+                    margin_rows(z0, label1h)
                 };
-                let margin = margin.reshape([n]).clamp_max(self.cfg.kappa);
+                let margin = margin.clamp_max(self.cfg.kappa);
                 let mut penalty: Tensor<1> = Tensor::zeros([n], &g.ad);
                 for (s, &t) in scores.into_iter().zip(&g.thresholds) {
                     penalty = penalty + (s.add_scalar(-t + self.cfg.margin * t)).clamp_min(0.0);
@@ -480,7 +468,7 @@ pub(crate) fn outcome_shares(verdicts: &[Verdict], labels: &[usize]) -> (f64, f6
             / n
     };
     (
-        share(&|v, y| !v.adversarial && v.label != y),
+        share(&|v, y| v.evades(y)),
         share(&|v, _| v.adversarial),
         share(&|v, y| v.label != y),
     )

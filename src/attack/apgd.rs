@@ -443,14 +443,7 @@ impl Attack for Apgd {
         let k = model.classes();
         let logits = model.logits(x);
         let n = labels.len();
-        let order: Vec<Vec<usize>> = (0..n)
-            .map(|i| {
-                let row = row(&logits, i, k);
-                let mut c: Vec<usize> = (0..k).filter(|&c| c != labels[i]).collect();
-                c.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-                c
-            })
-            .collect();
+        let order = super::ranked_wrong_classes(&logits, labels, k);
         let mut adv = x.to_vec();
         let mut broken = vec![false; n];
         // `t` is the rank of the target class in every image's own ordering.

@@ -468,6 +468,25 @@ pub(crate) fn gather_images(x: &[f32], idx: &[usize], per: usize) -> Vec<f32> {
     idx.iter().flat_map(|&i| row(x, i, per)).copied().collect()
 }
 
+/// Per image, the classes other than its label ranked by `logits` (`N x classes`, flat), most
+/// likely first: the targets of targeted attack stages.
+pub(crate) fn ranked_wrong_classes(
+    logits: &[f32],
+    labels: &[usize],
+    classes: usize,
+) -> Vec<Vec<usize>> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| {
+            let z = row(logits, i, classes);
+            let mut order: Vec<usize> = (0..classes).filter(|&c| c != y).collect();
+            order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+            order
+        })
+        .collect()
+}
+
 /// Clips every value into `[0, 1]`.
 pub(crate) fn clip01(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));

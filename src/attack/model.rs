@@ -125,12 +125,7 @@ impl AttackModel {
         let per: Tensor<1> = match kind {
             LossKind::CrossEntropy => cross_entropy_rows(logits, target),
             LossKind::Logit => (logits * target).sum_dim(1).reshape([n]),
-            LossKind::Margin => {
-                let true_logit = (logits.clone() * target.clone()).sum_dim(1);
-                // Mask the true class out with a large negative value before the max.
-                let others = logits - target.mul_scalar(1e9);
-                (true_logit - others.max_dim(1)).reshape([n])
-            }
+            LossKind::Margin => crate::util::margin_rows(logits, target),
         };
         let grads = per.clone().sum().backward();
         let g = xt.grad(&grads).expect("input gradient");

@@ -185,6 +185,12 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Whether the input evades the defender: not flagged, and labelled other than `label` (its
+    /// true class).
+    pub fn evades(&self, label: usize) -> bool {
+        !self.adversarial && self.label != label
+    }
+
     /// The verdict as the defender gives it out under `policy`: the label withheld when a
     /// flagged input is rejected, denoisers named. `defed defend`, `defed serve` and the
     /// reports all show this one shape.

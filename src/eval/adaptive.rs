@@ -128,7 +128,7 @@ pub fn adaptive_images_csv(rows: &[AdaptiveRow], set: &ImageSet) -> String {
                 y,
                 v.label,
                 u8::from(v.adversarial),
-                u8::from(!v.adversarial && v.label != y),
+                u8::from(v.evades(y)),
                 p
             );
         }
