@@ -190,6 +190,10 @@ pub struct DenoiserArgs {
     /// False-positive rate at which the detection rate is read.
     #[arg(long, default_value_t = 0.02)]
     detect_fpr: f64,
+    /// Only epochs with at least this validation PSNR (dB) compete for the best detection
+    /// (while none reaches it, the epoch nearest it is kept).
+    #[arg(long)]
+    detect_min_psnr: Option<f64>,
 }
 
 /// The `--init` checkpoint for the model of noise level `noise`: the only one given, or the
@@ -492,6 +496,7 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
                 images: a.detect_images,
                 steps: a.detect_steps,
                 fpr: a.detect_fpr,
+                min_psnr: a.detect_min_psnr,
             }),
             average: c.average,
         };

@@ -56,7 +56,9 @@ pub struct DenoiserTrainConfig {
 /// score ([`crate::defense::score`]) is computed on those benign digits and adversarial
 /// examples; the log gets the ROC-AUC (`val_detect_auc`) and the detection rate at a
 /// false-positive rate of `fpr` (`val_detect_tpr`), and the checkpoint with the highest
-/// detection rate (ties: AUC) is kept.
+/// detection rate (ties: AUC) is kept. With `min_psnr`, only epochs whose validation PSNR
+/// reaches it compete (a denoiser must still denoise); while none does, the one nearest it is
+/// kept.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DetectionSelection {
     /// Threat models `(norm, eps)` of the validation attacks.
@@ -67,6 +69,9 @@ pub struct DetectionSelection {
     pub steps: usize,
     /// False-positive rate at which the detection rate is read.
     pub fpr: f64,
+    /// Validation PSNR (dB) an epoch needs to compete (else every epoch competes).
+    #[serde(default)]
+    pub min_psnr: Option<f64>,
 }
 
 impl Default for DetectionSelection {
@@ -77,7 +82,19 @@ impl Default for DetectionSelection {
             images: 500,
             steps: 20,
             fpr: 0.02,
+            min_psnr: None,
         }
+    }
+}
+
+/// The value an epoch's checkpoint competes with for `-best-detect` (higher is better): the
+/// detection rate, ties broken by the ROC-AUC (rates move in steps of 1 / adversarial images).
+/// Below a PSNR floor the floor comes first: such an epoch ranks below every epoch above it
+/// (rate and AUC are at most 1), and among such epochs the one nearest the floor wins.
+fn detection_criterion(tpr: f64, auc: f64, psnr: f64, min_psnr: Option<f64>) -> f64 {
+    match min_psnr {
+        Some(floor) if psnr < floor => -2.0 - (floor - psnr),
+        _ => tpr + 1e-3 * auc,
     }
 }
 
@@ -105,6 +122,11 @@ impl DetectionSelection {
             return Err(Error::Invalid(
                 "detection selection needs at least one image and a false-positive rate in (0, 1)"
                     .into(),
+            ));
+        }
+        if self.min_psnr.is_some_and(|db| !db.is_finite()) {
+            return Err(Error::Invalid(
+                "the detection selection's PSNR floor must be a finite number of dB".into(),
             ));
         }
         Ok(())
@@ -491,8 +513,11 @@ pub fn train_denoiser<M: DenoiserNet>(
             );
             log.insert("val_detect_auc".into(), auc);
             log.insert("val_detect_tpr".into(), tpr);
-            // Detection rates move in steps of 1 / adversarial images; the AUC breaks ties.
-            log.insert("val_detect".into(), tpr + 1e-3 * auc);
+            let floor = cfg.detection.as_ref().and_then(|sel| sel.min_psnr);
+            log.insert(
+                "val_detect".into(),
+                detection_criterion(tpr, auc, v.psnr, floor),
+            );
         }
         tracing::info!(
             epoch = epoch + 1,
@@ -537,6 +562,18 @@ pub fn train_denoiser<M: DenoiserNet>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn psnr_floor_ranks_every_epoch_above_it_first() {
+        let c = detection_criterion;
+        // Without a floor: the detection rate, then the AUC.
+        assert!(c(0.81, 0.98, 18.9, None) > c(0.80, 0.99, 19.3, None));
+        assert!(c(0.80, 0.99, 19.3, None) > c(0.80, 0.98, 19.3, None));
+        // With one: the weakest detector above the floor beats the best below it ...
+        assert!(c(0.0, 0.5, 19.0, Some(19.0)) > c(1.0, 1.0, 18.99, Some(19.0)));
+        // ... and below it the epoch nearest the floor wins, whatever it detects.
+        assert!(c(0.80, 0.99, 18.95, Some(19.0)) > c(0.81, 0.98, 18.9, Some(19.0)));
+    }
 
     #[test]
     fn alpha_ramps_up() {
