@@ -471,6 +471,7 @@ fn paper_denoisers(
                 adversarial: None,
                 detection: None,
                 average: None,
+                augment: Default::default(),
             };
             train_denoiser(
                 Defed::new(train.shape[0], EdgeMethod::Laplacian, &ad),

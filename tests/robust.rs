@@ -243,6 +243,7 @@ fn attacks_go_through_a_denoiser_and_denoisers_train_on_them() {
         }),
         detection: None,
         average: None,
+        augment: Default::default(),
     };
     let p = train_denoiser(
         Defed::new(1, EdgeMethod::Laplacian, &device),

@@ -127,6 +127,7 @@ fn colour_classifier_and_denoiser_train() {
         adversarial: None,
         detection: None,
         average: None,
+        augment: Default::default(),
     };
     let clf_ad = clf.to_device(&device).frozen();
     let p = defed::train::train_denoiser(

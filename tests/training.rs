@@ -81,6 +81,7 @@ fn defed_denoises_after_a_short_training() {
         adversarial: None,
         detection: None,
         average: None,
+        augment: Default::default(),
     };
     let run = |cfg: &DenoiserTrainConfig, name: &str| {
         device.seed(3);
@@ -132,6 +133,45 @@ fn defed_denoises_after_a_short_training() {
     let saved = &p.history[p.best_epoch["val_total"] - 1];
     assert_eq!(meta.metrics["val_psnr"], saved["val_psnr"]);
     assert_eq!(meta.metrics["raw_val_psnr"], saved["raw_val_psnr"]);
+
+    // With the classifier's augmentation on the clean images: other batches, still a denoiser.
+    let augmented = DenoiserTrainConfig {
+        augment: defed::data::Augment::lenet_mnist(),
+        ..cfg.clone()
+    };
+    let a = run(&augmented, "aug");
+    let (plain_loss, aug_loss) = (first["train_vision"], a.history[0]["train_vision"]);
+    eprintln!(
+        "augmented: PSNR {:.2}",
+        a.history.last().unwrap()["val_psnr"]
+    );
+    assert_ne!(
+        plain_loss, aug_loss,
+        "the augmentation must reach the batches"
+    );
+    assert!(a.history.last().unwrap()["val_psnr"] > first["noisy_val_psnr"] + 1.0);
+    // Settings that would turn digits inside out: a clear error before any training.
+    let bad = DenoiserTrainConfig {
+        augment: defed::data::Augment {
+            scale: 1.5,
+            ..Default::default()
+        },
+        ..cfg.clone()
+    };
+    let mut o = opts(dir.path(), "bad-aug", 1);
+    o.batch_size = 32;
+    let e = train_denoiser(
+        Defed::new(1, EdgeMethod::Laplacian, &device),
+        &clf,
+        &train,
+        &val,
+        &bad,
+        &o,
+        &device,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("augmentation"), "{e}");
+    assert!(!dir.path().join("bad-aug.safetensors").exists());
 }
 
 #[test]
@@ -163,6 +203,7 @@ fn denoisers_can_be_selected_by_detection_quality() {
             min_psnr: None,
         }),
         average: None,
+        augment: Default::default(),
     };
     let mut o = opts(dir.path(), "det", 2);
     o.batch_size = 32;

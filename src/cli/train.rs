@@ -65,22 +65,10 @@ pub struct Common {
     average: Option<f64>,
 }
 
+/// Seeded training-time augmentation of the clean images (a new draw per image and epoch).
 #[derive(Debug, clap::Args)]
-pub struct ClassifierArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Architecture: lenet, madry-cnn (the MNIST robustness CNN of Madry et al.) or svhn-vgg
-    /// (default: lenet for 28x28, svhn-vgg for 32x32).
-    #[arg(long)]
-    arch: Option<Architecture>,
-    /// Layer widths of madry-cnn: conv1,conv2,hidden.
-    #[arg(long, default_value = "32,64,1024")]
-    widths: MadryWidths,
-    /// Base name of the files written.
-    #[arg(long)]
-    name: Option<String>,
-    /// Augmentation (seeded, a new draw per image and epoch): random shifts of up to N whole
-    /// pixels (0: none).
+struct AugmentArgs {
+    /// Augmentation: random shifts of up to N whole pixels (0: none).
     #[arg(long, default_value_t = 0)]
     shift: usize,
     /// Augmentation: random rotations of up to this many degrees either way (0: none).
@@ -95,6 +83,36 @@ pub struct ClassifierArgs {
     /// Smoothness of the elastic distortion (Gaussian sigma, pixels).
     #[arg(long, default_value_t = 4.0)]
     elastic_sigma: f32,
+}
+
+impl From<&AugmentArgs> for Augment {
+    fn from(a: &AugmentArgs) -> Self {
+        Augment {
+            shift: a.shift,
+            rotate: a.rotate,
+            scale: a.scale,
+            elastic_alpha: a.elastic_alpha,
+            elastic_sigma: a.elastic_sigma,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClassifierArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Architecture: lenet, madry-cnn (the MNIST robustness CNN of Madry et al.) or svhn-vgg
+    /// (default: lenet for 28x28, svhn-vgg for 32x32).
+    #[arg(long)]
+    arch: Option<Architecture>,
+    /// Layer widths of madry-cnn: conv1,conv2,hidden.
+    #[arg(long, default_value = "32,64,1024")]
+    widths: MadryWidths,
+    /// Base name of the files written.
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    augment: AugmentArgs,
     /// Train against an adversary: pgd (Madry et al.) or trades (Zhang et al.).
     #[arg(long)]
     adversarial: Option<AdversarialMethod>,
@@ -136,6 +154,10 @@ pub struct ClassifierArgs {
 pub struct DenoiserArgs {
     #[command(flatten)]
     common: Common,
+    /// Augmentation of the clean images before the noise (e.g. the classifier's own recipe, so
+    /// the class loss sees digits the classifier is less sure of).
+    #[command(flatten)]
+    augment: AugmentArgs,
     /// defed or basenet.
     #[arg(long, default_value = "defed")]
     arch: Architecture,
@@ -326,13 +348,7 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
         c.epochs
     );
     let cfg = ClassifierTrainConfig {
-        augment: Augment {
-            shift: a.shift,
-            rotate: a.rotate,
-            scale: a.scale,
-            elastic_alpha: a.elastic_alpha,
-            elastic_sigma: a.elastic_sigma,
-        },
+        augment: Augment::from(&a.augment),
         adversarial: a.adversarial.map(|method| AdversarialConfig {
             method,
             norm: a.adv_norm,
@@ -499,6 +515,7 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
                 min_psnr: a.detect_min_psnr,
             }),
             average: c.average,
+            augment: Augment::from(&a.augment),
         };
         let channels = train.shape[0];
         let init = initial_denoiser(&a.init, noise, &device)?;

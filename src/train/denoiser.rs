@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use super::{DenoiserNet, EpochLog, RunOptions, derive_seed, epoch_bar, write_logs};
 use crate::attack::{AttackModel, LossKind, Norm, Pgd};
 use crate::backend::Device;
-use crate::data::{Batches, ImageSet, add_gaussian_noise_tensor};
+use crate::data::{Augment, Batches, ImageSet, add_gaussian_noise_tensor};
 use crate::defense::score::adversarial_score;
 use crate::error::{Error, Result};
 use crate::eval::detection::{roc_auc, tpr_at_fpr};
@@ -46,6 +46,8 @@ pub struct DenoiserTrainConfig {
     /// Validate and save an exponential moving average of the weights with this decay per
     /// optimiser step (else the weights themselves).
     pub average: Option<f64>,
+    /// Seeded augmentation of the clean training images, before the noise (the default: none).
+    pub augment: Augment,
 }
 
 /// Checkpoint selection by what a denoiser is for: telling adversarial from benign images.
@@ -397,6 +399,7 @@ pub fn train_denoiser<M: DenoiserNet>(
     if let Some(sel) = &cfg.detection {
         sel.check()?;
     }
+    cfg.augment.check()?;
     let (mut model, mut optim, mut progress, mut average) = state::start(run, model, cfg.average)?;
     let plain = device.clone().inner();
     let per = train.image_len();
@@ -419,7 +422,10 @@ pub fn train_denoiser<M: DenoiserNet>(
         let start = std::time::Instant::now();
         let order = derive_seed(run.seed, epoch as u64, 0);
         for (k, idx) in Batches::shuffled(train.len(), run.batch_size, order).enumerate() {
-            let b = train.select(&idx);
+            let b = cfg.augment.apply(
+                &train.select(&idx),
+                derive_seed(run.seed, epoch as u64, 0x3_0000 + k as u64),
+            );
             let x = b.tensor(0, b.len(), device);
             let noise_seed = derive_seed(run.seed, epoch as u64, k as u64 + 1);
             let mut xn = add_gaussian_noise_tensor(x.clone(), cfg.noise, noise_seed);
@@ -585,6 +591,7 @@ mod tests {
             adversarial: None,
             detection: None,
             average: None,
+            augment: Augment::default(),
         };
         let got: Vec<f32> = (0..6).map(|e| cfg.alpha_at(e)).collect();
         assert_eq!(got, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);
