@@ -529,6 +529,54 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// The marks of a chart as `(label, x, text row)`: marks at the same x share one label (a
+/// first word they all share written once: "best val_total, val_class"), and a label goes to the
+/// first row whose previous label is far enough away in x not to overlap it.
+fn mark_rows(
+    marks: &[(String, f64)],
+    tx: &dyn Fn(f64) -> f64,
+    width: f64,
+) -> Vec<(String, f64, usize)> {
+    let mut sorted: Vec<(String, f64)> = marks
+        .iter()
+        .map(|(l, x)| (l.trim().to_string(), tx(*x)))
+        .filter(|(_, x)| x.is_finite())
+        .collect();
+    sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut groups: Vec<(Vec<String>, f64)> = Vec::new();
+    for (label, x) in sorted {
+        match groups.last_mut() {
+            Some((labels, gx)) if *gx == x => labels.push(label),
+            _ => groups.push((vec![label], x)),
+        }
+    }
+    const ROWS: usize = 4;
+    let gap = 0.2 * width.abs();
+    let mut last_x: [Option<f64>; ROWS] = [None; ROWS];
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (labels, x))| {
+            let first_word = labels[0].split(' ').next().unwrap_or("").to_string();
+            let shared = labels.len() > 1
+                && labels
+                    .iter()
+                    .all(|l| l.starts_with(&format!("{first_word} ")));
+            let label = if shared {
+                let rest: Vec<&str> = labels.iter().map(|l| &l[first_word.len() + 1..]).collect();
+                format!("{first_word} {}", rest.join(", "))
+            } else {
+                labels.join(", ")
+            };
+            let row = (0..ROWS)
+                .find(|&r| last_x[r].is_none_or(|p| x - p > gap))
+                .unwrap_or(i % ROWS);
+            last_x[row] = Some(x);
+            (label, x, row)
+        })
+        .collect()
+}
+
 fn draw_line<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -> Drawn {
     let tx = |x: f64| if c.log_x { x.log10() } else { x };
     let keep = |x: f64| !c.log_x || x > 0.0;
@@ -621,8 +669,8 @@ fn draw_line<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -
                 .map_err(err)?;
         }
     }
-    for (label, x) in &c.marks {
-        let x = tx(*x);
+    for (label, x, row) in mark_rows(&c.marks, &tx, x1 - x0) {
+        let y_text = y1 - row as f64 * 0.07 * (y1 - y0);
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(x, y0), (x, y1)],
@@ -641,7 +689,7 @@ fn draw_line<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -
         chart
             .draw_series(std::iter::once(Text::new(
                 text,
-                (x, y1),
+                (x, y_text),
                 TextStyle::from((FONT, 13)).pos(Pos::new(h, VPos::Top)),
             )))
             .map_err(err)?;
@@ -920,6 +968,33 @@ fn draw_images<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoint_marks_share_labels_and_do_not_overlap() {
+        let marks: Vec<(String, f64)> = [
+            ("best val_total", 5.0),
+            ("best val_class", 5.0),
+            ("best val_detect", 6.0),
+            ("best val_vision", 9.0),
+        ]
+        .iter()
+        .map(|(l, x)| (l.to_string(), *x))
+        .collect();
+        let rows = mark_rows(&marks, &|x| x, 9.0);
+        let got: Vec<(&str, f64, usize)> =
+            rows.iter().map(|(l, x, r)| (l.as_str(), *x, *r)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("best val_total, val_class", 5.0, 0),
+                ("best val_detect", 6.0, 1),
+                ("best val_vision", 9.0, 0),
+            ]
+        );
+        // Labels without a shared first word are joined whole.
+        let mixed = [("a x".to_string(), 1.0), ("b y".to_string(), 1.0)];
+        assert_eq!(mark_rows(&mixed, &|x| x, 1.0)[0].0, "a x, b y");
+    }
 
     #[test]
     fn one_value_axis_stays_at_or_above_zero() {
