@@ -95,6 +95,29 @@ fn errors_are_messages_not_panics() {
             "nope",
         ],
         vec!["data", "download", "imagenet"],
+        // A selection floor without the selection it belongs to.
+        vec![
+            "train",
+            "denoiser",
+            "--classifier",
+            "models/lenet-mnist.safetensors",
+            "--detect-min-psnr",
+            "19",
+            "--out",
+            "unused",
+        ],
+        // A non-finite floor: refused before any training.
+        vec![
+            "train",
+            "denoiser",
+            "--classifier",
+            "models/lenet-mnist.safetensors",
+            "--detect",
+            "--detect-min-psnr",
+            "nan",
+            "--out",
+            "unused",
+        ],
     ] {
         let (ok, _, err) = defed(&args);
         assert!(!ok, "{args:?} should fail");

@@ -214,7 +214,7 @@ pub struct DenoiserArgs {
     detect_fpr: f64,
     /// Only epochs with at least this validation PSNR (dB) compete for the best detection
     /// (while none reaches it, the epoch nearest it is kept).
-    #[arg(long)]
+    #[arg(long, requires = "detect")]
     detect_min_psnr: Option<f64>,
 }
 
@@ -491,12 +491,6 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
             noise.to_bits() as u64,
             alpha.to_bits() as u64,
         ));
-        eprintln!(
-            "training {} (noise {noise}, alpha {alpha}) on {} images, {} epochs",
-            a.arch,
-            train.len(),
-            c.epochs
-        );
         let cfg = DenoiserTrainConfig {
             noise,
             alpha,
@@ -517,6 +511,13 @@ fn denoiser(a: DenoiserArgs) -> Result<()> {
             average: c.average,
             augment: Augment::from(&a.augment),
         };
+        cfg.check()?;
+        eprintln!(
+            "training {} (noise {noise}, alpha {alpha}) on {} images, {} epochs",
+            a.arch,
+            train.len(),
+            c.epochs
+        );
         let channels = train.shape[0];
         let init = initial_denoiser(&a.init, noise, &device)?;
         if let Some(d) = &init

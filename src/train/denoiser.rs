@@ -292,6 +292,18 @@ impl DenoiserAdversarial {
 }
 
 impl DenoiserTrainConfig {
+    /// Rejects settings no run can use (checked again by [`train_denoiser`]; callers may check
+    /// first, before any other work).
+    pub fn check(&self) -> Result<()> {
+        if let Some(adv) = &self.adversarial {
+            adv.check()?;
+        }
+        if let Some(sel) = &self.detection {
+            sel.check()?;
+        }
+        self.augment.check()
+    }
+
     /// The class-loss weight used for training in `epoch` (0-based).
     pub(crate) fn alpha_at(&self, epoch: usize) -> f32 {
         if self.alpha_warmup == 0 {
@@ -393,13 +405,7 @@ pub fn train_denoiser<M: DenoiserNet>(
     )?;
     train.check_labels(classifier.num_classes())?;
     val.check_labels(classifier.num_classes())?;
-    if let Some(adv) = &cfg.adversarial {
-        adv.check()?;
-    }
-    if let Some(sel) = &cfg.detection {
-        sel.check()?;
-    }
-    cfg.augment.check()?;
+    cfg.check()?;
     let (mut model, mut optim, mut progress, mut average) = state::start(run, model, cfg.average)?;
     let plain = device.clone().inner();
     let per = train.image_len();
