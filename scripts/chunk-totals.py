@@ -14,7 +14,15 @@ import re
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "robust-figures")
-KEYS = ["clean_accuracy", "clean_pass", "robust_accuracy_reject", "robust_accuracy_correct"]
+KEYS = [
+    "clean_accuracy",
+    "clean_pass",
+    "evade_success",
+    "flagged",
+    "wrong_label",
+    "robust_accuracy_reject",
+    "robust_accuracy_correct",
+]
 
 
 def chunks(name):

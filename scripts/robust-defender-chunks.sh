@@ -31,7 +31,8 @@ case $BUNDLE in
   adv2)  CLF=$R; DEN="models/defed-adv-mnist-n20.safetensors models/defed-adv-mnist-n60.safetensors models/defed-adv-mnist-n100.safetensors"
          CAL="--from 5000 --num 4900"; RULE="--num 4900 --fpr 0.01"; NAME=robust-adv2-fpr1 ;;
   plain) CLF=$R; N100=$OUT/defed-mnist-n100-e2bf445.safetensors; mkdir -p $OUT
-         [ -f $N100 ] || { git show e2bf445:models/defed-mnist-n100.safetensors > $N100.tmp && mv $N100.tmp $N100; }
+         [ -f $N100 ] || { git show e2bf445:models/defed-mnist-n100.safetensors > $N100.tmp && mv $N100.tmp $N100; } \
+           || { rm -f $N100.tmp; echo "BUNDLE=plain needs the git history (commit e2bf445's defed-mnist-n100)" >&2; exit 2; }
          DEN="models/defed-mnist-n20.safetensors models/defed-mnist-n60.safetensors $N100"
          CAL="--from 5000 --num 4900"; RULE="--num 4900 --fpr 0.01"; NAME=robust-plain-fpr1 ;;
   paper) CLF=$S/mnist-classifier.pth
