@@ -35,7 +35,9 @@ pub use pgd::Pgd;
 pub use registry::{AttackKind, AttackSettings, build_attack, default_eps, paper_grid};
 pub(crate) use registry::{pipeline_suite_for, transfer_pgd};
 pub use square::Square;
-pub use strong::{StrongReport, StrongSettings, StrongStage, strong_attacks, strong_protocol};
+pub use strong::{
+    StrongReport, StrongSettings, StrongStage, strong_attacks, strong_csv, strong_protocol,
+};
 
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
@@ -131,6 +133,32 @@ pub struct AttackStats {
     /// Whether success meant reaching a target class.
     #[serde(default)]
     pub targeted: bool,
+}
+
+/// Attack runs as CSV (`summary.csv` of `defed attack`), one row per run.
+pub fn stats_csv(stats: &[AttackStats]) -> String {
+    let mut csv = String::from(
+        "attack,norm,eps,attempted,succeeded,success_rate,seconds_per_image,mean_l0,mean_l1,mean_l2,mean_linf,evaluations_per_image,seed\n",
+    );
+    for s in stats {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.attack,
+            s.norm.name(),
+            s.eps.map(|e| e.to_string()).unwrap_or_default(),
+            s.attempted,
+            s.succeeded,
+            s.success_rate,
+            s.seconds_per_image,
+            s.mean_l0,
+            s.mean_l1,
+            s.mean_l2,
+            s.mean_linf,
+            s.evaluations_per_image,
+            s.seed
+        );
+    }
+    csv
 }
 
 /// Adversarial examples with their sources.

@@ -93,6 +93,33 @@ pub fn strong_attacks(norm: Norm, eps: f32, settings: StrongSettings) -> Vec<Box
     v
 }
 
+/// Strong-suite reports as CSV (`strong.csv` of `defed attack --suite strong`), one row per
+/// budget and stage.
+pub fn strong_csv(reports: &[StrongReport]) -> String {
+    let mut csv = String::from(
+        "norm,eps,images,clean_accuracy,robust_accuracy,stage,attack,attempted,broken,robust_after,seconds\n",
+    );
+    for r in reports {
+        for (i, s) in r.stages.iter().enumerate() {
+            csv += &format!(
+                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                r.norm.name(),
+                r.eps,
+                r.images,
+                r.clean_accuracy,
+                r.robust_accuracy,
+                i + 1,
+                s.attack,
+                s.attempted,
+                s.broken,
+                s.robust_accuracy,
+                s.seconds
+            );
+        }
+    }
+    csv
+}
+
 /// Runs `attacks` in turn on the images still correctly classified.
 pub fn strong_protocol(
     model: &AttackModel,

@@ -264,28 +264,10 @@ pub fn attack(a: AttackArgs) -> Result<()> {
         );
         all.push(stats);
     }
-    let mut csv = String::from(
-        "attack,norm,eps,attempted,succeeded,success_rate,seconds_per_image,mean_l0,mean_l1,mean_l2,mean_linf,evaluations_per_image,seed\n",
-    );
-    for s in &all {
-        csv += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            s.attack,
-            s.norm.name(),
-            s.eps.map(|e| e.to_string()).unwrap_or_default(),
-            s.attempted,
-            s.succeeded,
-            s.success_rate,
-            s.seconds_per_image,
-            s.mean_l0,
-            s.mean_l1,
-            s.mean_l2,
-            s.mean_linf,
-            s.evaluations_per_image,
-            s.seed
-        );
-    }
-    defed::util::write_atomic(a.out.join("summary.csv"), csv.as_bytes())?;
+    defed::util::write_atomic(
+        a.out.join("summary.csv"),
+        defed::attack::stats_csv(&all).as_bytes(),
+    )?;
     defed::util::write_atomic(
         a.out.join("summary.json"),
         &serde_json::to_vec_pretty(&all)?,
@@ -322,9 +304,6 @@ fn strong(
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut reports = Vec::new();
-    let mut csv = String::from(
-        "norm,eps,images,clean_accuracy,robust_accuracy,stage,attack,attempted,broken,robust_after,seconds\n",
-    );
     for e in eps {
         let settings = defed::attack::StrongSettings {
             iterations: a.iterations.unwrap_or(100),
@@ -344,22 +323,6 @@ fn strong(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for (i, s) in r.stages.iter().enumerate() {
-            csv += &format!(
-                "{},{},{},{},{},{},{},{},{},{},{}\n",
-                a.norm.name(),
-                e,
-                r.images,
-                r.clean_accuracy,
-                r.robust_accuracy,
-                i + 1,
-                s.attack,
-                s.attempted,
-                s.broken,
-                s.robust_accuracy,
-                s.seconds
-            );
-        }
         // The worst-case examples that broke the classifier, as an ordinary adversarial set.
         let idx: Vec<usize> = (0..set.len()).filter(|&i| r.broken[i]).collect();
         let per = set.image_len();
@@ -386,7 +349,10 @@ fn strong(
         }
         reports.push(r);
     }
-    defed::util::write_atomic(a.out.join("strong.csv"), csv.as_bytes())?;
+    defed::util::write_atomic(
+        a.out.join("strong.csv"),
+        defed::attack::strong_csv(&reports).as_bytes(),
+    )?;
     defed::util::write_atomic(
         a.out.join("strong.json"),
         &serde_json::to_vec_pretty(&reports)?,

@@ -72,7 +72,8 @@ enum Command {
     /// Time the performance workloads (training step, inference, input gradient, defender
     /// latency) on the selected device.
     Bench(bench::Args),
-    /// Merge the output folders of sharded runs (`--shard i/n`) into one folder and report.
+    /// Merge the output folders of sharded runs (`--shard i/n`) or of image chunks (the same
+    /// attacks on other images) into one folder and report, pooling the chunks' figures.
     Merge(MergeArgs),
     /// Data sets: download and cache.
     Data {
@@ -84,7 +85,7 @@ enum Command {
 /// `defed merge`.
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
-    /// The shards' output folders (e.g. results/shard-*).
+    /// The shards' or chunks' output folders (e.g. results/shard-*).
     #[arg(required = true)]
     shards: Vec<std::path::PathBuf>,
     /// Folder for the merged tables, files and merged.md.
@@ -112,14 +113,26 @@ fn merge(a: MergeArgs) -> anyhow::Result<()> {
         s.training_runs.len(),
         a.out.join("merged.md").display()
     );
+    if s.per_shard > 0 {
+        println!(
+            "{} files of one name with other contents kept per chunk in shard-K/",
+            s.per_shard
+        );
+    }
+    if s.chunked {
+        println!("image chunks, pooled over all their images:");
+        for line in &s.pooled {
+            println!("  {line}");
+        }
+    }
     Ok(())
 }
 
 /// `defed report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// A folder written by `defed pipeline` or `defed evaluate` (holding report.md or
-    /// adaptive.md).
+    /// A folder written by `defed pipeline`, `defed evaluate` or `defed merge` (holding
+    /// report.md, adaptive.md or merged.md).
     dir: std::path::PathBuf,
 }
 

@@ -402,7 +402,7 @@ impl Figure {
 }
 
 /// The file every report folder keeps its figures' data in, for `defed report`.
-pub(crate) const FIGURES_FILE: &str = "figures.json";
+pub const FIGURES_FILE: &str = "figures.json";
 
 /// Draws `figures` into `dir` (SVG and PNG each) and records their data in
 /// `dir/figures.json`, so [`redraw`] can render them again without recomputing.

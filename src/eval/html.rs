@@ -13,7 +13,7 @@ use crate::util::write_atomic;
 pub const INDEX: &str = "index.html";
 
 /// Markdown reports a folder may hold, in order of preference.
-const MARKDOWN: [&str; 2] = ["report.md", "adaptive.md"];
+const MARKDOWN: [&str; 3] = ["report.md", "adaptive.md", "merged.md"];
 
 const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#fafafa;color:#1b1b1b;line-height:1.5}\
 main{max-width:1500px;margin:0 auto;padding:1.5rem 2rem;background:#fff}\
@@ -25,7 +25,8 @@ code{background:#f3f3f3;padding:0 .2rem;border-radius:3px}\
 .chart{display:block;margin:1rem 0;overflow-x:auto}.chart svg{max-width:100%;height:auto}\
 section.sub{border-top:3px solid #ccc;margin-top:3rem}";
 
-/// The Markdown report of a folder: the first of `report.md` / `adaptive.md` it holds.
+/// The Markdown report of a folder: the first of `report.md` / `adaptive.md` / `merged.md` it
+/// holds.
 fn markdown_file(dir: &Path) -> Option<PathBuf> {
     MARKDOWN.iter().map(|m| dir.join(m)).find(|p| p.is_file())
 }
@@ -35,7 +36,7 @@ fn markdown_file(dir: &Path) -> Option<PathBuf> {
 pub fn render(dir: &Path) -> Result<String> {
     let md_path = markdown_file(dir).ok_or_else(|| {
         Error::Invalid(format!(
-            "{} holds no report.md or adaptive.md to render",
+            "{} holds no report.md, adaptive.md or merged.md to render",
             dir.display()
         ))
     })?;

@@ -1,17 +1,32 @@
-//! Merging the outputs of sharded runs (`--shard i/n` on several machines or job-array tasks,
-//! each writing its own folder) into one folder and one report.
+//! Merging the outputs of split runs into one folder and one report. Two kinds of split:
+//! job shards (`--shard i/n`: disjoint attacks or budgets on the same images) and image
+//! chunks (the same attacks and budgets on disjoint images, e.g. one run per hundred images).
 //!
 //! Tables are concatenated: `summary.csv` / `summary.json` of attack runs, `strong.csv` /
 //! `strong.json` of the strong suite, `results.csv` / `results.json` of evaluations,
-//! `adaptive.csv` / `adaptive.json` of adaptive evaluations; the shards' headers must agree.
-//! Every other file (adversarial sets, checkpoints, training logs, figures) is copied; a name
-//! present in two shards must hold the same bytes. `merged.md` lists the shards, the attack
-//! runs and the training runs.
+//! `adaptive.csv` / `adaptive.json` and `adaptive-images.csv` of adaptive evaluations; the
+//! shards' headers must agree. Where a row's key (attack and budget; budget; budget and
+//! policy) comes from more than one shard, the shards are image chunks and the rows are also
+//! pooled over all their images (shares weighted by images, times summed) into
+//! `summary-pooled.csv`, `strong-pooled.csv` and `adaptive-pooled.csv`; an image in two
+//! chunks' `adaptive-images.csv` is refused (the chunks overlap).
+//!
+//! A run's own report (its `figures.json` and the figures it names, `adaptive.md`,
+//! `report.md`, `index.html`) is not copied: the figures are drawn again from the pooled rows,
+//! and `merged.md` (with `index.html`) reports the pooled figures beside each shard's. Every
+//! other file (adversarial sets, checkpoints, training logs) is copied; a name present in two
+//! job shards must hold the same bytes, while image chunks keep their own versions of a name
+//! (each chunk's adversarial sets) in `shard-K/`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+
+use crate::attack::{AttackStats, StrongReport, stats_csv, strong_csv};
 use crate::error::{Error, Result};
+use crate::eval::adaptive::{AdaptiveRow, adaptive_csv};
+use crate::eval::charts::{FIGURES_FILE, read_figures};
 use crate::util::{read_file, write_atomic};
 
 /// Tables merged row by row: (CSV, JSON array) file names.
@@ -20,6 +35,18 @@ const TABLES: [(&str, &str); 4] = [
     ("strong.csv", "strong.json"),
     ("results.csv", "results.json"),
     ("adaptive.csv", "adaptive.json"),
+];
+
+/// The adaptive attack's per-image table (CSV only), keyed by its first three columns (norm,
+/// eps, image index).
+const IMAGES_TABLE: &str = "adaptive-images.csv";
+
+/// A run's report files, drawn from its tables: the merge draws its own.
+const REPORTS: [&str; 4] = [
+    "adaptive.md",
+    "report.md",
+    crate::eval::html::INDEX,
+    FIGURES_FILE,
 ];
 
 /// What a merge did.
@@ -33,6 +60,21 @@ pub struct MergeSummary {
     pub copied: usize,
     /// Training runs found (`*.log.json`).
     pub training_runs: Vec<String>,
+    /// Whether the shards are image chunks (a table key in more than one shard), whose rows
+    /// were pooled.
+    pub chunked: bool,
+    /// The pooled rows, one line each (attack runs, strong suite, adaptive attack).
+    pub pooled: Vec<String>,
+    /// Files kept per shard in `shard-K/` (one name, other bytes, in image chunks).
+    pub per_shard: usize,
+}
+
+/// The rows of the typed tables, each with the shard it came from.
+#[derive(Default)]
+struct Rows {
+    stats: Vec<(usize, AttackStats)>,
+    strong: Vec<(usize, StrongReport)>,
+    adaptive: Vec<(usize, AdaptiveRow)>,
 }
 
 /// Merges the shard folders `shards` into `out` (created if needed). Files written are
@@ -45,10 +87,14 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         shards: shards.len(),
         ..Default::default()
     };
-    // name -> (shard, path) of the files to copy.
-    let mut files: BTreeMap<String, (usize, PathBuf)> = BTreeMap::new();
-    let mut csv: BTreeMap<&str, (String, Vec<String>)> = BTreeMap::new();
-    let mut json: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+    // name -> each distinct version (shard, path) of the files to copy.
+    let mut files: BTreeMap<String, Vec<(usize, PathBuf)>> = BTreeMap::new();
+    // name -> (header, rows, rows seen).
+    let mut csv: BTreeMap<&str, (String, Vec<String>, HashSet<String>)> = BTreeMap::new();
+    // (norm, eps, index) of adaptive-images.csv -> shard.
+    let mut images: HashMap<String, usize> = HashMap::new();
+    let mut json: BTreeMap<&str, Vec<(usize, serde_json::Value)>> = BTreeMap::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for (k, dir) in shards.iter().enumerate() {
         if !dir.is_dir() {
             return Err(Error::Invalid(format!(
@@ -56,6 +102,18 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                 dir.display()
             )));
         }
+        let real = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        if let Some(other) = seen.iter().position(|d| *d == real) {
+            return Err(Error::Invalid(format!(
+                "shard {k} ({}) is shard {other} again",
+                dir.display()
+            )));
+        }
+        seen.push(real);
+        let figures: HashSet<String> = read_figures(dir)?
+            .iter()
+            .flat_map(|f| [format!("{}.svg", f.name), format!("{}.png", f.name)])
+            .collect();
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| e.ok())
@@ -65,15 +123,26 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         for e in entries {
             let name = e.file_name().to_string_lossy().to_string();
             let path = e.path();
-            if name.starts_with('.') || name == "merged.md" {
+            if name.starts_with('.')
+                || name == "merged.md"
+                || REPORTS.contains(&name.as_str())
+                || figures.contains(&name)
+            {
                 continue;
             }
-            if let Some((c, _)) = TABLES.iter().find(|(c, _)| *c == name) {
+            let table = TABLES
+                .iter()
+                .map(|(c, _)| *c)
+                .chain([IMAGES_TABLE])
+                .find(|c| *c == name);
+            if let Some(c) = table {
                 let text = String::from_utf8(read_file(&path)?)
                     .map_err(|_| Error::format(&path, "not UTF-8 text"))?;
                 let mut lines = text.lines();
                 let header = lines.next().unwrap_or("").to_string();
-                let slot = csv.entry(c).or_insert_with(|| (header.clone(), Vec::new()));
+                let slot = csv
+                    .entry(c)
+                    .or_insert_with(|| (header.clone(), Vec::new(), HashSet::new()));
                 if slot.0 != header {
                     return Err(Error::format(
                         &path,
@@ -84,9 +153,24 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                     ));
                 }
                 for l in lines.filter(|l| !l.trim().is_empty()) {
-                    if !slot.1.iter().any(|x| x == l) {
-                        slot.1.push(l.to_string());
+                    if c == IMAGES_TABLE {
+                        let key: Vec<&str> = l.splitn(4, ',').take(3).collect();
+                        if let Some(other) = images.insert(key.join(","), k)
+                            && other != k
+                        {
+                            return Err(Error::Invalid(format!(
+                                "image {} at {} {} is in shard {other} ({}) and shard {k} ({}): the chunks overlap",
+                                key.get(2).unwrap_or(&"?"),
+                                key[0],
+                                key.get(1).unwrap_or(&"?"),
+                                shards[other].display(),
+                                dir.display()
+                            )));
+                        }
+                    } else if !slot.2.insert(l.to_string()) {
+                        continue;
                     }
+                    slot.1.push(l.to_string());
                 }
                 continue;
             }
@@ -99,37 +183,61 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                 };
                 let slot = json.entry(j).or_default();
                 for r in rows {
-                    if !slot.contains(&r) {
-                        slot.push(r);
+                    if !slot.iter().any(|(_, x)| *x == r) {
+                        slot.push((k, r));
                     }
                 }
                 continue;
             }
-            match files.get(&name) {
-                Some((other, first)) => {
-                    if read_file(first)? != read_file(&path)? {
-                        return Err(Error::Invalid(format!(
-                            "{name} differs between shard {other} ({}) and shard {k} ({}): the shards overlap",
-                            first.display(),
-                            path.display()
-                        )));
-                    }
+            let versions = files.entry(name).or_default();
+            let bytes = read_file(&path)?;
+            let mut known = false;
+            for (_, p) in versions.iter() {
+                if read_file(p)? == bytes {
+                    known = true;
+                    break;
                 }
-                None => {
-                    files.insert(name, (k, path));
-                }
+            }
+            if !known {
+                versions.push((k, path));
             }
         }
     }
+    let rows = Rows {
+        stats: typed(&json, "summary.json", shards)?,
+        strong: typed(&json, "strong.json", shards)?,
+        adaptive: typed(&json, "adaptive.json", shards)?,
+    };
+    summary.chunked = in_several_shards(&rows.stats, stats_key)
+        || in_several_shards(&rows.strong, |r| (r.norm, r.eps.to_bits()))
+        || in_several_shards(&rows.adaptive, adaptive_key);
+    if !summary.chunked
+        && let Some((name, v)) = files.iter().find(|(_, v)| v.len() > 1)
+    {
+        return Err(Error::Invalid(format!(
+            "{name} differs between shard {} ({}) and shard {} ({}): the shards overlap",
+            v[0].0,
+            v[0].1.display(),
+            v[1].0,
+            v[1].1.display()
+        )));
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    for (name, (_, path)) in &files {
-        write_atomic(out.join(name), &read_file(path)?)?;
-        summary.copied += 1;
+    for (name, versions) in &files {
+        if versions.len() == 1 {
+            write_atomic(out.join(name), &read_file(&versions[0].1)?)?;
+            summary.copied += 1;
+        } else {
+            for (k, path) in versions {
+                write_atomic(out.join(format!("shard-{k}")).join(name), &read_file(path)?)?;
+                summary.per_shard += 1;
+            }
+        }
         if let Some(run) = name.strip_suffix(".log.json") {
             summary.training_runs.push(run.to_string());
         }
     }
-    for (name, (header, rows)) in &csv {
+    for (name, (header, rows, _)) in &csv {
         let mut text = format!("{header}\n");
         for r in rows {
             text.push_str(r);
@@ -139,42 +247,377 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         summary.tables.insert(name.to_string(), rows.len());
     }
     for (name, rows) in &json {
+        let rows: Vec<&serde_json::Value> = rows.iter().map(|(_, v)| v).collect();
         write_atomic(
             out.join(name),
-            &serde_json::to_vec_pretty(rows).expect("JSON values serialise"),
+            &serde_json::to_vec_pretty(&rows).expect("JSON values serialise"),
         )?;
     }
-    write_atomic(
-        out.join("merged.md"),
-        report(shards, out, &summary)?.as_bytes(),
-    )?;
+    let stats = pool_attack_stats(&values(&rows.stats));
+    let strong = pool_strong(&values(&rows.strong))?;
+    let adaptive = pool_adaptive(&values(&rows.adaptive));
+    if summary.chunked {
+        for (name, rows, text) in [
+            ("summary-pooled.csv", stats.len(), stats_csv(&stats)),
+            ("strong-pooled.csv", strong.len(), strong_csv(&strong)),
+            (
+                "adaptive-pooled.csv",
+                adaptive.len(),
+                adaptive_csv(&adaptive),
+            ),
+        ] {
+            if rows > 0 {
+                write_atomic(out.join(name), text.as_bytes())?;
+            }
+        }
+        summary.pooled = pooled_lines(&stats, &strong, &adaptive);
+    }
+    let figures: Vec<_> = [
+        crate::eval::figures::sweep_figure(&stats),
+        crate::eval::figures::strong_figure(&strong),
+        crate::eval::figures::adaptive_figure(&adaptive),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !figures.is_empty() {
+        crate::eval::charts::write_figures(out, &figures)?;
+    }
+    let mut md = report(shards, out, &summary, &rows, (&stats, &strong, &adaptive))?;
+    if !figures.is_empty() {
+        md += "\n## Figures\n\n";
+        md += &crate::eval::charts::markdown(&figures);
+    }
+    write_atomic(out.join("merged.md"), md.as_bytes())?;
+    crate::eval::html::write_report(out)?;
     Ok(summary)
 }
 
-/// The merged report: shards, tables, attack runs and training runs.
-fn report(shards: &[PathBuf], out: &Path, s: &MergeSummary) -> Result<String> {
+/// The rows of JSON table `name`, parsed, with their shards.
+fn typed<T: DeserializeOwned>(
+    json: &BTreeMap<&str, Vec<(usize, serde_json::Value)>>,
+    name: &str,
+    shards: &[PathBuf],
+) -> Result<Vec<(usize, T)>> {
+    json.get(name)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            serde_json::from_value(v.clone())
+                .map(|r| (*k, r))
+                .map_err(|e| {
+                    Error::format(shards[*k].join(name), format!("a row is not readable: {e}"))
+                })
+        })
+        .collect()
+}
+
+fn values<T: Clone>(rows: &[(usize, T)]) -> Vec<T> {
+    rows.iter().map(|(_, r)| r.clone()).collect()
+}
+
+/// Whether some key comes from more than one shard.
+fn in_several_shards<T, K: PartialEq>(rows: &[(usize, T)], key: impl Fn(&T) -> K) -> bool {
+    rows.iter().enumerate().any(|(i, (k, r))| {
+        rows[..i]
+            .iter()
+            .any(|(k2, r2)| k2 != k && key(r2) == key(r))
+    })
+}
+
+fn stats_key(s: &AttackStats) -> (String, crate::attack::Norm, Option<u32>, bool) {
+    (
+        s.attack.clone(),
+        s.norm,
+        s.eps.map(f32::to_bits),
+        s.targeted,
+    )
+}
+
+fn adaptive_key(r: &AdaptiveRow) -> (crate::attack::Norm, u32, crate::defense::Policy) {
+    (r.adaptive.norm, r.adaptive.eps.to_bits(), r.adaptive.policy)
+}
+
+/// `rows` grouped by `key`, groups in order of first appearance.
+fn groups<T, K: PartialEq>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<Vec<&T>> {
+    let mut keys: Vec<K> = Vec::new();
+    let mut out: Vec<Vec<&T>> = Vec::new();
+    for r in rows {
+        let k = key(r);
+        match keys.iter().position(|x| *x == k) {
+            Some(i) => out[i].push(r),
+            None => {
+                keys.push(k);
+                out.push(vec![r]);
+            }
+        }
+    }
+    out
+}
+
+/// The mean of `value` over `rows` weighted by `weight` (the first row's value when every
+/// weight is zero).
+fn weighted<T>(rows: &[&T], weight: impl Fn(&T) -> f64, value: impl Fn(&T) -> f64) -> f64 {
+    let total: f64 = rows.iter().map(|r| weight(r)).sum();
+    if total > 0.0 {
+        rows.iter().map(|r| weight(r) * value(r)).sum::<f64>() / total
+    } else {
+        rows.first().map(|r| value(r)).unwrap_or(f64::NAN)
+    }
+}
+
+/// Attack runs of one attack and budget on disjoint images, pooled: counts and times summed,
+/// perturbation sizes averaged over the successful examples, queries over the attacked images.
+pub fn pool_attack_stats(rows: &[AttackStats]) -> Vec<AttackStats> {
+    groups(rows, stats_key)
+        .into_iter()
+        .map(|g| {
+            let attempted: usize = g.iter().map(|s| s.attempted).sum();
+            let succeeded: usize = g.iter().map(|s| s.succeeded).sum();
+            let seconds: f64 = g.iter().map(|s| s.seconds).sum();
+            let by_success = |f: fn(&AttackStats) -> f64| weighted(&g, |s| s.succeeded as f64, f);
+            AttackStats {
+                attempted,
+                succeeded,
+                success_rate: succeeded as f64 / attempted.max(1) as f64,
+                seconds,
+                seconds_per_image: seconds / attempted.max(1) as f64,
+                mean_l0: by_success(|s| s.mean_l0),
+                mean_l1: by_success(|s| s.mean_l1),
+                mean_l2: by_success(|s| s.mean_l2),
+                mean_linf: by_success(|s| s.mean_linf),
+                evaluations_per_image: weighted(
+                    &g,
+                    |s| s.attempted as f64,
+                    |s| s.evaluations_per_image,
+                ),
+                ..g[0].clone()
+            }
+        })
+        .collect()
+}
+
+/// Strong-suite reports of one budget on disjoint images, pooled stage by stage; the shards
+/// must have run the same attacks.
+pub fn pool_strong(reports: &[StrongReport]) -> Result<Vec<StrongReport>> {
+    groups(reports, |r| (r.norm, r.eps.to_bits()))
+        .into_iter()
+        .map(|g| {
+            let names = |r: &StrongReport| -> Vec<String> {
+                r.stages.iter().map(|s| s.attack.clone()).collect()
+            };
+            if let Some(other) = g.iter().find(|r| names(r) != names(g[0])) {
+                return Err(Error::Invalid(format!(
+                    "the strong suite at {} {} ran other attacks in one shard ({}) than in another ({})",
+                    g[0].norm.name(),
+                    g[0].eps,
+                    names(g[0]).join(", "),
+                    names(other).join(", ")
+                )));
+            }
+            let images = |r: &StrongReport| r.images as f64;
+            let stages = (0..g[0].stages.len())
+                .map(|i| crate::attack::StrongStage {
+                    attack: g[0].stages[i].attack.clone(),
+                    attempted: g.iter().map(|r| r.stages[i].attempted).sum(),
+                    broken: g.iter().map(|r| r.stages[i].broken).sum(),
+                    robust_accuracy: weighted(&g, images, |r| r.stages[i].robust_accuracy),
+                    seconds: g.iter().map(|r| r.stages[i].seconds).sum(),
+                })
+                .collect();
+            Ok(StrongReport {
+                images: g.iter().map(|r| r.images).sum(),
+                clean_accuracy: weighted(&g, images, |r| r.clean_accuracy),
+                robust_accuracy: weighted(&g, images, |r| r.robust_accuracy),
+                stages,
+                ..g[0].clone()
+            })
+        })
+        .collect()
+}
+
+/// Adaptive-attack rows of one budget and policy on disjoint images, pooled: every share
+/// weighted by the images, times summed, the largest perturbation kept.
+pub fn pool_adaptive(rows: &[AdaptiveRow]) -> Vec<AdaptiveRow> {
+    groups(rows, adaptive_key)
+        .into_iter()
+        .map(|g| {
+            let w = |r: &AdaptiveRow| r.adaptive.images as f64;
+            let share = |f: fn(&AdaptiveRow) -> f64| weighted(&g, w, f);
+            let mut pooled = g[0].clone();
+            let a = &mut pooled.adaptive;
+            a.images = g.iter().map(|r| r.adaptive.images).sum();
+            a.evade_success = share(|r| r.adaptive.evade_success);
+            a.flagged = share(|r| r.adaptive.flagged);
+            a.wrong_label = share(|r| r.adaptive.wrong_label);
+            a.robust_accuracy_reject = share(|r| r.adaptive.robust_accuracy_reject);
+            a.robust_accuracy_correct = share(|r| r.adaptive.robust_accuracy_correct);
+            a.robust_accuracy = share(|r| r.adaptive.robust_accuracy);
+            a.clean_pass = share(|r| r.adaptive.clean_pass);
+            a.clean_accuracy = share(|r| r.adaptive.clean_accuracy);
+            a.seconds = g.iter().map(|r| r.adaptive.seconds).sum();
+            a.max_perturbation = g
+                .iter()
+                .map(|r| r.adaptive.max_perturbation)
+                .fold(0.0, f64::max);
+            pooled.transfer_evade_success = share(|r| r.transfer_evade_success);
+            pooled.transfer_flagged = share(|r| r.transfer_flagged);
+            pooled.transfer_wrong_label = share(|r| r.transfer_wrong_label);
+            pooled
+        })
+        .collect()
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// One line per pooled row, for the terminal.
+fn pooled_lines(
+    stats: &[AttackStats],
+    strong: &[StrongReport],
+    adaptive: &[AdaptiveRow],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for s in stats {
+        lines.push(format!(
+            "{} {}{}: {} images, success {} ({})",
+            s.attack,
+            s.norm.name(),
+            s.eps.map(|e| format!(" {e}")).unwrap_or_default(),
+            s.attempted,
+            pct(s.success_rate),
+            s.succeeded
+        ));
+    }
+    for r in strong {
+        lines.push(format!(
+            "strong suite {} {}: {} images, clean {}, robust {}",
+            r.norm.name(),
+            r.eps,
+            r.images,
+            pct(r.clean_accuracy),
+            pct(r.robust_accuracy)
+        ));
+    }
+    for r in adaptive {
+        let a = &r.adaptive;
+        lines.push(format!(
+            "adaptive {} {} ({} policy): {} images, robust accuracy {} under reject, {} under correct; evade {}, flagged {}, clean pass {}",
+            a.norm.name(),
+            a.eps,
+            a.policy,
+            a.images,
+            pct(a.robust_accuracy_reject),
+            pct(a.robust_accuracy_correct),
+            pct(a.evade_success),
+            pct(a.flagged),
+            pct(a.clean_pass)
+        ));
+    }
+    lines
+}
+
+/// Each shard's value of the rows with `key`'s key, as `k: value` pairs.
+fn by_shard<T, K: PartialEq>(
+    rows: &[(usize, T)],
+    key: impl Fn(&T) -> K,
+    of: &T,
+    value: impl Fn(&T) -> f64,
+) -> String {
+    rows.iter()
+        .filter(|(_, r)| key(r) == key(of))
+        .map(|(k, r)| format!("{k}: {}", pct(value(r))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The merged report: shards, tables, pooled rows, attack runs and training runs.
+fn report(
+    shards: &[PathBuf],
+    out: &Path,
+    s: &MergeSummary,
+    rows: &Rows,
+    (stats, strong, adaptive): (&[AttackStats], &[StrongReport], &[AdaptiveRow]),
+) -> Result<String> {
     let mut md = String::from("# Merged shards\n\n");
     for (k, d) in shards.iter().enumerate() {
         md += &format!("- shard {k}: `{}`\n", d.display());
     }
     md += &format!("\n{} files copied.\n", s.copied);
+    if s.per_shard > 0 {
+        md += &format!(
+            "{} files of one name with other contents in several chunks are kept per shard in `shard-K/`.\n",
+            s.per_shard
+        );
+    }
     for (name, rows) in &s.tables {
         md += &format!("- `{name}`: {rows} rows\n");
     }
-    if let Ok(bytes) = std::fs::read(out.join("summary.json"))
-        && let Ok(serde_json::Value::Array(rows)) = serde_json::from_slice(&bytes)
-    {
-        md += "\n## Attacks\n\n| attack | norm | eps | attempted | succeeded | success rate | s / image |\n|---|---|---|---|---|---|---|\n";
-        for r in &rows {
+    if s.chunked {
+        md += "\nThe shards are image chunks (the same attacks and budgets on other images): \
+               the tables below pool their rows over all the images (`*-pooled.csv`); \
+               \"by shard\" gives each shard's own figure.\n";
+    }
+    if !stats.is_empty() {
+        md += "\n## Attacks\n\n| attack | norm | eps | attempted | succeeded | success rate | s / image | by shard |\n|---|---|---|---|---|---|---|---|\n";
+        for r in stats {
             md += &format!(
-                "| {} | {} | {} | {} | {} | {:.2}% | {:.4} |\n",
-                r["attack"].as_str().unwrap_or("?"),
-                r["norm"].as_str().unwrap_or("?"),
-                r["eps"].as_f64().map(|e| e.to_string()).unwrap_or_default(),
-                r["attempted"],
-                r["succeeded"],
-                100.0 * r["success_rate"].as_f64().unwrap_or(f64::NAN),
-                r["seconds_per_image"].as_f64().unwrap_or(f64::NAN),
+                "| {} | {} | {} | {} | {} | {:.2}% | {:.4} | {} |\n",
+                r.attack,
+                r.norm.name(),
+                r.eps.map(|e| e.to_string()).unwrap_or_default(),
+                r.attempted,
+                r.succeeded,
+                100.0 * r.success_rate,
+                r.seconds_per_image,
+                by_shard(&rows.stats, stats_key, r, |x| x.success_rate),
+            );
+        }
+    }
+    if !strong.is_empty() {
+        md += "\n## Strong suite\n\n| norm | eps | images | clean accuracy | robust accuracy | after each stage | robust accuracy by shard |\n|---|---|---|---|---|---|---|\n";
+        for r in strong {
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                r.norm.name(),
+                r.eps,
+                r.images,
+                pct(r.clean_accuracy),
+                pct(r.robust_accuracy),
+                r.stages
+                    .iter()
+                    .map(|st| format!("{} {}", st.attack, pct(st.robust_accuracy)))
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
+                by_shard(
+                    &rows.strong,
+                    |x| (x.norm, x.eps.to_bits()),
+                    r,
+                    |x| x.robust_accuracy
+                ),
+            );
+        }
+    }
+    if !adaptive.is_empty() {
+        md += "\n## Adaptive attack\n\n| norm | eps | policy | images | clean pass | evade | flagged | wrong label | robust acc. (reject) | robust acc. (correct) | robust acc. (reject) by shard |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for r in adaptive {
+            let a = &r.adaptive;
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                a.norm.name(),
+                a.eps,
+                a.policy,
+                a.images,
+                pct(a.clean_pass),
+                pct(a.evade_success),
+                pct(a.flagged),
+                pct(a.wrong_label),
+                pct(a.robust_accuracy_reject),
+                pct(a.robust_accuracy_correct),
+                by_shard(&rows.adaptive, adaptive_key, r, |x| x
+                    .adaptive
+                    .robust_accuracy_reject),
             );
         }
     }
@@ -279,6 +722,133 @@ mod tests {
         std::fs::write(b.join("summary.csv"), "attack,m\ny,2\n").unwrap();
         let e = merge_shards(&[a, b], &out).unwrap_err();
         assert!(e.to_string().contains("columns differ"), "{e}");
+    }
+
+    fn adaptive_row(images: usize, reject: f64, index: usize) -> (String, String) {
+        let json = format!(
+            r#"[{{"norm": "Linf", "eps": 0.3, "images": {images}, "evade_success": {e},
+            "flagged": 0.5, "wrong_label": 0.5, "robust_accuracy_reject": {reject},
+            "robust_accuracy_correct": 0.5, "robust_accuracy": {reject}, "policy": "reject",
+            "seconds": 10.0, "max_perturbation": 0.3, "clean_pass": 1.0, "clean_accuracy": 1.0,
+            "transfer_evade_success": 0.0, "transfer_flagged": 1.0, "transfer_wrong_label": 0.0}}]"#,
+            e = 1.0 - reject
+        );
+        (json, format!("norm,eps,index\nLinf,0.3,{index}\n"))
+    }
+
+    #[test]
+    fn image_chunks_are_pooled_and_overlaps_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, out) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("out"),
+        );
+        // 100 images at 90% and 300 at 98%: 96% over the 400.
+        for (d, images, reject, index) in [(&a, 100, 0.9, 0), (&b, 300, 0.98, 100)] {
+            std::fs::create_dir_all(d).unwrap();
+            let (json, per_image) = adaptive_row(images, reject, index);
+            std::fs::write(d.join("adaptive.json"), json).unwrap();
+            std::fs::write(d.join(IMAGES_TABLE), per_image).unwrap();
+            // A run's own report and figures are not copied; its data files are kept per chunk.
+            std::fs::write(d.join("adaptive.md"), format!("# {images}")).unwrap();
+            std::fs::write(
+                d.join("figures.json"),
+                r#"[{"name": "adaptive", "caption": "c", "panels": []}]"#,
+            )
+            .unwrap();
+            std::fs::write(d.join("adaptive.svg"), format!("<svg>{images}</svg>")).unwrap();
+            std::fs::write(d.join("examples.npz"), format!("{images}")).unwrap();
+        }
+        let s = merge_shards(&[a.clone(), b.clone()], &out).unwrap();
+        assert!(s.chunked);
+        assert_eq!(s.per_shard, 2);
+        assert!(
+            s.pooled[0].contains("400 images, robust accuracy 96.0% under reject"),
+            "{:?}",
+            s.pooled
+        );
+        let pooled = std::fs::read_to_string(out.join("adaptive-pooled.csv")).unwrap();
+        let row: Vec<&str> = pooled.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!((row[2], row[6]), ("400", "0.96"), "{pooled}");
+        assert_eq!(row[13], "20", "times add up: {pooled}");
+        assert_eq!(
+            std::fs::read_to_string(out.join("shard-1/examples.npz")).unwrap(),
+            "300"
+        );
+        assert!(!out.join("adaptive.md").exists() && !out.join("examples.npz").exists());
+        let md = std::fs::read_to_string(out.join("merged.md")).unwrap();
+        assert!(
+            md.contains("| 96.0% | 50.0% | 0: 90.0%, 1: 98.0% |"),
+            "{md}"
+        );
+        assert!(out.join("adaptive.png").exists() && out.join("index.html").exists());
+        // The same image in two chunks.
+        std::fs::write(b.join(IMAGES_TABLE), "norm,eps,index\nLinf,0.3,0\n").unwrap();
+        let e = merge_shards(&[a.clone(), b.clone()], &out).unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+        // The same folder twice.
+        let e = merge_shards(&[a.clone(), a], &out).unwrap_err();
+        assert!(e.to_string().contains("shard 1 ("), "{e}");
+    }
+
+    #[test]
+    fn strong_reports_pool_stage_by_stage() {
+        let report = |images: usize, broken: [usize; 2]| StrongReport {
+            norm: crate::attack::Norm::L2,
+            eps: 2.0,
+            images,
+            clean_accuracy: 1.0,
+            robust_accuracy: (images - broken[0] - broken[1]) as f64 / images as f64,
+            stages: ["APGD-CE", "Square"]
+                .iter()
+                .zip(broken)
+                .scan(images, |left, (name, b)| {
+                    let attempted = *left;
+                    *left -= b;
+                    Some(crate::attack::StrongStage {
+                        attack: name.to_string(),
+                        attempted,
+                        broken: b,
+                        robust_accuracy: *left as f64 / images as f64,
+                        seconds: 1.0,
+                    })
+                })
+                .collect(),
+            adv: vec![],
+            broken: vec![],
+        };
+        let pooled = pool_strong(&[report(100, [10, 2]), report(300, [30, 0])]).unwrap();
+        assert_eq!(pooled.len(), 1);
+        let p = &pooled[0];
+        assert_eq!(p.images, 400);
+        assert!((p.robust_accuracy - 358.0 / 400.0).abs() < 1e-12);
+        assert_eq!((p.stages[1].attempted, p.stages[1].broken), (360, 2));
+        assert!((p.stages[0].robust_accuracy - 0.9).abs() < 1e-12);
+        let mut other = report(100, [1, 1]);
+        other.stages[1].attack = "FAB".into();
+        assert!(pool_strong(&[report(100, [1, 1]), other]).is_err());
+        // Attack runs: rates from the summed counts, sizes over the successful examples.
+        let stats = |attempted: usize, succeeded: usize, l2: f64| AttackStats {
+            attack: "PGD".into(),
+            norm: crate::attack::Norm::L2,
+            eps: Some(2.0),
+            attempted,
+            succeeded,
+            success_rate: succeeded as f64 / attempted as f64,
+            seconds: attempted as f64,
+            seconds_per_image: 1.0,
+            mean_l0: 0.0,
+            mean_l1: 0.0,
+            mean_l2: l2,
+            mean_linf: 0.0,
+            evaluations_per_image: 10.0,
+            seed: 0,
+            targeted: false,
+        };
+        let p = &pool_attack_stats(&[stats(100, 10, 1.0), stats(100, 30, 2.0)])[0];
+        assert_eq!((p.attempted, p.succeeded), (200, 40));
+        assert!((p.success_rate - 0.2).abs() < 1e-12 && (p.mean_l2 - 1.75).abs() < 1e-12);
     }
 
     #[test]
