@@ -413,10 +413,12 @@ const QUALITY_MODELS: [&str; 3] = [
 /// real MNIST test split; each {20, 60, 100} Defed set -- the compiled-in one, against that
 /// LeNet, and `defed-lenet0-mnist-*`, against the original authors' LeNet -- within 1.5 dB of
 /// the authors' model at its noise level, and denoised accuracy not below the noisy input's),
-/// measured on the first 2,000 test images with the authors' models beside them. Where the
-/// shipped models miss the bar (README, "Status of the default models"), this asserts the
-/// measured level so that nothing slips further: the noise-20 models cost 0.3 and 0.15 points
-/// of accuracy on images the classifier already reads through the noise.
+/// measured on the first 2,000 test images with the authors' models beside them. At noise 20
+/// the denoised and noisy accuracies differ by a few images in 10,000, less than one noise
+/// draw moves them, so that comparison is made on all 10,000 test images under four noise draws
+/// (seeds 0-3): the compiled-in model reads 0.015 points fewer of them than the noisy input
+/// (README, "Status of the default models"), `defed-lenet0-mnist-n20` as many; this asserts
+/// 0.03 points so that nothing slips further.
 #[test]
 fn shipped_defaults_are_as_good_as_the_papers() {
     let Some(sh) = common::shared() else { return };
@@ -460,22 +462,38 @@ fn shipped_defaults_are_as_good_as_the_papers() {
                 100.0 * o.noisy_accuracy,
                 o.noisy_psnr
             );
-            let (db_short, acc_short) = if noise == 20 {
-                (1.5, 0.005)
-            } else {
-                (1.5, 0.0)
-            };
-            if o.psnr < t.psnr - db_short {
+            if o.psnr < t.psnr - 1.5 {
                 misses.push(format!(
                     "{file}: {:.2} dB vs the authors' {:.2} dB",
                     o.psnr, t.psnr
                 ));
             }
-            if o.accuracy < o.noisy_accuracy - acc_short {
+            let (accuracy, noisy_accuracy, short) = if noise == 20 {
+                let draws: Vec<_> = (0..4)
+                    .map(|seed| {
+                        defed::eval::denoiser_quality(&ours, clf, &test, 20.0, seed, 250, &device)
+                            .unwrap()
+                    })
+                    .collect();
+                let mean = |f: fn(&defed::eval::DenoiserQuality) -> f64| {
+                    draws.iter().map(f).sum::<f64>() / draws.len() as f64
+                };
+                let (a, n) = (mean(|q| q.accuracy), mean(|q| q.noisy_accuracy));
+                eprintln!(
+                    "{file}: all {} test images, 4 noise draws: denoised {:.3}%, noisy {:.3}%",
+                    test.len(),
+                    100.0 * a,
+                    100.0 * n
+                );
+                (a, n, 0.0003)
+            } else {
+                (o.accuracy, o.noisy_accuracy, 0.0)
+            };
+            if accuracy < noisy_accuracy - short {
                 misses.push(format!(
-                    "{file}: denoised accuracy {:.2}% below the noisy input's {:.2}%",
-                    100.0 * o.accuracy,
-                    100.0 * o.noisy_accuracy
+                    "{file}: denoised accuracy {:.3}% below the noisy input's {:.3}%",
+                    100.0 * accuracy,
+                    100.0 * noisy_accuracy
                 ));
             }
         }
