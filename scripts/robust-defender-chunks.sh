@@ -15,11 +15,14 @@
 # ATTACK replaces the protocol's attack settings and TAG names such runs' folders, e.g. the
 # attack that converged on the paper's bundle (README, convergence):
 #   BUNDLE=paper ATTACK="--iterations 400 --lambdas 1 10 100 --targets 3" TAG=-it400-t3 ...
+# At the end, the budget's chunks in OUT are pooled by `defed merge` into
+# OUT/merged-<name>-<budget> (merge them with the recorded ones in robust-figures/ for the
+# whole range).
 set -e
 B=${B:-target/release/defed}
 OUT=${OUT:-/var/tmp/robust-chunks}
 BUDGET=${BUDGET:-linf:0.3}
-FROM=${FROM:-"500 600 700 800 900"}
+FROM=${FROM-"500 600 700 800 900"}
 BUNDLE=${BUNDLE:-adv2}
 ATTACK=${ATTACK:-"--iterations 100 --lambdas 1 10 100"}
 TAG=${TAG:-}
@@ -57,4 +60,6 @@ for f in $FROM; do
   norm=${BUDGET%%:*}; eps=${BUDGET#*:}
   [ -f $s/strong.csv ] || $B attack --classifier $R --benign $OUT/s$f.npz --suite strong --norm $norm --eps $eps --out $s
 done
+# The chunks of this budget in OUT, pooled (robust accuracy under both policies, each chunk's).
+$B merge $OUT/adaptive-$NAME$TAG-$n-images* --out $OUT/merged-$NAME$TAG-$n
 echo finished
