@@ -62,6 +62,32 @@ fn apgd_beats_pgd_and_grows_with_eps() {
     ]);
     let ce = robust(vec![Box::new(Apgd::ce(Norm::Linf, 0.05))]);
     assert!(both <= ce);
+    // Per image: the stage that broke it, its final label and perturbation agree with the
+    // stage counts and the budget.
+    let attacks: Vec<Box<dyn Attack>> = vec![
+        Box::new(Apgd::ce(Norm::Linf, 0.1)),
+        Box::new(Apgd::dlr_targeted(Norm::Linf, 0.1)),
+    ];
+    let r = strong_protocol(&model, &set, &attacks, 48, 0).unwrap();
+    for (s, stage) in r.stages.iter().enumerate() {
+        let n = r.broken_at.iter().filter(|b| **b == Some(s + 1)).count();
+        assert_eq!(n, stage.broken, "stage {}", s + 1);
+    }
+    let csv = defed::attack::strong_images_csv(std::slice::from_ref(&r), &set);
+    let lines: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(lines.len(), set.len());
+    for (i, l) in lines.iter().enumerate() {
+        let c: Vec<&str> = l.split(',').collect();
+        let (label, fin, size): (usize, usize, f64) = (
+            c[3].parse().unwrap(),
+            c[4].parse().unwrap(),
+            c[6].parse().unwrap(),
+        );
+        assert_eq!(label, set.labels[i]);
+        assert_eq!(c[5].is_empty(), label == fin, "{l}");
+        assert!(size <= 0.1 + 1e-6, "{l}");
+        assert_eq!(c[5].is_empty() || c[5] == "0", size == 0.0, "{l}");
+    }
 }
 
 fn small_defender() -> Defender {

@@ -36,7 +36,8 @@ pub use registry::{AttackKind, AttackSettings, build_attack, default_eps, paper_
 pub(crate) use registry::{pipeline_suite_for, transfer_pgd};
 pub use square::Square;
 pub use strong::{
-    StrongReport, StrongSettings, StrongStage, strong_attacks, strong_csv, strong_protocol,
+    StrongReport, StrongSettings, StrongStage, strong_attacks, strong_csv, strong_images_csv,
+    strong_protocol,
 };
 
 use crate::data::ImageSet;

@@ -48,6 +48,13 @@ pub struct StrongReport {
     /// Per image: whether it was misclassified (clean or attacked).
     #[serde(skip, default)]
     pub broken: Vec<bool>,
+    /// Per image: the stage that broke it (1-based; 0 when the clean image was already
+    /// misclassified), `None` when it stayed robust.
+    #[serde(skip, default)]
+    pub broken_at: Vec<Option<usize>>,
+    /// Per image: the classifier's label on [`StrongReport::adv`].
+    #[serde(skip, default)]
+    pub final_label: Vec<usize>,
 }
 
 /// How hard the protocol's attacks try. The default is AutoAttack's standard version: APGD
@@ -136,6 +143,8 @@ pub fn strong_protocol(
     let mut adv = set.images.clone();
     let pred = model.predict(&set.images);
     let mut broken: Vec<bool> = pred.iter().zip(&set.labels).map(|(p, y)| p != y).collect();
+    let mut broken_at: Vec<Option<usize>> = broken.iter().map(|&b| b.then_some(0)).collect();
+    let mut final_label = pred;
     let clean_accuracy = broken.iter().filter(|b| !**b).count() as f64 / n as f64;
     let mut stages = Vec::new();
     let (norm, eps) = attacks
@@ -160,6 +169,8 @@ pub fn strong_protocol(
             for (r, &i) in chunk.iter().enumerate() {
                 if p[r] != y[r] {
                     broken[i] = true;
+                    broken_at[i] = Some(s + 1);
+                    final_label[i] = p[r];
                     newly += 1;
                     row_mut(&mut adv, i, per).copy_from_slice(row(&a, r, per));
                 }
@@ -189,7 +200,39 @@ pub fn strong_protocol(
         stages,
         adv,
         broken,
+        broken_at,
+        final_label,
     })
+}
+
+/// One line per image and budget of strong-suite runs on `set`: its index in the source split
+/// (its position in `set` when the set does not know it), true label, final label, the stage
+/// that broke it (`0`: misclassified clean; empty: robust) and the size of its final
+/// perturbation in the budget's norm. Joined on `index` with `defed evaluate --adaptive`'s
+/// `adaptive-images.csv`, it shows which images a defender saves or loses.
+pub fn strong_images_csv(reports: &[StrongReport], set: &ImageSet) -> String {
+    let mut s = String::from("norm,eps,index,label,final_label,broken_at,perturbation\n");
+    let per = set.image_len();
+    for r in reports {
+        for i in 0..r.broken_at.len().min(set.len()) {
+            let d: Vec<f32> = row(&r.adv, i, per)
+                .iter()
+                .zip(row(&set.images, i, per))
+                .map(|(a, b)| a - b)
+                .collect();
+            s += &format!(
+                "{},{},{},{},{},{},{}\n",
+                r.norm.name(),
+                r.eps,
+                set.indices.get(i).copied().unwrap_or(i),
+                set.labels[i],
+                r.final_label[i],
+                r.broken_at[i].map(|b| b.to_string()).unwrap_or_default(),
+                r.norm.of(&d)
+            );
+        }
+    }
+    s
 }
 
 #[cfg(test)]

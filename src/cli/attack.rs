@@ -156,7 +156,9 @@ pub struct AttackArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output folder: one .npz + .json per attack and budget, and summary.csv / summary.json.
+    /// Output folder: one .npz + .json per attack and budget, and summary.csv / summary.json
+    /// (with --suite strong: strong.csv / strong.json, strong-images.csv (one line per image and
+    /// budget) and the .npz sets of the broken images).
     #[arg(long, default_value = "adv")]
     out: PathBuf,
     /// Run only shard i of n of the (attack, budget) grid (or of the strong suite's budgets),
@@ -352,6 +354,10 @@ fn strong(
     defed::util::write_atomic(
         a.out.join("strong.csv"),
         defed::attack::strong_csv(&reports).as_bytes(),
+    )?;
+    defed::util::write_atomic(
+        a.out.join("strong-images.csv"),
+        defed::attack::strong_images_csv(&reports, set).as_bytes(),
     )?;
     defed::util::write_atomic(
         a.out.join("strong.json"),

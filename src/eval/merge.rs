@@ -4,12 +4,13 @@
 //!
 //! Tables are concatenated: `summary.csv` / `summary.json` of attack runs, `strong.csv` /
 //! `strong.json` of the strong suite, `results.csv` / `results.json` of evaluations,
-//! `adaptive.csv` / `adaptive.json` and `adaptive-images.csv` of adaptive evaluations; the
+//! `adaptive.csv` / `adaptive.json` of adaptive evaluations, and the per-image tables
+//! `adaptive-images.csv` and `strong-images.csv`; the
 //! shards' headers must agree. Where a row's key (attack and budget; budget; budget and
 //! policy) comes from more than one shard, the shards are image chunks and the rows are also
 //! pooled over all their images (shares weighted by images, times summed) into
 //! `summary-pooled.csv`, `strong-pooled.csv` and `adaptive-pooled.csv`; an image in two
-//! chunks' `adaptive-images.csv` is refused (the chunks overlap).
+//! chunks' per-image table is refused (the chunks overlap).
 //!
 //! A run's own report (its `figures.json` and the figures it names, `adaptive.md`,
 //! `report.md`, `index.html`) is not copied: the figures are drawn again from the pooled rows,
@@ -37,9 +38,9 @@ const TABLES: [(&str, &str); 4] = [
     ("adaptive.csv", "adaptive.json"),
 ];
 
-/// The adaptive attack's per-image table (CSV only), keyed by its first three columns (norm,
-/// eps, image index).
-const IMAGES_TABLE: &str = "adaptive-images.csv";
+/// Per-image tables (CSV only) of the adaptive attack and the strong suite, keyed by their first
+/// three columns (norm, eps, image index).
+const IMAGE_TABLES: [&str; 2] = ["adaptive-images.csv", "strong-images.csv"];
 
 /// A run's report files, drawn from its tables: the merge draws its own.
 const REPORTS: [&str; 4] = [
@@ -91,7 +92,7 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
     let mut files: BTreeMap<String, Vec<(usize, PathBuf)>> = BTreeMap::new();
     // name -> (header, rows, rows seen).
     let mut csv: BTreeMap<&str, (String, Vec<String>, HashSet<String>)> = BTreeMap::new();
-    // (norm, eps, index) of adaptive-images.csv -> shard.
+    // table and (norm, eps, index) of the per-image tables -> shard.
     let mut images: HashMap<String, usize> = HashMap::new();
     let mut json: BTreeMap<&str, Vec<(usize, serde_json::Value)>> = BTreeMap::new();
     let mut seen: Vec<PathBuf> = Vec::new();
@@ -133,7 +134,7 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
             let table = TABLES
                 .iter()
                 .map(|(c, _)| *c)
-                .chain([IMAGES_TABLE])
+                .chain(IMAGE_TABLES)
                 .find(|c| *c == name);
             if let Some(c) = table {
                 let text = String::from_utf8(read_file(&path)?)
@@ -153,9 +154,9 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                     ));
                 }
                 for l in lines.filter(|l| !l.trim().is_empty()) {
-                    if c == IMAGES_TABLE {
+                    if IMAGE_TABLES.contains(&c) {
                         let key: Vec<&str> = l.splitn(4, ',').take(3).collect();
-                        if let Some(other) = images.insert(key.join(","), k)
+                        if let Some(other) = images.insert(format!("{c}:{}", key.join(",")), k)
                             && other != k
                         {
                             return Err(Error::Invalid(format!(
@@ -430,6 +431,11 @@ pub fn pool_strong(reports: &[StrongReport]) -> Result<Vec<StrongReport>> {
                 clean_accuracy: weighted(&g, images, |r| r.clean_accuracy),
                 robust_accuracy: weighted(&g, images, |r| r.robust_accuracy),
                 stages,
+                // Per-image data stays in each chunk's own files.
+                adv: Vec::new(),
+                broken: Vec::new(),
+                broken_at: Vec::new(),
+                final_label: Vec::new(),
                 ..g[0].clone()
             })
         })
@@ -446,6 +452,10 @@ pub fn pool_adaptive(rows: &[AdaptiveRow]) -> Vec<AdaptiveRow> {
             let share = |f: fn(&AdaptiveRow) -> f64| weighted(&g, w, f);
             let mut pooled = g[0].clone();
             let a = &mut pooled.adaptive;
+            // Per-image data stays in each chunk's own files.
+            a.adv.clear();
+            a.verdicts.clear();
+            a.perturbations.clear();
             a.images = g.iter().map(|r| r.adaptive.images).sum();
             a.evade_success = share(|r| r.adaptive.evade_success);
             a.flagged = share(|r| r.adaptive.flagged);
@@ -749,7 +759,7 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
             let (json, per_image) = adaptive_row(images, reject, index);
             std::fs::write(d.join("adaptive.json"), json).unwrap();
-            std::fs::write(d.join(IMAGES_TABLE), per_image).unwrap();
+            std::fs::write(d.join(IMAGE_TABLES[0]), per_image).unwrap();
             // A run's own report and figures are not copied; its data files are kept per chunk.
             std::fs::write(d.join("adaptive.md"), format!("# {images}")).unwrap();
             std::fs::write(
@@ -784,7 +794,7 @@ mod tests {
         );
         assert!(out.join("adaptive.png").exists() && out.join("index.html").exists());
         // The same image in two chunks.
-        std::fs::write(b.join(IMAGES_TABLE), "norm,eps,index\nLinf,0.3,0\n").unwrap();
+        std::fs::write(b.join(IMAGE_TABLES[0]), "norm,eps,index\nLinf,0.3,0\n").unwrap();
         let e = merge_shards(&[a.clone(), b.clone()], &out).unwrap_err();
         assert!(e.to_string().contains("overlap"), "{e}");
         // The same folder twice.
@@ -817,6 +827,8 @@ mod tests {
                 .collect(),
             adv: vec![],
             broken: vec![],
+            broken_at: vec![],
+            final_label: vec![],
         };
         let pooled = pool_strong(&[report(100, [10, 2]), report(300, [30, 0])]).unwrap();
         assert_eq!(pooled.len(), 1);
