@@ -808,25 +808,10 @@ fn write_report(
         out.join("results.json"),
         &serde_json::to_vec_pretty(r).expect("serialises"),
     )?;
-    let mut attacks_csv = String::from(
-        "attack,attempted,succeeded,success_rate,seconds_per_image,mean_l0,mean_l1,mean_l2,mean_linf\n",
-    );
     let mut attacks_md = String::from(
         "| attack | success | s/img | mean L0 | mean L1 | mean L2 | mean Linf |\n|---|---|---|---|---|---|---|\n",
     );
     for s in &r.attacks {
-        attacks_csv += &format!(
-            "{},{},{},{},{},{},{},{},{}\n",
-            s.attack,
-            s.attempted,
-            s.succeeded,
-            s.success_rate,
-            s.seconds_per_image,
-            s.mean_l0,
-            s.mean_l1,
-            s.mean_l2,
-            s.mean_linf
-        );
         attacks_md += &format!(
             "| {} | {:.1}% ({}/{}) | {:.3} | {:.1} | {:.2} | {:.3} | {:.3} |\n",
             s.attack,
@@ -840,7 +825,10 @@ fn write_report(
             s.mean_linf
         );
     }
-    write_atomic(out.join("attacks.csv"), attacks_csv.as_bytes())?;
+    write_atomic(
+        out.join("attacks.csv"),
+        crate::attack::stats_csv(&r.attacks).as_bytes(),
+    )?;
     let adaptive_md = if r.adaptive.is_empty() {
         String::new()
     } else {
