@@ -217,14 +217,14 @@ pub fn strong_images_csv(reports: &[StrongReport], set: &ImageSet) -> String {
         for i in 0..r.broken_at.len().min(set.len()) {
             let d: Vec<f32> = row(&r.adv, i, per)
                 .iter()
-                .zip(row(&set.images, i, per))
+                .zip(set.image(i))
                 .map(|(a, b)| a - b)
                 .collect();
             s += &format!(
                 "{},{},{},{},{},{},{}\n",
                 r.norm.name(),
                 r.eps,
-                set.indices.get(i).copied().unwrap_or(i),
+                set.source_index(i),
                 set.labels[i],
                 r.final_label[i],
                 r.broken_at[i].map(|b| b.to_string()).unwrap_or_default(),

@@ -79,11 +79,17 @@ impl ImageSet {
             Some(i) => Err(Error::Invalid(format!(
                 "label {} of image {} is not a class of a {classes}-class model (0..={})",
                 self.labels[i],
-                self.indices.get(i).copied().unwrap_or(i),
+                self.source_index(i),
                 classes.saturating_sub(1)
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Image `i`'s index in the split it came from (its position here when the set does not
+    /// know it).
+    pub fn source_index(&self, i: usize) -> usize {
+        self.indices.get(i).copied().unwrap_or(i)
     }
 
     /// Number of images.

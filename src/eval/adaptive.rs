@@ -124,7 +124,7 @@ pub fn adaptive_images_csv(rows: &[AdaptiveRow], set: &ImageSet) -> String {
                 "{},{},{},{},{},{},{},{}\n",
                 a.norm.name(),
                 a.eps,
-                set.indices.get(i).copied().unwrap_or(i),
+                set.source_index(i),
                 y,
                 v.label,
                 u8::from(v.adversarial),

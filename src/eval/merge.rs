@@ -190,13 +190,22 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                 }
                 continue;
             }
+            // A name met again: compare with each version kept so far, reading only those of
+            // the same size.
             let versions = files.entry(name).or_default();
-            let bytes = read_file(&path)?;
+            let size = |p: &Path| {
+                std::fs::metadata(p)
+                    .map(|m| m.len())
+                    .map_err(|e| Error::io(p, e))
+            };
             let mut known = false;
-            for (_, p) in versions.iter() {
-                if read_file(p)? == bytes {
-                    known = true;
-                    break;
+            if !versions.is_empty() {
+                let (len, bytes) = (size(&path)?, read_file(&path)?);
+                for (_, p) in versions.iter() {
+                    if size(p)? == len && read_file(p)? == bytes {
+                        known = true;
+                        break;
+                    }
                 }
             }
             if !known {
@@ -210,7 +219,7 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         adaptive: typed(&json, "adaptive.json", shards)?,
     };
     summary.chunked = in_several_shards(&rows.stats, stats_key)
-        || in_several_shards(&rows.strong, |r| (r.norm, r.eps.to_bits()))
+        || in_several_shards(&rows.strong, strong_key)
         || in_several_shards(&rows.adaptive, adaptive_key);
     if !summary.chunked
         && let Some((name, v)) = files.iter().find(|(_, v)| v.len() > 1)
@@ -335,6 +344,10 @@ fn stats_key(s: &AttackStats) -> (String, crate::attack::Norm, Option<u32>, bool
     )
 }
 
+fn strong_key(r: &StrongReport) -> (crate::attack::Norm, u32) {
+    (r.norm, r.eps.to_bits())
+}
+
 fn adaptive_key(r: &AdaptiveRow) -> (crate::attack::Norm, u32, crate::defense::Policy) {
     (r.adaptive.norm, r.adaptive.eps.to_bits(), r.adaptive.policy)
 }
@@ -401,7 +414,7 @@ pub fn pool_attack_stats(rows: &[AttackStats]) -> Vec<AttackStats> {
 /// Strong-suite reports of one budget on disjoint images, pooled stage by stage; the shards
 /// must have run the same attacks.
 pub fn pool_strong(reports: &[StrongReport]) -> Result<Vec<StrongReport>> {
-    groups(reports, |r| (r.norm, r.eps.to_bits()))
+    groups(reports, strong_key)
         .into_iter()
         .map(|g| {
             let names = |r: &StrongReport| -> Vec<String> {
@@ -600,12 +613,7 @@ fn report(
                     .map(|st| format!("{} {}", st.attack, pct(st.robust_accuracy)))
                     .collect::<Vec<_>>()
                     .join(" -> "),
-                by_shard(
-                    &rows.strong,
-                    |x| (x.norm, x.eps.to_bits()),
-                    r,
-                    |x| x.robust_accuracy
-                ),
+                by_shard(&rows.strong, strong_key, r, |x| x.robust_accuracy),
             );
         }
     }
