@@ -4,7 +4,7 @@
 # robust-figures/README.md describes:
 #   BUNDLE=adv2  (default) the shipped robust defender: the shipped classifier + defed-adv-mnist-*,
 #                thresholds at 1% FPR on test images 5000-9999; also runs the bare classifier's
-#                strong suite on each chunk;
+#                strong suite on each chunk (STRONG=0: not);
 #   BUNDLE=plain the shipped classifier + defed-mnist-* (no adversarial fine-tuning), the same
 #                thresholds rule; its recorded chunks were measured before defed-mnist-n100's
 #                second fine-tune, so the noise-100 model is that of commit e2bf445 (from git);
@@ -26,6 +26,7 @@ FROM=${FROM-"500 600 700 800 900"}
 BUNDLE=${BUNDLE:-adv2}
 ATTACK=${ATTACK:-"--iterations 100 --lambdas 1 10 100"}
 TAG=${TAG:-}
+STRONG=${STRONG:-1}
 D=../shared/data/mnist
 S=../shared/reference/checkpoints/pytorch
 IMG="--images $D/t10k-images-idx3-ubyte.gz --labels $D/t10k-labels-idx1-ubyte.gz"
@@ -55,7 +56,7 @@ for f in $FROM; do
   [ -f $OUT/s$f.npz ] || $B benign --classifier $R $IMG --from $f --num 100 --include-misclassified --out $OUT/s$f.npz
   d=$OUT/adaptive-$NAME$TAG-$n-images$f-$((f + 99))
   [ -f $d/adaptive.csv ] || $B evaluate --adaptive --bundle $OUT/$BUNDLE.safetensors --benign $OUT/s$f.npz --num 100 --budgets $BUDGET $ATTACK --out $d
-  [ $BUNDLE = adv2 ] || continue
+  [ $BUNDLE = adv2 ] && [ "$STRONG" != 0 ] || continue
   s=$OUT/strong-robust-$n-images$f-$((f + 99))
   norm=${BUDGET%%:*}; eps=${BUDGET#*:}
   [ -f $s/strong.csv ] || $B attack --classifier $R --benign $OUT/s$f.npz --suite strong --norm $norm --eps $eps --out $s

@@ -182,14 +182,11 @@ fn targeted_evade_runs_add_to_untargeted_ones() {
         u.evade_success, t.evade_success
     );
     assert!(t.max_perturbation <= 0.25 + 1e-6);
-    // The per-image file agrees with the summary.
-    let row = AdaptiveRow {
-        adaptive: t.clone(),
-        transfer_evade_success: 0.0,
-        transfer_flagged: 0.0,
-        transfer_wrong_label: 0.0,
-    };
-    let csv = adaptive_images_csv(&[row], &set);
+    // The per-image file agrees with the summary; the untargeted run's verdicts stand in for
+    // the transfer's, so the worst case is the images neither run broke.
+    let row = AdaptiveRow::new(t.clone(), u.verdicts.clone(), &set.labels).unwrap();
+    assert!(AdaptiveRow::new(t.clone(), u.verdicts[1..].to_vec(), &set.labels).is_err());
+    let csv = adaptive_images_csv(std::slice::from_ref(&row), &set);
     let lines: Vec<Vec<&str>> = csv
         .lines()
         .skip(1)
@@ -198,6 +195,12 @@ fn targeted_evade_runs_add_to_untargeted_ones() {
     assert_eq!(lines.len(), set.len());
     let evaded = lines.iter().filter(|l| l[6] == "1").count();
     assert_eq!(evaded as f64 / set.len() as f64, t.evade_success);
+    let by_transfer = lines.iter().filter(|l| l[10] == "1").count();
+    assert_eq!(by_transfer as f64 / set.len() as f64, u.evade_success);
+    let neither = lines.iter().filter(|l| l[6] == "0" && l[10] == "0").count();
+    let worst = row.worst_robust_accuracy_reject.unwrap();
+    assert_eq!(neither as f64 / set.len() as f64, worst);
+    assert!(worst <= t.robust_accuracy_reject.min(u.robust_accuracy_reject));
     assert!(
         lines
             .iter()

@@ -546,13 +546,15 @@ fn adaptive_cmd(
     let rows = evaluate_adaptive(d, &set, &budgets, &cfg, device, |r| {
         let x = &r.adaptive;
         eprintln!(
-            "{} eps {}: adaptive evade {:.1}% flagged {:.1}% wrong {:.1}% | transfer evade {:.1}% | {:.0} s",
+            "{} eps {}: adaptive evade {:.1}% flagged {:.1}% wrong {:.1}% | transfer evade {:.1}% | worst case robust {:.1}% (reject) {:.1}% (correct) | {:.0} s",
             x.norm.name(),
             x.eps,
             100.0 * x.evade_success,
             100.0 * x.flagged,
             100.0 * x.wrong_label,
             100.0 * r.transfer_evade_success,
+            100.0 * r.worst_robust_accuracy_reject.unwrap_or(f64::NAN),
+            100.0 * r.worst_robust_accuracy_correct.unwrap_or(f64::NAN),
             x.seconds
         );
     })?;

@@ -10,8 +10,8 @@ use crate::attack::{
 };
 use crate::backend::Device;
 use crate::data::ImageSet;
-use crate::defense::Defender;
-use crate::error::Result;
+use crate::defense::{Defender, Verdict};
+use crate::error::{Error, Result};
 
 /// One budget's figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +25,51 @@ pub struct AdaptiveRow {
     pub transfer_flagged: f64,
     /// Non-adaptive PGD: share with a wrong final label.
     pub transfer_wrong_label: f64,
+    /// Robust accuracy under `reject`, image by image the worst case of the adaptive attack
+    /// and the transfer: an image counts as defended only when neither evades with it. `None`
+    /// in rows recorded before the transfer's per-image verdicts were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_robust_accuracy_reject: Option<f64>,
+    /// The same under `correct`: defended only when both end with the true label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_robust_accuracy_correct: Option<f64>,
+    /// The defender's verdict on each transfer example.
+    #[serde(skip)]
+    pub transfer_verdicts: Vec<Verdict>,
+}
+
+impl AdaptiveRow {
+    /// The row of an adaptive attack and the defender's verdicts on the transfer examples of
+    /// the same images (`labels` their true labels).
+    pub fn new(
+        adaptive: AdaptiveReport,
+        transfer_verdicts: Vec<Verdict>,
+        labels: &[usize],
+    ) -> Result<Self> {
+        if adaptive.verdicts.len() != labels.len() || transfer_verdicts.len() != labels.len() {
+            return Err(Error::Shape(format!(
+                "{} adaptive and {} transfer verdicts for {} images",
+                adaptive.verdicts.len(),
+                transfer_verdicts.len(),
+                labels.len()
+            )));
+        }
+        let (evade, flagged, wrong) = outcome_shares(&transfer_verdicts, labels);
+        let n = labels.len().max(1) as f64;
+        let both = |ok: &dyn Fn(&Verdict, usize) -> bool| {
+            let each = adaptive.verdicts.iter().zip(&transfer_verdicts).zip(labels);
+            each.filter(|((a, t), y)| ok(a, **y) && ok(t, **y)).count() as f64 / n
+        };
+        Ok(Self {
+            worst_robust_accuracy_reject: Some(both(&|v, y| !v.evades(y))),
+            worst_robust_accuracy_correct: Some(both(&|v, y| v.label == y)),
+            transfer_evade_success: evade,
+            transfer_flagged: flagged,
+            transfer_wrong_label: wrong,
+            transfer_verdicts,
+            adaptive,
+        })
+    }
 }
 
 /// The issue's MNIST budgets: Linf 0.1, 0.2, 0.3 and L2 1, 2, 3.
@@ -66,13 +111,7 @@ pub fn evaluate_adaptive(
             adv.extend(pgd.perturb(&model, chunk, labels, None, template.seed)?);
         }
         let verdicts = defender.decide(&defender.scores_batched(&adv, bs, device)?)?;
-        let (evade, flagged, wrong) = outcome_shares(&verdicts, &set.labels);
-        let row = AdaptiveRow {
-            transfer_evade_success: evade,
-            transfer_flagged: flagged,
-            transfer_wrong_label: wrong,
-            adaptive,
-        };
+        let row = AdaptiveRow::new(adaptive, verdicts, &set.labels)?;
         on_row(&row);
         rows.push(row);
     }
@@ -82,12 +121,13 @@ pub fn evaluate_adaptive(
 /// The rows as CSV.
 pub fn adaptive_csv(rows: &[AdaptiveRow]) -> String {
     let mut s = String::from(
-        "norm,eps,images,evade_success,flagged,wrong_label,robust_accuracy_reject,robust_accuracy_correct,policy,transfer_evade_success,transfer_flagged,transfer_wrong_label,max_perturbation,seconds,clean_pass,clean_accuracy\n",
+        "norm,eps,images,evade_success,flagged,wrong_label,robust_accuracy_reject,robust_accuracy_correct,policy,transfer_evade_success,transfer_flagged,transfer_wrong_label,max_perturbation,seconds,clean_pass,clean_accuracy,worst_robust_accuracy_reject,worst_robust_accuracy_correct\n",
     );
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
         let a = &r.adaptive;
         s += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             a.norm.name(),
             a.eps,
             a.images,
@@ -103,7 +143,9 @@ pub fn adaptive_csv(rows: &[AdaptiveRow]) -> String {
             a.max_perturbation,
             a.seconds,
             a.clean_pass,
-            a.clean_accuracy
+            a.clean_accuracy,
+            opt(r.worst_robust_accuracy_reject),
+            opt(r.worst_robust_accuracy_correct)
         );
     }
     s
@@ -111,17 +153,31 @@ pub fn adaptive_csv(rows: &[AdaptiveRow]) -> String {
 
 /// One line per attacked image and budget: its index in the source split (its position in
 /// `set` when the set does not know it), true label, final label, whether it was flagged,
-/// whether it evaded (wrong label and no flag), and the perturbation's size in the budget's
-/// norm. An image is broken by a set of runs when any of them evades with it, so the worst
-/// case over several attack configurations is a join of these files on `index`.
+/// whether it evaded (wrong label and no flag), the perturbation's size in the budget's norm,
+/// and the transfer example's final label, flag and evasion (empty in rows without them). An
+/// image is broken by a set of runs when any of them evades with it, so the worst case over
+/// several attack configurations is a join of these files on `index`.
 pub fn adaptive_images_csv(rows: &[AdaptiveRow], set: &ImageSet) -> String {
-    let mut s = String::from("norm,eps,index,label,final_label,flagged,evaded,perturbation\n");
+    let mut s = String::from(
+        "norm,eps,index,label,final_label,flagged,evaded,perturbation,transfer_final_label,transfer_flagged,transfer_evaded\n",
+    );
     for r in rows {
         let a = &r.adaptive;
         let each = a.verdicts.iter().zip(&set.labels).zip(&a.perturbations);
         for (i, ((v, &y), p)) in each.enumerate() {
+            let t = r.transfer_verdicts.get(i).map_or_else(
+                || ",,".to_string(),
+                |t| {
+                    format!(
+                        "{},{},{}",
+                        t.label,
+                        u8::from(t.adversarial),
+                        u8::from(t.evades(y))
+                    )
+                },
+            );
             s += &format!(
-                "{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{t}\n",
                 a.norm.name(),
                 a.eps,
                 set.source_index(i),
@@ -147,9 +203,11 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
          (corrupt): be flagged with a wrong corrected label. {it} iterations, {re} restart(s) \
          per run. \"Transfer\" is PGD on the bare classifier at the same budget, judged by the \
          defender (the non-adaptive protocol). Robust accuracy counts an image as defended when \
-         it ends with its true label, or, under the reject policy, when it is flagged.\n\n\
-         | norm | eps | images | adaptive: evade (wrong, no flag) | flagged | wrong label | robust acc. (reject) | robust acc. (correct) | transfer: evade | transfer: flagged | transfer: wrong label |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         it ends with its true label, or, under the reject policy, when it is flagged; \
+         \"worst case\" counts it only when both the adaptive attack and the transfer leave it \
+         defended.\n\n\
+         | norm | eps | images | adaptive: evade (wrong, no flag) | flagged | wrong label | robust acc. (reject) | robust acc. (correct) | transfer: evade | transfer: flagged | transfer: wrong label | worst case (reject) | worst case (correct) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         ste = if cfg.straight_through {
             " (identity gradient through the output clamp)"
         } else {
@@ -180,10 +238,11 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
             ),
         );
     }
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), pct);
     for r in rows {
         let a = &r.adaptive;
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             a.norm.name(),
             a.eps,
             a.images,
@@ -195,6 +254,8 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
             pct(r.transfer_evade_success),
             pct(r.transfer_flagged),
             pct(r.transfer_wrong_label),
+            opt(r.worst_robust_accuracy_reject),
+            opt(r.worst_robust_accuracy_correct),
         );
     }
     s

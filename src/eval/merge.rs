@@ -144,14 +144,20 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                 let slot = csv
                     .entry(c)
                     .or_insert_with(|| (header.clone(), Vec::new(), HashSet::new()));
+                // A later version of a table may add columns at its end; the merged table
+                // has them all, empty where a shard lacks them.
                 if slot.0 != header {
-                    return Err(Error::format(
-                        &path,
-                        format!(
-                            "its columns differ from the other shards' {c}: {header:?} vs {:?}",
-                            slot.0
-                        ),
-                    ));
+                    if header.starts_with(&format!("{},", slot.0)) {
+                        slot.0 = header.clone();
+                    } else if !slot.0.starts_with(&format!("{header},")) {
+                        return Err(Error::format(
+                            &path,
+                            format!(
+                                "its columns differ from the other shards' {c}: {header:?} vs {:?}",
+                                slot.0
+                            ),
+                        ));
+                    }
                 }
                 for l in lines.filter(|l| !l.trim().is_empty()) {
                     if IMAGE_TABLES.contains(&c) {
@@ -249,8 +255,12 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
     }
     for (name, (header, rows, _)) in &csv {
         let mut text = format!("{header}\n");
+        let columns = header.split(',').count();
         for r in rows {
             text.push_str(r);
+            for _ in r.split(',').count()..columns {
+                text.push(',');
+            }
             text.push('\n');
         }
         write_atomic(out.join(name), text.as_bytes())?;
@@ -486,6 +496,15 @@ pub fn pool_adaptive(rows: &[AdaptiveRow]) -> Vec<AdaptiveRow> {
             pooled.transfer_evade_success = share(|r| r.transfer_evade_success);
             pooled.transfer_flagged = share(|r| r.transfer_flagged);
             pooled.transfer_wrong_label = share(|r| r.transfer_wrong_label);
+            pooled.transfer_verdicts.clear();
+            // Known for the pool only when known for every chunk.
+            let worst = |f: fn(&AdaptiveRow) -> Option<f64>| {
+                g.iter()
+                    .all(|r| f(r).is_some())
+                    .then(|| weighted(&g, w, |r| f(r).unwrap_or(0.0)))
+            };
+            pooled.worst_robust_accuracy_reject = worst(|r| r.worst_robust_accuracy_reject);
+            pooled.worst_robust_accuracy_correct = worst(|r| r.worst_robust_accuracy_correct);
             pooled
         })
         .collect()
@@ -525,8 +544,16 @@ fn pooled_lines(
     }
     for r in adaptive {
         let a = &r.adaptive;
+        let worst = match (r.worst_robust_accuracy_reject, r.worst_robust_accuracy_correct) {
+            (Some(re), Some(co)) => format!(
+                " (worst case with the transfer: {} / {})",
+                pct(re),
+                pct(co)
+            ),
+            _ => String::new(),
+        };
         lines.push(format!(
-            "adaptive {} {} ({} policy): {} images, robust accuracy {} under reject, {} under correct; evade {}, flagged {}, clean pass {}",
+            "adaptive {} {} ({} policy): {} images, robust accuracy {} under reject, {} under correct{worst}; evade {}, flagged {}, clean pass {}",
             a.norm.name(),
             a.eps,
             a.policy,
@@ -618,11 +645,15 @@ fn report(
         }
     }
     if !adaptive.is_empty() {
-        md += "\n## Adaptive attack\n\n| norm | eps | policy | images | clean pass | evade | flagged | wrong label | robust acc. (reject) | robust acc. (correct) | robust acc. (reject) by shard |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+        md += "\n## Adaptive attack\n\n| norm | eps | policy | images | clean pass | evade | flagged | wrong label | robust acc. (reject) | robust acc. (correct) | worst case with the transfer (reject / correct) | robust acc. (reject) by shard |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
         for r in adaptive {
             let a = &r.adaptive;
+            let worst = match (r.worst_robust_accuracy_reject, r.worst_robust_accuracy_correct) {
+                (Some(re), Some(co)) => format!("{} / {}", pct(re), pct(co)),
+                _ => "-".to_string(),
+            };
             md += &format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {worst} | {} |\n",
                 a.norm.name(),
                 a.eps,
                 a.policy,
@@ -742,16 +773,31 @@ mod tests {
         assert!(e.to_string().contains("columns differ"), "{e}");
     }
 
-    fn adaptive_row(images: usize, reject: f64, index: usize) -> (String, String) {
+    fn adaptive_row(
+        images: usize,
+        reject: f64,
+        index: usize,
+        worst: Option<f64>,
+    ) -> (String, String) {
         let json = format!(
             r#"[{{"norm": "Linf", "eps": 0.3, "images": {images}, "evade_success": {e},
             "flagged": 0.5, "wrong_label": 0.5, "robust_accuracy_reject": {reject},
             "robust_accuracy_correct": 0.5, "robust_accuracy": {reject}, "policy": "reject",
             "seconds": 10.0, "max_perturbation": 0.3, "clean_pass": 1.0, "clean_accuracy": 1.0,
-            "transfer_evade_success": 0.0, "transfer_flagged": 1.0, "transfer_wrong_label": 0.0}}]"#,
-            e = 1.0 - reject
+            "transfer_evade_success": 0.0, "transfer_flagged": 1.0, "transfer_wrong_label": 0.0{w}}}]"#,
+            e = 1.0 - reject,
+            w = worst
+                .map(|v| format!(
+                    r#", "worst_robust_accuracy_reject": {v}, "worst_robust_accuracy_correct": 0.5"#
+                ))
+                .unwrap_or_default()
         );
-        (json, format!("norm,eps,index\nLinf,0.3,{index}\n"))
+        // Rows with the worst case have the per-image table's later, longer header.
+        let per_image = match worst {
+            Some(_) => format!("norm,eps,index,transfer_evaded\nLinf,0.3,{index},0\n"),
+            None => format!("norm,eps,index\nLinf,0.3,{index}\n"),
+        };
+        (json, per_image)
     }
 
     #[test]
@@ -762,10 +808,13 @@ mod tests {
             dir.path().join("b"),
             dir.path().join("out"),
         );
-        // 100 images at 90% and 300 at 98%: 96% over the 400.
-        for (d, images, reject, index) in [(&a, 100, 0.9, 0), (&b, 300, 0.98, 100)] {
+        // 100 images at 90% and 300 at 98%: 96% over the 400; the worst case known for the
+        // second chunk only.
+        for (d, images, reject, index, worst) in
+            [(&a, 100, 0.9, 0, None), (&b, 300, 0.98, 100, Some(0.98))]
+        {
             std::fs::create_dir_all(d).unwrap();
-            let (json, per_image) = adaptive_row(images, reject, index);
+            let (json, per_image) = adaptive_row(images, reject, index, worst);
             std::fs::write(d.join("adaptive.json"), json).unwrap();
             std::fs::write(d.join(IMAGE_TABLES[0]), per_image).unwrap();
             // A run's own report and figures are not copied; its data files are kept per chunk.
@@ -797,8 +846,22 @@ mod tests {
         assert!(!out.join("adaptive.md").exists() && !out.join("examples.npz").exists());
         let md = std::fs::read_to_string(out.join("merged.md")).unwrap();
         assert!(
-            md.contains("| 96.0% | 50.0% | 0: 90.0%, 1: 98.0% |"),
+            md.contains("| 96.0% | 50.0% | - | 0: 90.0%, 1: 98.0% |"),
             "{md}"
+        );
+        // The per-image tables' columns widen to the later header.
+        assert_eq!(
+            std::fs::read_to_string(out.join(IMAGE_TABLES[0])).unwrap(),
+            "norm,eps,index,transfer_evaded\nLinf,0.3,0,\nLinf,0.3,100,0\n"
+        );
+        // With the worst case known for both chunks it is pooled too.
+        let (json, _) = adaptive_row(100, 0.9, 0, Some(0.86));
+        std::fs::write(a.join("adaptive.json"), json).unwrap();
+        let s = merge_shards(&[a.clone(), b.clone()], &out).unwrap();
+        assert!(
+            s.pooled[0].contains("(worst case with the transfer: 95.0% / 50.0%)"),
+            "{:?}",
+            s.pooled
         );
         assert!(out.join("adaptive.png").exists() && out.join("index.html").exists());
         // The same image in two chunks.
