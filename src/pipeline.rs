@@ -759,11 +759,8 @@ fn comparison_markdown(paper: &DefenceReport, robust: &DefenceReport) -> String 
         };
         let mut cells = vec![pct(r.classifier_accuracy), pass, det, acc];
         for a in &r.adaptive {
-            cells.push(format!(
-                "{} / {}",
-                pct(a.adaptive.robust_accuracy_reject),
-                pct(a.adaptive.robust_accuracy_correct)
-            ));
+            let (reject, correct) = a.robust_accuracy();
+            cells.push(format!("{} / {}", pct(reject), pct(correct)));
         }
         cells
     };
@@ -772,7 +769,7 @@ fn comparison_markdown(paper: &DefenceReport, robust: &DefenceReport) -> String 
         .iter()
         .map(|a| {
             format!(
-                "adaptive {} {}: robust acc. reject / correct",
+                "adaptive {} {}: robust acc. reject / correct (worst case with the transfer)",
                 a.adaptive.norm.name(),
                 a.adaptive.eps
             )

@@ -119,14 +119,14 @@ fn print_defence(title: &str, r: &DefenceReport) {
             );
         }
     }
-    for a in &r.adaptive {
-        let a = &a.adaptive;
+    for row in &r.adaptive {
+        let (reject, correct) = row.robust_accuracy();
         println!(
-            "  adaptive {} {:<4} robust accuracy {:>5.1}% (reject) {:>5.1}% (correct)",
-            a.norm.name(),
-            a.eps,
-            100.0 * a.robust_accuracy_reject,
-            100.0 * a.robust_accuracy_correct
+            "  adaptive {} {:<4} robust accuracy {:>5.1}% (reject) {:>5.1}% (correct), worst case with the transfer",
+            row.adaptive.norm.name(),
+            row.adaptive.eps,
+            100.0 * reject,
+            100.0 * correct
         );
     }
 }

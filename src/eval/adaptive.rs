@@ -39,6 +39,17 @@ pub struct AdaptiveRow {
 }
 
 impl AdaptiveRow {
+    /// Robust accuracy under `reject` and under `correct`: the per-image worst case of the
+    /// adaptive attack and the transfer where known, else the adaptive attack's.
+    pub fn robust_accuracy(&self) -> (f64, f64) {
+        (
+            self.worst_robust_accuracy_reject
+                .unwrap_or(self.adaptive.robust_accuracy_reject),
+            self.worst_robust_accuracy_correct
+                .unwrap_or(self.adaptive.robust_accuracy_correct),
+        )
+    }
+
     /// The row of an adaptive attack and the defender's verdicts on the transfer examples of
     /// the same images (`labels` their true labels).
     pub fn new(
