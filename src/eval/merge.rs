@@ -514,6 +514,15 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
+/// The worst case of the adaptive attack and the transfer, "reject / correct", where known.
+fn worst_case(r: &AdaptiveRow) -> Option<String> {
+    Some(format!(
+        "{} / {}",
+        pct(r.worst_robust_accuracy_reject?),
+        pct(r.worst_robust_accuracy_correct?)
+    ))
+}
+
 /// One line per pooled row, for the terminal.
 fn pooled_lines(
     stats: &[AttackStats],
@@ -544,14 +553,9 @@ fn pooled_lines(
     }
     for r in adaptive {
         let a = &r.adaptive;
-        let worst = match (r.worst_robust_accuracy_reject, r.worst_robust_accuracy_correct) {
-            (Some(re), Some(co)) => format!(
-                " (worst case with the transfer: {} / {})",
-                pct(re),
-                pct(co)
-            ),
-            _ => String::new(),
-        };
+        let worst = worst_case(r)
+            .map(|w| format!(" (worst case with the transfer: {w})"))
+            .unwrap_or_default();
         lines.push(format!(
             "adaptive {} {} ({} policy): {} images, robust accuracy {} under reject, {} under correct{worst}; evade {}, flagged {}, clean pass {}",
             a.norm.name(),
@@ -648,10 +652,7 @@ fn report(
         md += "\n## Adaptive attack\n\n| norm | eps | policy | images | clean pass | evade | flagged | wrong label | robust acc. (reject) | robust acc. (correct) | worst case with the transfer (reject / correct) | robust acc. (reject) by shard |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
         for r in adaptive {
             let a = &r.adaptive;
-            let worst = match (r.worst_robust_accuracy_reject, r.worst_robust_accuracy_correct) {
-                (Some(re), Some(co)) => format!("{} / {}", pct(re), pct(co)),
-                _ => "-".to_string(),
-            };
+            let worst = worst_case(r).unwrap_or_else(|| "-".to_string());
             md += &format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {worst} | {} |\n",
                 a.norm.name(),
