@@ -545,6 +545,7 @@ fn adaptive_cmd(
     );
     let rows = evaluate_adaptive(d, &set, &budgets, &cfg, device, |r| {
         let x = &r.adaptive;
+        let (worst_reject, worst_correct) = r.robust_accuracy();
         eprintln!(
             "{} eps {}: adaptive evade {:.1}% flagged {:.1}% wrong {:.1}% | transfer evade {:.1}% | worst case robust {:.1}% (reject) {:.1}% (correct) | {:.0} s",
             x.norm.name(),
@@ -553,8 +554,8 @@ fn adaptive_cmd(
             100.0 * x.flagged,
             100.0 * x.wrong_label,
             100.0 * r.transfer_evade_success,
-            100.0 * r.worst_robust_accuracy_reject.unwrap_or(f64::NAN),
-            100.0 * r.worst_robust_accuracy_correct.unwrap_or(f64::NAN),
+            100.0 * worst_reject,
+            100.0 * worst_correct,
             x.seconds
         );
     })?;

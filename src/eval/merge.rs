@@ -90,8 +90,8 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
     };
     // name -> each distinct version (shard, path) of the files to copy.
     let mut files: BTreeMap<String, Vec<(usize, PathBuf)>> = BTreeMap::new();
-    // name -> (header, rows, rows seen).
-    let mut csv: BTreeMap<&str, (String, Vec<String>, HashSet<String>)> = BTreeMap::new();
+    // name -> the merged table of that name.
+    let mut csv: BTreeMap<&str, Table> = BTreeMap::new();
     // table and (norm, eps, index) of the per-image tables -> shard.
     let mut images: HashMap<String, usize> = HashMap::new();
     let mut json: BTreeMap<&str, Vec<(usize, serde_json::Value)>> = BTreeMap::new();
@@ -159,6 +159,7 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                         ));
                     }
                 }
+                let own = header.split(',').count();
                 for l in lines.filter(|l| !l.trim().is_empty()) {
                     if IMAGE_TABLES.contains(&c) {
                         let key: Vec<&str> = l.splitn(4, ',').take(3).collect();
@@ -177,7 +178,7 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
                     } else if !slot.2.insert(l.to_string()) {
                         continue;
                     }
-                    slot.1.push(l.to_string());
+                    slot.1.push((l.to_string(), own));
                 }
                 continue;
             }
@@ -256,11 +257,9 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
     for (name, (header, rows, _)) in &csv {
         let mut text = format!("{header}\n");
         let columns = header.split(',').count();
-        for r in rows {
+        for (r, own) in rows {
             text.push_str(r);
-            for _ in r.split(',').count()..columns {
-                text.push(',');
-            }
+            text.push_str(&",".repeat(columns.saturating_sub(*own)));
             text.push('\n');
         }
         write_atomic(out.join(name), text.as_bytes())?;
@@ -522,6 +521,10 @@ fn worst_case(r: &AdaptiveRow) -> Option<String> {
         pct(r.worst_robust_accuracy_correct?)
     ))
 }
+
+/// A merged CSV table: its header (the widest of the shards'), each row with the column count
+/// of its shard's header, and the rows seen so far.
+type Table = (String, Vec<(String, usize)>, HashSet<String>);
 
 /// One line per pooled row, for the terminal.
 fn pooled_lines(
