@@ -1,7 +1,8 @@
 //! APGD, the strong protocol, and the adaptive attack on a defender: sanity checks.
 
 use defed::attack::{
-    AdaptiveConfig, Apgd, Attack, AttackModel, Norm, Pgd, adaptive_attack, strong_protocol,
+    AdaptiveConfig, Apgd, Attack, AttackModel, Norm, Pgd, adaptive_attack, adaptive_attack_from,
+    strong_protocol,
 };
 use defed::data::{ImageSet, embedded_mnist};
 use defed::default_device;
@@ -214,4 +215,60 @@ fn targeted_evade_runs_add_to_untargeted_ones() {
         t.evade_success,
         u.evade_success
     );
+}
+
+#[test]
+fn runs_from_the_transfer_examples_break_what_they_break() {
+    let device = default_device();
+    let d = small_defender();
+    let set = held_out(16);
+    let eps = 2.0;
+    let cfg = AdaptiveConfig {
+        iterations: 10,
+        lambdas: vec![1.0, 10.0],
+        ..AdaptiveConfig::new(Norm::L2, eps)
+    };
+    let (clf, _) = embedded::default_classifier(&device).unwrap();
+    let model = AttackModel::new(&clf, &device);
+    let pgd = Pgd {
+        norm: Norm::L2,
+        step: eps / 20.0,
+        iterations: 100,
+        ..Pgd::linf(eps)
+    };
+    let transfer = pgd
+        .perturb(&model, &set.images, &set.labels, None, 0)
+        .unwrap();
+    let tv = d.defend(&transfer, &device).unwrap();
+    let plain = adaptive_attack(&d, &set, &cfg, &device).unwrap();
+    let from = adaptive_attack_from(&d, &set, Some(&transfer), &cfg, &device).unwrap();
+    let broken = |v: &[defed::defense::Verdict]| {
+        v.iter()
+            .zip(&set.labels)
+            .map(|(v, &y)| v.evades(y))
+            .collect::<Vec<_>>()
+    };
+    let (t, p, f) = (broken(&tv), broken(&plain.verdicts), broken(&from.verdicts));
+    let count = |b: &[bool]| b.iter().filter(|&&x| x).count();
+    eprintln!(
+        "L2 {eps}: transfer evades {}, adaptive {}, adaptive from the transfer {} of 16",
+        count(&t),
+        count(&p),
+        count(&f)
+    );
+    assert!(count(&t) > 0, "the transfer breaks nothing: no test");
+    for i in 0..set.len() {
+        assert!(
+            f[i] || !(t[i] || p[i]),
+            "image {i}: transfer {} adaptive {} but not the runs from the transfer",
+            t[i],
+            p[i]
+        );
+    }
+    assert!(from.max_perturbation <= eps as f64 + 1e-4);
+    // Starts outside the ball are projected onto it; a start per image is required.
+    let far = vec![1.0f32; set.images.len()];
+    let r = adaptive_attack_from(&d, &set, Some(&far), &cfg, &device).unwrap();
+    assert!(r.max_perturbation <= eps as f64 + 1e-4);
+    assert!(adaptive_attack_from(&d, &set, Some(&far[1..]), &cfg, &device).is_err());
 }

@@ -21,6 +21,11 @@
 //!   `lambda * sum_i max(0, t_i + m_i - s_i)` so every denoiser flags (the corrected label then
 //!   sums all of them).
 //!
+//! With starting points (e.g. [`adaptive_attack_from`] with the transfer examples: PGD on the
+//! bare classifier), the evade runs and the corrupt run are made a second time from them, on
+//! the images the runs from the clean images left: the attack then breaks at least what the
+//! starts break, and can move a flagged transfer example below the thresholds.
+//!
 //! Gradients are exact: the clamp of the denoised image is part of the defended function and
 //! its zero gradient outside `[0, 1]` is the true one. `straight_through` replaces it with the
 //! identity in the backward pass (BPDA), for when that blocks the search. The prediction
@@ -33,7 +38,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd};
+use super::apgd::{ApgdConfig, Objective, ObjectiveEval, apgd_from};
 use super::{Norm, gather_images, ranked_wrong_classes};
 use crate::backend::Device;
 use crate::data::ImageSet;
@@ -69,10 +74,14 @@ pub struct AdaptiveConfig {
     pub batch_size: usize,
     /// Seed of the random restarts.
     pub seed: u64,
+    /// In [`crate::eval::adaptive::evaluate_adaptive`]: make the runs again from the transfer
+    /// examples (PGD on the bare classifier), so the attack breaks at least what they break.
+    pub from_transfer: bool,
 }
 
 impl AdaptiveConfig {
-    /// Defaults: 100 iterations, 1 restart, lambda in {1, 10, 100}, margin 5%, kappa 5.
+    /// Defaults: 100 iterations, 1 restart, lambda in {1, 10, 100}, margin 5%, kappa 5, runs
+    /// made again from the transfer examples.
     pub fn new(norm: Norm, eps: f32) -> Self {
         AdaptiveConfig {
             norm,
@@ -86,6 +95,7 @@ impl AdaptiveConfig {
             straight_through: false,
             batch_size: 32,
             seed: 0,
+            from_transfer: true,
         }
     }
 }
@@ -306,8 +316,30 @@ pub fn adaptive_attack(
     cfg: &AdaptiveConfig,
     device: &Device,
 ) -> Result<AdaptiveReport> {
+    adaptive_attack_from(defender, set, None, cfg, device)
+}
+
+/// [`adaptive_attack`], whose runs are made again from `starts` (one point per image of `set`,
+/// flat like its images, projected onto each image's ball) on the images the runs from the
+/// clean images do not break.
+pub fn adaptive_attack_from(
+    defender: &Defender,
+    set: &ImageSet,
+    starts: Option<&[f32]>,
+    cfg: &AdaptiveConfig,
+    device: &Device,
+) -> Result<AdaptiveReport> {
     if set.is_empty() {
         return Err(Error::Invalid("no images to attack".into()));
+    }
+    if let Some(s) = starts
+        && s.len() != set.images.len()
+    {
+        return Err(Error::Shape(format!(
+            "{} starting values for {} image values",
+            s.len(),
+            set.images.len()
+        )));
     }
     if set.shape != defender.input_shape() {
         return Err(Error::Shape(format!(
@@ -336,26 +368,39 @@ pub fn adaptive_attack(
         } else {
             Vec::new()
         };
-        let runs: Vec<(Goal, f32)> = cfg
+        let from_clean = cfg
             .lambdas
             .iter()
-            .map(|&l| (Goal::Evade, l))
+            .map(|&l| (Goal::Evade, l, false))
             .chain(
                 (1..=cfg.targets.min(g.classes.saturating_sub(1))).flat_map(|rank| {
                     cfg.lambdas
                         .iter()
-                        .map(move |&l| (Goal::EvadeAs { rank }, l))
+                        .map(move |&l| (Goal::EvadeAs { rank }, l, false))
                 }),
             )
-            .chain(std::iter::once((Goal::Corrupt, cfg.lambdas[0])))
-            .collect();
+            .chain(std::iter::once((Goal::Corrupt, cfg.lambdas[0], false)));
+        let from_starts = cfg
+            .lambdas
+            .iter()
+            .map(|&l| (Goal::Evade, l, true))
+            .chain(std::iter::once((Goal::Corrupt, cfg.lambdas[0], true)))
+            .filter(|_| starts.is_some());
+        let runs: Vec<(Goal, f32, bool)> = from_clean.chain(from_starts).collect();
+        let batch_starts = starts.map(|s| &s[start * per..end * per]);
         let mut corrupted = vec![false; m];
-        for (r, (goal, lambda)) in runs.into_iter().enumerate() {
-            let todo: Vec<usize> = (0..m).filter(|&i| !done[i] && !corrupted[i]).collect();
+        for (r, (goal, lambda, from_start)) in runs.into_iter().enumerate() {
+            // An image whose wrong label is flagged may still be made to evade.
+            let todo: Vec<usize> = (0..m)
+                .filter(|&i| !done[i] && (goal != Goal::Corrupt || !corrupted[i]))
+                .collect();
             if todo.is_empty() {
-                break;
+                continue;
             }
             let xs = gather_images(x, &todo, per);
+            let run_starts = batch_starts
+                .filter(|_| from_start)
+                .map(|s| gather_images(s, &todo, per));
             let ls: Vec<usize> = todo.iter().map(|&i| labels[i]).collect();
             let ts: Vec<usize> = match goal {
                 Goal::EvadeAs { rank } => todo.iter().map(|&i| ranked[i][rank - 1]).collect(),
@@ -369,9 +414,10 @@ pub fn adaptive_attack(
                 lambda,
                 cfg,
             };
-            let res = apgd(
+            let res = apgd_from(
                 &obj,
                 &xs,
+                run_starts.as_deref(),
                 per,
                 &ApgdConfig {
                     norm: cfg.norm,
@@ -386,8 +432,11 @@ pub fn adaptive_attack(
                 let row = row(&res.adv, j, per);
                 match goal {
                     Goal::Evade => {
-                        // Without success, keep the candidate of the largest lambda tried.
-                        row_mut(&mut best, i, per).copy_from_slice(row);
+                        // Without success, keep the candidate of the largest lambda tried,
+                        // unless a corrupt run has reached its goal.
+                        if res.reached[j] || !corrupted[i] {
+                            row_mut(&mut best, i, per).copy_from_slice(row);
+                        }
                         done[i] = res.reached[j];
                     }
                     Goal::EvadeAs { .. } => {

@@ -96,8 +96,29 @@ pub(crate) fn apgd(
     per: usize,
     cfg: &ApgdConfig,
 ) -> Result<ApgdResult> {
+    apgd_from(objective, x0, None, per, cfg)
+}
+
+/// [`apgd`] whose first run starts at `start` (one point per image, projected onto the ball
+/// around `x0` and the box) instead of at the clean image; later restarts are random as ever.
+pub(crate) fn apgd_from(
+    objective: &dyn Objective,
+    x0: &[f32],
+    start: Option<&[f32]>,
+    per: usize,
+    cfg: &ApgdConfig,
+) -> Result<ApgdResult> {
     if per == 0 || !x0.len().is_multiple_of(per) {
         return Err(Error::Shape("APGD: images of inconsistent size".into()));
+    }
+    if let Some(s) = start
+        && s.len() != x0.len()
+    {
+        return Err(Error::Shape(format!(
+            "APGD: {} start values for {} image values",
+            s.len(),
+            x0.len()
+        )));
     }
     if !(cfg.eps.is_finite() && cfg.eps > 0.0) {
         return Err(Error::Invalid(format!(
@@ -117,9 +138,23 @@ pub(crate) fn apgd(
         if act.is_empty() {
             break;
         }
-        run_once(objective, x0, per, cfg, &act, r > 0, &mut rng, &mut out)?;
+        let first = if r == 0 {
+            Start::At(start)
+        } else {
+            Start::Random
+        };
+        run_once(objective, x0, per, cfg, &act, first, &mut rng, &mut out)?;
     }
     Ok(out)
+}
+
+/// Where one APGD run starts.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// At the given points (all images of the batch), or at the clean images.
+    At(Option<&'a [f32]>),
+    /// At random points of the ball.
+    Random,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -129,7 +164,7 @@ fn run_once(
     per: usize,
     cfg: &ApgdConfig,
     act: &[usize],
-    random_start: bool,
+    start: Start,
     rng: &mut StdRng,
     out: &mut ApgdResult,
 ) -> Result<()> {
@@ -147,7 +182,13 @@ fn run_once(
         clip01(x);
     };
     let mut x = base.clone();
-    if random_start {
+    if let Start::At(Some(points)) = start {
+        x = gather_images(points, act, per);
+        for j in 0..m {
+            proj(row_mut(&mut x, j, per), j);
+        }
+    }
+    if let Start::Random = start {
         for j in 0..m {
             let row = row_mut(&mut x, j, per);
             let mut d: Vec<f32> = (0..per).map(|_| rng.random_range(-1.0f32..1.0)).collect();

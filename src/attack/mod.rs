@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use adaptive::{AdaptiveConfig, AdaptiveReport, adaptive_attack};
+pub use adaptive::{AdaptiveConfig, AdaptiveReport, adaptive_attack, adaptive_attack_from};
 pub use apgd::{Apgd, ApgdConfig, ApgdLoss};
 pub use cw::{CwL2, CwLinf};
 pub use deepfool::DeepFool;

@@ -298,6 +298,11 @@ pub struct EvaluateArgs {
     /// Adaptive: identity gradient through the clamp of the denoised images (BPDA).
     #[arg(long)]
     straight_through: bool,
+    /// Adaptive: start only from the clean images (by default the runs are made again from
+    /// the transfer examples, PGD on the bare classifier, on the images the first runs leave;
+    /// the protocol of runs before session 23).
+    #[arg(long)]
+    no_transfer_start: bool,
     /// Adaptive: seed of the random restarts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -528,6 +533,7 @@ fn adaptive_cmd(
         lambdas: a.lambdas.clone(),
         targets: a.targets,
         straight_through: a.straight_through,
+        from_transfer: !a.no_transfer_start,
         batch_size: a.batch_size.clamp(1, 64),
         seed: a.seed,
         ..AdaptiveConfig::new(defed::attack::Norm::Linf, 0.1)

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{
     AdaptiveConfig, AdaptiveReport, Attack, AttackModel, Norm, adaptive::outcome_shares,
-    adaptive_attack,
+    adaptive_attack_from,
 };
 use crate::backend::Device;
 use crate::data::ImageSet;
@@ -112,7 +112,6 @@ pub fn evaluate_adaptive(
             eps,
             ..template.clone()
         };
-        let adaptive = adaptive_attack(defender, set, &cfg, device)?;
         let pgd = crate::attack::transfer_pgd(norm, eps);
         let mut adv = Vec::with_capacity(set.images.len());
         let per = set.image_len();
@@ -121,6 +120,8 @@ pub fn evaluate_adaptive(
             let labels = &set.labels[b * bs..b * bs + chunk.len() / per];
             adv.extend(pgd.perturb(&model, chunk, labels, None, template.seed)?);
         }
+        let starts = cfg.from_transfer.then_some(adv.as_slice());
+        let adaptive = adaptive_attack_from(defender, set, starts, &cfg, device)?;
         let verdicts = defender.decide(&defender.scores_batched(&adv, bs, device)?)?;
         let row = AdaptiveRow::new(adaptive, verdicts, &set.labels)?;
         on_row(&row);
@@ -212,7 +213,7 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
          (evade): a wrong label with no flag, by APGD on the classifier margin minus lambda x \
          the threshold excess (lambda in {lambdas:?}, margin {m}% of each threshold){tg}. Goal 2 \
          (corrupt): be flagged with a wrong corrected label. {it} iterations, {re} restart(s) \
-         per run. \"Transfer\" is PGD on the bare classifier at the same budget, judged by the \
+         per run{ft}. \"Transfer\" is PGD on the bare classifier at the same budget, judged by the \
          defender (the non-adaptive protocol). Robust accuracy counts an image as defended when \
          it ends with its true label, or, under the reject policy, when it is flagged; \
          \"worst case\" counts it only when both the adaptive attack and the transfer leave it \
@@ -225,6 +226,12 @@ pub fn adaptive_markdown(rows: &[AdaptiveRow], title: &str, cfg: &AdaptiveConfig
             ""
         },
         lambdas = cfg.lambdas,
+        ft = if cfg.from_transfer {
+            "; the untargeted evade and the corrupt runs are made again from the transfer \
+             examples on the images the runs from the clean images leave"
+        } else {
+            ""
+        },
         tg = if cfg.targets > 0 {
             format!(
                 "; then targeted at each of the {} wrong classes ranked highest on the clean image \
