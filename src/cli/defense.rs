@@ -300,7 +300,7 @@ pub struct EvaluateArgs {
     straight_through: bool,
     /// Adaptive: start only from the clean images (by default the runs are made again from
     /// the transfer examples, PGD on the bare classifier, on the images the first runs leave;
-    /// the protocol of runs before session 23).
+    /// the protocol of the figures defed recorded before 2026-12-04).
     #[arg(long)]
     no_transfer_start: bool,
     /// Adaptive: seed of the random restarts.
