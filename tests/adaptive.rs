@@ -2,7 +2,7 @@
 
 use defed::attack::{
     AdaptiveConfig, Apgd, Attack, AttackModel, Norm, Pgd, adaptive_attack, adaptive_attack_from,
-    strong_protocol,
+    strong_protocol, transfer_pgd,
 };
 use defed::data::{ImageSet, embedded_mnist};
 use defed::default_device;
@@ -230,13 +230,8 @@ fn runs_from_the_transfer_examples_break_what_they_break() {
     };
     let (clf, _) = embedded::default_classifier(&device).unwrap();
     let model = AttackModel::new(&clf, &device);
-    let pgd = Pgd {
-        norm: Norm::L2,
-        step: eps / 20.0,
-        iterations: 100,
-        ..Pgd::linf(eps)
-    };
-    let transfer = pgd
+    // The transfer examples evaluate_adaptive makes.
+    let transfer = transfer_pgd(Norm::L2, eps)
         .perturb(&model, &set.images, &set.labels, None, 0)
         .unwrap();
     let tv = d.defend(&transfer, &device).unwrap();

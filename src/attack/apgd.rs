@@ -138,10 +138,10 @@ pub(crate) fn apgd_from(
         if act.is_empty() {
             break;
         }
-        let first = if r == 0 {
-            Start::At(start)
-        } else {
-            Start::Random
+        let first = match (r, start) {
+            (0, Some(points)) => Start::Points(points),
+            (0, None) => Start::Clean,
+            _ => Start::Random,
         };
         run_once(objective, x0, per, cfg, &act, first, &mut rng, &mut out)?;
     }
@@ -151,8 +151,10 @@ pub(crate) fn apgd_from(
 /// Where one APGD run starts.
 #[derive(Clone, Copy)]
 enum Start<'a> {
-    /// At the given points (all images of the batch), or at the clean images.
-    At(Option<&'a [f32]>),
+    /// At the clean images.
+    Clean,
+    /// At the given points (one per image of the batch), projected onto the ball.
+    Points(&'a [f32]),
     /// At random points of the ball.
     Random,
 }
@@ -181,9 +183,11 @@ fn run_once(
         }
         clip01(x);
     };
-    let mut x = base.clone();
-    if let Start::At(Some(points)) = start {
-        x = gather_images(points, act, per);
+    let mut x = match start {
+        Start::Points(points) => gather_images(points, act, per),
+        Start::Clean | Start::Random => base.clone(),
+    };
+    if let Start::Points(_) = start {
         for j in 0..m {
             proj(row_mut(&mut x, j, per), j);
         }

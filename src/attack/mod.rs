@@ -32,8 +32,10 @@ pub use jsma::Jsma;
 pub use model::{AttackModel, LossKind};
 pub use norm::{Norm, perturbation_sizes, project, step_direction};
 pub use pgd::Pgd;
-pub use registry::{AttackKind, AttackSettings, build_attack, default_eps, paper_grid};
-pub(crate) use registry::{pipeline_suite_for, transfer_pgd};
+pub(crate) use registry::pipeline_suite_for;
+pub use registry::{
+    AttackKind, AttackSettings, build_attack, default_eps, paper_grid, transfer_pgd,
+};
 pub use square::Square;
 pub use strong::{
     StrongReport, StrongSettings, StrongStage, strong_attacks, strong_csv, strong_images_csv,

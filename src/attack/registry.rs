@@ -144,7 +144,7 @@ pub fn default_eps(kind: AttackKind, norm: Norm) -> Option<f32> {
 /// The adaptive evaluation's non-adaptive baseline: PGD on the bare classifier, transferred to
 /// the defended model (Linf: step eps/10, 40 iterations; L2 and L1: step eps/20, 100
 /// iterations; no random start).
-pub(crate) fn transfer_pgd(norm: Norm, eps: f32) -> Pgd {
+pub fn transfer_pgd(norm: Norm, eps: f32) -> Pgd {
     match norm {
         Norm::Linf => Pgd {
             step: eps / 10.0,
